@@ -1,0 +1,24 @@
+//! Core of the agent runtime: what every function and the local server share.
+//!
+//! - [`config`]: the typed [`Settings`](config::Settings), loaded from defaults, `config.yaml`
+//!   and `AK_` environment variables, validated at cold start.
+//! - [`request`]: chat requests in both payload shapes, their validation and ids.
+//! - [`response`] and [`error`]: JSON answers, and the one error type mapped to HTTP statuses.
+//! - [`router`]: the chat endpoint and custom routes on `lambda_http` requests.
+//! - [`secret`]: values that never reach logs.
+//! - [`aws`] and [`logging`]: the shared AWS SDK configuration and JSON log setup.
+
+pub mod aws;
+pub mod config;
+pub mod error;
+pub mod logging;
+pub mod request;
+pub mod response;
+pub mod router;
+pub mod secret;
+
+pub use config::Settings;
+pub use error::ApiError;
+pub use request::RunRequest;
+pub use response::{ApiResponse, ChatAnswer};
+pub use router::{Route, RoutePaths, Router};

@@ -1,0 +1,389 @@
+//! Chat requests: the two payload shapes the API accepts, their validation, and the ids the
+//! runtime assigns.
+//!
+//! ```text
+//! {"prompt": "Hello agent", "agent": "assistant", "session_id": "user-123", ...extras}
+//! {"request_id": "req-123", "user_id": "user-123", "body": {"prompt": "...", ...}}
+//! ```
+//! Extra fields travel with the request to the agent as context.
+
+use crate::error::ApiError;
+use serde_json::{Map, Value};
+
+/// Longest request or session id accepted.
+pub const MAX_ID_LEN: usize = 128;
+/// Longest user id accepted.
+pub const MAX_USER_ID_LEN: usize = 256;
+/// Longest agent name accepted.
+pub const MAX_AGENT_NAME_LEN: usize = 64;
+
+const ID_CHARS: &str = "letters, digits and . _ - : @ =";
+
+/// One chat turn to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRequest {
+    /// Identifies this request end to end (queue messages, stored answer, polling).
+    pub request_id: String,
+    /// The conversation this turn belongs to.
+    pub session_id: String,
+    /// Who asked: the authorizer's principal, else the body's `user_id`.
+    pub user_id: Option<String>,
+    /// Requested agent; `None` means the configured default.
+    pub agent: Option<String>,
+    /// The user's message.
+    pub prompt: String,
+    /// Every other field of the body, passed to the agent as context.
+    pub context: Map<String, Value>,
+}
+
+impl RunRequest {
+    /// Parses a request body in either shape. `principal`, when the authorizer supplied one,
+    /// is the user id whatever the body says.
+    pub fn from_json(body: &[u8], principal: Option<&str>) -> Result<Self, ApiError> {
+        Self::from_value(parse_json_object(body)?, principal)
+    }
+
+    /// Parses an already-decoded body in either shape.
+    pub fn from_value(value: Value, principal: Option<&str>) -> Result<Self, ApiError> {
+        let Value::Object(mut outer) = value else {
+            return Err(not_an_object());
+        };
+        let is_envelope = !outer.contains_key("prompt") && outer.contains_key("body");
+        let mut fields = if is_envelope {
+            let inner = match outer.remove("body") {
+                Some(Value::Object(inner)) => inner,
+                // A body passed through as JSON text, as API Gateway does.
+                Some(Value::String(text)) => match serde_json::from_str(&text) {
+                    Ok(Value::Object(inner)) => inner,
+                    _ => {
+                        return Err(ApiError::bad_request(
+                            "body must be a JSON object like {\"prompt\": \"Hello\"}",
+                        ));
+                    }
+                },
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "body must be a JSON object like {\"prompt\": \"Hello\"}",
+                    ));
+                }
+            };
+            // Envelope fields (request_id, user_id, extras) first; the inner body wins on clashes.
+            outer.extend(inner);
+            outer
+        } else {
+            outer
+        };
+
+        let prompt = match fields.remove("prompt") {
+            None | Some(Value::Null) => {
+                return Err(ApiError::bad_request(
+                    "prompt is required: send {\"prompt\": \"your message\"}",
+                ));
+            }
+            Some(Value::String(p)) if p.trim().is_empty() => {
+                return Err(ApiError::bad_request("prompt must not be empty"));
+            }
+            Some(Value::String(p)) => p,
+            Some(_) => return Err(ApiError::bad_request("prompt must be a string")),
+        };
+        let agent = optional_string(&mut fields, "agent")?;
+        if let Some(agent) = &agent {
+            check_agent_name(agent).map_err(|m| ApiError::bad_request(format!("agent: {m}")))?;
+        }
+        let request_id = optional_string(&mut fields, "request_id")?;
+        if let Some(id) = &request_id {
+            check_id("request_id", id)?;
+        }
+        let session_id = optional_string(&mut fields, "session_id")?;
+        if let Some(id) = &session_id {
+            check_id("session_id", id)?;
+        }
+        let body_user = optional_string(&mut fields, "user_id")?;
+        let user_id = match principal {
+            Some(p) => Some(p.to_owned()),
+            None => body_user,
+        };
+        if let Some(user) = &user_id {
+            check_user_id(user)?;
+        }
+        Ok(RunRequest {
+            request_id: request_id.unwrap_or_else(new_id),
+            session_id: session_id.unwrap_or_else(new_id),
+            user_id,
+            agent,
+            prompt,
+            context: fields,
+        })
+    }
+
+    /// The queue message body: prompt, agent, session_id and the extras.
+    pub fn queue_body(&self) -> Value {
+        let mut body = self.context.clone();
+        body.insert("prompt".into(), Value::String(self.prompt.clone()));
+        if let Some(agent) = &self.agent {
+            body.insert("agent".into(), Value::String(agent.clone()));
+        }
+        body.insert("session_id".into(), Value::String(self.session_id.clone()));
+        Value::Object(body)
+    }
+}
+
+/// A fresh random id (UUID v4) for requests and sessions.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The request id of a poll: `?request_id=` in the query, else `{"request_id"}` in the body.
+pub fn poll_request_id(query_id: Option<&str>, body: &[u8]) -> Result<String, ApiError> {
+    let id = match query_id {
+        Some(id) => id.to_owned(),
+        None if body.iter().all(u8::is_ascii_whitespace) => {
+            return Err(ApiError::bad_request(
+                "request_id is required: GET ...?request_id=<id> or a JSON body {\"request_id\": \"<id>\"}",
+            ));
+        }
+        None => {
+            let mut fields = match parse_json_object(body)? {
+                Value::Object(map) => map,
+                _ => return Err(not_an_object()),
+            };
+            optional_string(&mut fields, "request_id")?.ok_or_else(|| {
+                ApiError::bad_request(
+                    "request_id is required: GET ...?request_id=<id> or a JSON body {\"request_id\": \"<id>\"}",
+                )
+            })?
+        }
+    };
+    check_id("request_id", &id)?;
+    Ok(id)
+}
+
+/// Checks a request or session id: 1–128 characters of letters, digits and `. _ - : @ =`.
+pub fn check_id(field: &str, id: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '@' | '='));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "{field} must be 1–{MAX_ID_LEN} characters of {ID_CHARS}"
+        )))
+    }
+}
+
+fn check_user_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > MAX_USER_ID_LEN || id.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "user_id must be 1–{MAX_USER_ID_LEN} characters without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks an agent name: 1–64 characters of letters, digits, `_` and `-`.
+pub fn check_agent_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_AGENT_NAME_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "an agent name is 1–{MAX_AGENT_NAME_LEN} characters of letters, digits, _ and -"
+        ))
+    }
+}
+
+fn parse_json_object(body: &[u8]) -> Result<Value, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request("request body must be UTF-8 encoded JSON"))?;
+    if text.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "request body is empty: send a JSON object like {\"prompt\": \"Hello\"}",
+        ));
+    }
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))?;
+    if value.is_object() {
+        Ok(value)
+    } else {
+        Err(not_an_object())
+    }
+}
+
+fn not_an_object() -> ApiError {
+    ApiError::bad_request("request body must be a JSON object like {\"prompt\": \"Hello\"}")
+}
+
+fn optional_string(fields: &mut Map<String, Value>, key: &str) -> Result<Option<String>, ApiError> {
+    match fields.remove(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ApiError::bad_request(format!("{key} must be a string"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<RunRequest, String> {
+        RunRequest::from_json(v.to_string().as_bytes(), None).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn simple_shape_keeps_fields_and_extras() {
+        let r = parse(json!({
+            "prompt": "Hello agent", "agent": "assistant", "session_id": "user-123",
+            "locale": "en-GB", "meta": {"a": 1}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.prompt, "Hello agent");
+        assert_eq!(r.agent.as_deref(), Some("assistant"));
+        assert_eq!(r.session_id, "user-123");
+        assert_eq!(r.context.get("locale"), Some(&json!("en-GB")));
+        assert_eq!(r.context.get("meta"), Some(&json!({"a": 1})));
+        assert!(
+            uuid::Uuid::parse_str(&r.request_id).is_ok(),
+            "request_id generated"
+        );
+    }
+
+    #[test]
+    fn envelope_shape_takes_ids_from_the_envelope() {
+        let r = parse(json!({
+            "request_id": "req-123", "user_id": "user-123",
+            "body": {"prompt": "Hello", "agent": "math", "session_id": "s-1", "x": true}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.request_id, "req-123");
+        assert_eq!(r.user_id.as_deref(), Some("user-123"));
+        assert_eq!(r.agent.as_deref(), Some("math"));
+        assert_eq!(r.session_id, "s-1");
+        assert_eq!(r.context.get("x"), Some(&json!(true)));
+        assert!(!r.context.contains_key("body"));
+    }
+
+    #[test]
+    fn envelope_body_may_be_json_text() {
+        let r = parse(json!({"request_id": "r1", "body": "{\"prompt\": \"hi\"}"}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((r.request_id.as_str(), r.prompt.as_str()), ("r1", "hi"));
+    }
+
+    #[test]
+    fn missing_ids_are_generated_and_distinct() {
+        let a = parse(json!({"prompt": "a"})).unwrap_or_else(|e| panic!("{e}"));
+        let b = parse(json!({"prompt": "b"})).unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(a.request_id, b.request_id);
+        assert_ne!(a.session_id, b.session_id);
+        assert_eq!(a.agent, None);
+    }
+
+    #[test]
+    fn the_principal_overrides_a_body_user_id() {
+        let body = json!({"prompt": "hi", "user_id": "mallory"}).to_string();
+        let r =
+            RunRequest::from_json(body.as_bytes(), Some("alice")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.user_id.as_deref(), Some("alice"));
+        let body = json!({"user_id": "mallory", "body": {"prompt": "hi"}}).to_string();
+        let r =
+            RunRequest::from_json(body.as_bytes(), Some("alice")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.user_id.as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn every_validation_error_names_the_field() {
+        let cases: Vec<(&[u8], &str)> = vec![
+            (b"", "body is empty"),
+            (b"   ", "body is empty"),
+            (b"{not json", "not valid JSON"),
+            (b"[1,2]", "must be a JSON object"),
+            (b"\"hello\"", "must be a JSON object"),
+            (&[0xff, 0xfe, 0x7b], "UTF-8"),
+            (br#"{}"#, "prompt is required"),
+            (br#"{"prompt": null}"#, "prompt is required"),
+            (br#"{"prompt": ""}"#, "prompt must not be empty"),
+            (br#"{"prompt": "  \n "}"#, "prompt must not be empty"),
+            (br#"{"prompt": 42}"#, "prompt must be a string"),
+            (br#"{"prompt": "x", "agent": 7}"#, "agent must be a string"),
+            (br#"{"prompt": "x", "agent": "no spaces"}"#, "agent:"),
+            (
+                br#"{"prompt": "x", "session_id": ""}"#,
+                "session_id must be",
+            ),
+            (
+                br#"{"prompt": "x", "session_id": "a b"}"#,
+                "session_id must be",
+            ),
+            (
+                br#"{"prompt": "x", "session_id": ["a"]}"#,
+                "session_id must be a string",
+            ),
+            (
+                br#"{"prompt": "x", "request_id": "a/b"}"#,
+                "request_id must be",
+            ),
+            (br#"{"prompt": "x", "user_id": ""}"#, "user_id must be"),
+            (
+                br#"{"request_id": "r", "body": 5}"#,
+                "body must be a JSON object",
+            ),
+            (br#"{"request_id": "r", "body": {}}"#, "prompt is required"),
+        ];
+        for (body, expected) in cases {
+            let err = RunRequest::from_json(body, None)
+                .err()
+                .unwrap_or_else(|| panic!("{:?} should fail", String::from_utf8_lossy(body)));
+            assert_eq!(err.status().as_u16(), 400);
+            assert!(
+                err.to_string().contains(expected),
+                "{:?}: {err} should mention {expected:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let long = "a".repeat(MAX_ID_LEN + 1);
+        let body = json!({"prompt": "x", "session_id": long}).to_string();
+        assert!(RunRequest::from_json(body.as_bytes(), None).is_err());
+    }
+
+    #[test]
+    fn queue_body_round_trips() {
+        let r = parse(json!({"prompt": "p", "agent": "math", "session_id": "s", "k": 1}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let again = RunRequest::from_value(r.queue_body(), None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again.prompt, r.prompt);
+        assert_eq!(again.agent, r.agent);
+        assert_eq!(again.session_id, r.session_id);
+        assert_eq!(again.context, r.context);
+    }
+
+    #[test]
+    fn poll_id_comes_from_query_or_body() {
+        assert_eq!(
+            poll_request_id(Some("req-1"), b"").ok().as_deref(),
+            Some("req-1")
+        );
+        assert_eq!(
+            poll_request_id(None, br#"{"request_id": "req-2"}"#)
+                .ok()
+                .as_deref(),
+            Some("req-2")
+        );
+        for (q, b) in [
+            (None, &b""[..]),
+            (None, b"{}"),
+            (Some("bad id"), b""),
+            (None, b"{x"),
+        ] {
+            let e = poll_request_id(q, b).err();
+            assert_eq!(e.map(|e| e.status().as_u16()), Some(400), "{q:?} {b:?}");
+        }
+    }
+}

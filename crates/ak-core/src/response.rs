@@ -1,0 +1,66 @@
+//! What the API answers: a status, headers and a JSON body, turned into an HTTP response in one
+//! place so every answer has `Content-Type: application/json`.
+
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use lambda_http::Body;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A JSON answer.
+#[derive(Debug, Clone)]
+pub struct ApiResponse {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Extra headers (`Retry-After`, `Allow`, ...); `Content-Type` is added on conversion.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Value,
+}
+
+impl ApiResponse {
+    /// An answer with this status and body.
+    pub fn json(status: StatusCode, body: Value) -> Self {
+        Self {
+            status,
+            headers: HeaderMap::new(),
+            body,
+        }
+    }
+
+    /// A 200 answer.
+    pub fn ok(body: Value) -> Self {
+        Self::json(StatusCode::OK, body)
+    }
+
+    /// The HTTP response, with `Content-Type: application/json`.
+    pub fn into_http(self) -> http::Response<Body> {
+        let text = serde_json::to_string(&self.body).unwrap_or_else(|_| "{}".to_owned());
+        let mut response = http::Response::new(Body::Text(text));
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}
+
+impl From<Value> for ApiResponse {
+    fn from(body: Value) -> Self {
+        ApiResponse::ok(body)
+    }
+}
+
+/// The answer to a chat request, as returned by direct mode and stored for the queue modes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatAnswer {
+    /// The final text of the run.
+    pub result: String,
+    /// The session the turn belongs to.
+    pub session_id: String,
+    /// The request this answers.
+    pub request_id: String,
+    /// The agent that produced the answer (after handoffs).
+    pub agent: String,
+}

@@ -1,0 +1,388 @@
+//! Routes of the HTTP API: the chat endpoint at `/{API_BASE_PATH}/{API_VERSION}/{AGENT_ENDPOINT}`
+//! and custom routes registered in Rust under `/{API_BASE_PATH}/{API_VERSION}`.
+//!
+//! The router works on `lambda_http` requests, so REST API (v1), HTTP API (v2) and function URL
+//! events route the same way. An API Gateway stage prefix is not part of the path, a trailing
+//! slash is tolerated, an unknown path is 404 and a known path with the wrong method is 405.
+
+use crate::error::ApiError;
+use crate::response::ApiResponse;
+use http::Method;
+use lambda_http::request::RequestContext;
+use lambda_http::{Request, RequestExt};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// Methods the chat path answers: POST to ask, GET to poll.
+pub const CHAT_METHODS: [Method; 2] = [Method::GET, Method::POST];
+
+/// The future a route handler returns.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<ApiResponse, ApiError>> + Send>>;
+
+/// A custom route's handler: any `async fn(Request) -> Result<impl Into<ApiResponse>, ApiError>`.
+pub trait RouteHandler: Send + Sync {
+    /// Answers one request.
+    fn call(&self, request: Request) -> HandlerFuture;
+}
+
+impl<F, Fut, R> RouteHandler for F
+where
+    F: Fn(Request) -> Fut + Send + Sync,
+    Fut: Future<Output = Result<R, ApiError>> + Send + 'static,
+    R: Into<ApiResponse>,
+{
+    fn call(&self, request: Request) -> HandlerFuture {
+        let fut = self(request);
+        Box::pin(async move { fut.await.map(Into::into) })
+    }
+}
+
+/// A route or path setting that cannot work; reported at startup.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RouterError {
+    /// `API_BASE_PATH`, `API_VERSION` or `AGENT_ENDPOINT` is unusable.
+    #[error("{var}={value:?}: {problem}")]
+    BadSetting {
+        /// The environment variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A custom route cannot be registered.
+    #[error("route {method} {path}: {problem}")]
+    BadRoute {
+        /// The method.
+        method: Method,
+        /// The path as given.
+        path: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// The base path and chat path, from `API_BASE_PATH`, `API_VERSION` and `AGENT_ENDPOINT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePaths {
+    base: String,
+    chat: String,
+}
+
+impl RoutePaths {
+    /// Builds the paths from their three segments (slashes at either end are ignored).
+    pub fn new(base_path: &str, version: &str, endpoint: &str) -> Result<Self, RouterError> {
+        let base_path = segment("API_BASE_PATH", base_path)?;
+        let version = segment("API_VERSION", version)?;
+        let endpoint = segment("AGENT_ENDPOINT", endpoint)?;
+        let base = format!("/{base_path}/{version}");
+        let chat = format!("{base}/{endpoint}");
+        Ok(Self { base, chat })
+    }
+
+    /// Reads the three variables from the process environment (defaults api, v1, chat).
+    pub fn from_env() -> Result<Self, RouterError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the three variables through `get`; empty values count as unset.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, RouterError> {
+        let var = |name: &str, default: &str| {
+            get(name)
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| default.to_owned())
+        };
+        Self::new(
+            &var("API_BASE_PATH", "api"),
+            &var("API_VERSION", "v1"),
+            &var("AGENT_ENDPOINT", "chat"),
+        )
+    }
+
+    /// `/api/v1`: where custom routes live.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `/api/v1/chat`.
+    pub fn chat(&self) -> &str {
+        &self.chat
+    }
+}
+
+impl Default for RoutePaths {
+    fn default() -> Self {
+        Self {
+            base: "/api/v1".to_owned(),
+            chat: "/api/v1/chat".to_owned(),
+        }
+    }
+}
+
+fn segment(var: &'static str, value: &str) -> Result<String, RouterError> {
+    let trimmed = value.trim().trim_matches('/');
+    let ok = !trimmed.is_empty()
+        && trimmed.split('/').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        });
+    if ok {
+        Ok(trimmed.to_owned())
+    } else {
+        Err(RouterError::BadSetting {
+            var,
+            value: value.to_owned(),
+            problem: "use path segments of letters, digits, - _ . (e.g. api, v1, chat)".to_owned(),
+        })
+    }
+}
+
+/// What a request resolved to.
+#[derive(Clone)]
+pub enum Route {
+    /// The chat endpoint (POST to ask, GET to poll) or a direct Lambda invoke.
+    Chat,
+    /// A custom route.
+    Custom(Arc<dyn RouteHandler>),
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Route::Chat => f.write_str("Chat"),
+            Route::Custom(_) => f.write_str("Custom"),
+        }
+    }
+}
+
+struct CustomRoute {
+    method: Method,
+    path: String,
+    handler: Arc<dyn RouteHandler>,
+}
+
+/// Collects custom routes; [`RouterBuilder::build`] reports the first invalid one.
+pub struct RouterBuilder {
+    paths: RoutePaths,
+    routes: Vec<CustomRoute>,
+    error: Option<RouterError>,
+}
+
+impl RouterBuilder {
+    /// Registers `handler` for `method` at `path` under the base path.
+    pub fn route(
+        mut self,
+        method: Method,
+        path: &str,
+        handler: impl RouteHandler + 'static,
+    ) -> Self {
+        if self.error.is_some() {
+            return self;
+        }
+        let bad = |problem: &str| RouterError::BadRoute {
+            method: method.clone(),
+            path: path.to_owned(),
+            problem: problem.to_owned(),
+        };
+        let relative = path.trim().trim_end_matches('/');
+        if !relative.starts_with('/') || relative.contains("//") || relative.contains(['?', '#']) {
+            self.error = Some(bad(
+                "a route path starts with / and has no empty segments, query or fragment (e.g. /app)",
+            ));
+            return self;
+        }
+        let full = format!("{}{relative}", self.paths.base);
+        if full == self.paths.chat {
+            self.error = Some(bad(&format!(
+                "{full} is the chat endpoint; it is served by the built-in chat handler"
+            )));
+            return self;
+        }
+        if self
+            .routes
+            .iter()
+            .any(|r| r.method == method && r.path == full)
+        {
+            self.error = Some(bad("registered twice"));
+            return self;
+        }
+        self.routes.push(CustomRoute {
+            method,
+            path: full,
+            handler: Arc::new(handler),
+        });
+        self
+    }
+
+    /// Registers a GET route.
+    pub fn get(self, path: &str, handler: impl RouteHandler + 'static) -> Self {
+        self.route(Method::GET, path, handler)
+    }
+
+    /// Registers a POST route.
+    pub fn post(self, path: &str, handler: impl RouteHandler + 'static) -> Self {
+        self.route(Method::POST, path, handler)
+    }
+
+    /// Registers a PUT route.
+    pub fn put(self, path: &str, handler: impl RouteHandler + 'static) -> Self {
+        self.route(Method::PUT, path, handler)
+    }
+
+    /// Registers a DELETE route.
+    pub fn delete(self, path: &str, handler: impl RouteHandler + 'static) -> Self {
+        self.route(Method::DELETE, path, handler)
+    }
+
+    /// Registers a PATCH route.
+    pub fn patch(self, path: &str, handler: impl RouteHandler + 'static) -> Self {
+        self.route(Method::PATCH, path, handler)
+    }
+
+    /// The router, or the first registration error.
+    pub fn build(self) -> Result<Router, RouterError> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(Router {
+                paths: self.paths,
+                routes: self.routes,
+            }),
+        }
+    }
+}
+
+/// Resolves requests to the chat endpoint or a custom route.
+pub struct Router {
+    paths: RoutePaths,
+    routes: Vec<CustomRoute>,
+}
+
+impl Router {
+    /// Starts a router with these paths.
+    pub fn builder(paths: RoutePaths) -> RouterBuilder {
+        RouterBuilder {
+            paths,
+            routes: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// The paths this router serves.
+    pub fn paths(&self) -> &RoutePaths {
+        &self.paths
+    }
+
+    /// Finds the route for a request. A direct Lambda invoke (not an HTTP event) is a chat request.
+    pub fn resolve(&self, request: &Request) -> Result<Route, ApiError> {
+        if matches!(
+            request.request_context_ref(),
+            Some(RequestContext::PassThrough)
+        ) {
+            return Ok(Route::Chat);
+        }
+        let path = self.route_path(request);
+        let method = request.method();
+        if path == self.paths.chat {
+            return if CHAT_METHODS.contains(method) {
+                Ok(Route::Chat)
+            } else {
+                Err(ApiError::MethodNotAllowed {
+                    method: method.clone(),
+                    path,
+                    allowed: CHAT_METHODS.to_vec(),
+                })
+            };
+        }
+        let mut allowed = Vec::new();
+        for route in self.routes.iter().filter(|r| r.path == path) {
+            if route.method == *method {
+                return Ok(Route::Custom(route.handler.clone()));
+            }
+            allowed.push(route.method.clone());
+        }
+        if allowed.is_empty() {
+            Err(ApiError::RouteNotFound { path })
+        } else {
+            Err(ApiError::MethodNotAllowed {
+                method: method.clone(),
+                path,
+                allowed,
+            })
+        }
+    }
+
+    /// The path to route on: without the API Gateway stage, without a trailing slash.
+    fn route_path(&self, request: &Request) -> String {
+        let raw = match request.raw_http_path() {
+            "" => request.uri().path(),
+            raw => raw,
+        };
+        let mut path = raw.to_owned();
+        // HTTP APIs with a named stage put it in rawPath; drop it unless the path without it
+        // would not fall under our base (the base path may itself equal the stage name).
+        if let Some(stage) = stage(request) {
+            let prefix = format!("/{stage}");
+            if let Some(rest) = path.strip_prefix(&prefix)
+                && rest.starts_with('/')
+                && under(rest, &self.paths.base)
+            {
+                path = rest.to_owned();
+            }
+        }
+        while path.len() > 1 && path.ends_with('/') {
+            path.pop();
+        }
+        path
+    }
+}
+
+/// A JSON picture of a request for handlers that echo what they received: method, path, query,
+/// headers (without credentials) and body.
+pub fn request_summary(request: &Request) -> serde_json::Value {
+    use serde_json::{Map, Value};
+    let mut headers = Map::new();
+    for (name, value) in request.headers() {
+        if matches!(name.as_str(), "authorization" | "cookie" | "x-api-key") {
+            continue;
+        }
+        if let Ok(v) = value.to_str() {
+            headers.insert(name.as_str().to_owned(), Value::String(v.to_owned()));
+        }
+    }
+    let query: Map<String, Value> = request
+        .query_string_parameters_ref()
+        .map(|q| {
+            q.iter()
+                .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let body = String::from_utf8_lossy(request.body().as_ref()).into_owned();
+    serde_json::json!({
+        "method": request.method().as_str(),
+        "path": match request.raw_http_path() { "" => request.uri().path(), raw => raw },
+        "query": query,
+        "headers": headers,
+        "body": body,
+    })
+}
+
+fn under(path: &str, base: &str) -> bool {
+    path.strip_prefix(base)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+fn stage(request: &Request) -> Option<String> {
+    let stage = match request.request_context_ref()? {
+        RequestContext::ApiGatewayV1(ctx) => ctx.stage.clone(),
+        RequestContext::ApiGatewayV2(ctx) => ctx.stage.clone(),
+        _ => None,
+    }?;
+    (stage != "$default" && !stage.is_empty()).then_some(stage)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,4 @@
+//! Integration tests against the real local services started by `scripts/test.sh`.
+//! One binary, one module per area, so the suite links once.
+
+mod harness;
