@@ -61,3 +61,138 @@ pub async fn redis_connection() -> anyhow::Result<redis::aio::MultiplexedConnect
         .get_multiplexed_async_connection_with_config(&config)
         .await?)
 }
+
+/// A DynamoDB client for moto.
+pub async fn dynamodb_client() -> aws_sdk_dynamodb::Client {
+    aws_endpoint();
+    aws_sdk_dynamodb::Client::new(&ak_core::aws::load_sdk_config().await)
+}
+
+/// Creates a response table (partition key `request_id`) the way the Terraform module does.
+pub async fn create_response_table(
+    client: &aws_sdk_dynamodb::Client,
+    name: &str,
+) -> anyhow::Result<()> {
+    create_table(client, name, &[("request_id", KeyType::Hash)]).await
+}
+
+/// Creates a session table (partition `session_id`, sort `key`).
+pub async fn create_session_table(
+    client: &aws_sdk_dynamodb::Client,
+    name: &str,
+) -> anyhow::Result<()> {
+    create_table(
+        client,
+        name,
+        &[("session_id", KeyType::Hash), ("key", KeyType::Range)],
+    )
+    .await
+}
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+
+async fn create_table(
+    client: &aws_sdk_dynamodb::Client,
+    name: &str,
+    keys: &[(&str, KeyType)],
+) -> anyhow::Result<()> {
+    let mut request = client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest);
+    for (attr, kind) in keys {
+        request = request
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(*attr)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(*attr)
+                    .key_type(kind.clone())
+                    .build()?,
+            );
+    }
+    request.send().await?;
+    Ok(())
+}
+
+/// Redis settings on this run's server with a key prefix of their own.
+pub fn redis_settings(ttl: u64) -> ak_core::config::RedisSettings {
+    ak_core::config::RedisSettings {
+        url: ak_core::secret::SecretUrl::new(redis_url()),
+        prefix: Some(format!("{}:", unique_name("t"))),
+        ttl,
+    }
+}
+
+/// A `redis-server` of a test's own, for tests that stop it. Killed on drop.
+pub struct PrivateRedis {
+    child: std::process::Child,
+    /// Its URL.
+    pub url: String,
+    dir: std::path::PathBuf,
+}
+
+impl PrivateRedis {
+    /// Starts one on a free loopback port and waits until it answers.
+    pub async fn start() -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let dir = std::env::temp_dir().join(unique_name("ak-redis"));
+        std::fs::create_dir_all(&dir)?;
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot start redis-server (is it installed? scripts/test.sh installs it): {e}"
+                )
+            })?;
+        let server = PrivateRedis {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+            dir,
+        };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Ok(server);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("redis-server did not start on port {port}")
+    }
+
+    /// Stops it (SIGKILL, as a crash would).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

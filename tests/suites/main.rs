@@ -1,4 +1,8 @@
 //! Integration tests against the real local services started by `scripts/test.sh`.
 //! One binary, one module per area, so the suite links once.
 
+mod backend_faults;
 mod harness;
+mod queues;
+mod response_store;
+mod session_store;

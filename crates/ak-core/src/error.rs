@@ -74,6 +74,9 @@ pub enum ApiError {
         /// Diagnostic detail for the log only.
         detail: String,
     },
+    /// Two requests changed the same session at once; the later one should be sent again.
+    #[error("{0}")]
+    Conflict(String),
     /// A feature the deployment does not provide yet.
     #[error("{0} is not implemented yet")]
     NotImplemented(String),
@@ -126,6 +129,7 @@ impl ApiError {
             ApiError::ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::ModelProvider { .. } => StatusCode::BAD_GATEWAY,
             ApiError::ServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -142,6 +146,7 @@ impl ApiError {
             ApiError::ResponseTimeout { .. } => "response_timeout",
             ApiError::ModelProvider { .. } => "model_provider",
             ApiError::ServiceUnavailable { .. } => "service_unavailable",
+            ApiError::Conflict(_) => "conflict",
             ApiError::NotImplemented(_) => "not_implemented",
             ApiError::Internal { .. } => "internal",
         }

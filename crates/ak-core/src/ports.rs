@@ -1,0 +1,368 @@
+//! The ports: what the handlers need from a queue, a response store and a session store, as
+//! small `Send + Sync` async traits. Adapters (SQS, Redis, DynamoDB, in-memory) live in
+//! [`crate::adapters`]; SDK types never cross these signatures.
+
+use crate::error::ApiError;
+use async_trait::async_trait;
+use aws_lambda_events::sqs::SqsMessage;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Which backend an error comes from; named in the 503 the client gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Redis / ElastiCache.
+    Redis,
+    /// DynamoDB.
+    DynamoDb,
+    /// SQS.
+    Sqs,
+    /// The in-process adapters.
+    Memory,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Redis => "Redis",
+            Backend::DynamoDb => "DynamoDB",
+            Backend::Sqs => "SQS",
+            Backend::Memory => "in-memory store",
+        })
+    }
+}
+
+/// A failure of a queue or store.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    /// The backend could not be reached or did not answer in time.
+    #[error("{backend} is unavailable: {detail}")]
+    Unavailable {
+        /// Which backend.
+        backend: Backend,
+        /// What happened (for logs; may name hosts, never credentials).
+        detail: String,
+    },
+    /// The backend holds data this version cannot read.
+    #[error("{backend} holds malformed data: {detail}")]
+    Corrupt {
+        /// Which backend.
+        backend: Backend,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A session changed since it was loaded; saving would lose the other turn.
+    #[error("session {session_id} was saved by another request since it was loaded")]
+    Conflict {
+        /// The session.
+        session_id: String,
+    },
+    /// The data cannot be accepted (too large for the backend, say).
+    #[error("{0}")]
+    Rejected(String),
+}
+
+impl PortError {
+    /// An `Unavailable` error from any displayable cause.
+    pub fn unavailable(backend: Backend, detail: impl fmt::Display) -> Self {
+        PortError::Unavailable {
+            backend,
+            detail: detail.to_string(),
+        }
+    }
+
+    /// Whether trying again later may succeed (the runner reports such records as failures so
+    /// SQS redelivers them).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            PortError::Unavailable { .. } | PortError::Conflict { .. }
+        )
+    }
+}
+
+impl From<PortError> for ApiError {
+    fn from(e: PortError) -> Self {
+        match e {
+            PortError::Unavailable { backend, detail } => ApiError::ServiceUnavailable {
+                backend: backend.to_string(),
+                request_id: None,
+                detail,
+            },
+            PortError::Conflict { session_id } => ApiError::Conflict(format!(
+                "session {session_id} was updated by another request at the same time; send the message again"
+            )),
+            PortError::Rejected(message) => ApiError::BadRequest(message),
+            PortError::Corrupt { .. } => ApiError::internal(None, e.to_string()),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_epoch_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queues
+
+/// One message on the input or output queue: a JSON body and the attributes that route it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueMessage {
+    /// The request this message belongs to (attribute `request_id`; FIFO deduplication id).
+    pub request_id: String,
+    /// The conversation (attribute `session_id`; FIFO group id, so one session stays in order).
+    pub session_id: String,
+    /// Who asked (attribute `user_id`, when known).
+    pub user_id: Option<String>,
+    /// HTTP status of an answer (attribute `status_code`, output queue only).
+    pub status_code: Option<u16>,
+    /// Input: the request body (prompt, agent, session_id, extras). Output: the client's body.
+    pub body: Value,
+}
+
+/// A message taken from a queue, with what delivery adds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// The message.
+    pub message: QueueMessage,
+    /// Id of this SQS message (what `batchItemFailures` names).
+    pub message_id: String,
+    /// How many times it has been received, this time included.
+    pub receive_count: u32,
+}
+
+/// A queue record that cannot be read as a [`QueueMessage`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("queue message {message_id}: {problem}")]
+pub struct MessageError {
+    /// The SQS message id, or `(none)`.
+    pub message_id: String,
+    /// What is missing or malformed.
+    pub problem: String,
+}
+
+const ATTR_REQUEST_ID: &str = "request_id";
+const ATTR_SESSION_ID: &str = "session_id";
+const ATTR_USER_ID: &str = "user_id";
+const ATTR_STATUS_CODE: &str = "status_code";
+
+impl QueueMessage {
+    /// The message attributes as (name, `String` value) pairs.
+    pub fn attributes(&self) -> Vec<(&'static str, String)> {
+        let mut attrs = vec![
+            (ATTR_REQUEST_ID, self.request_id.clone()),
+            (ATTR_SESSION_ID, self.session_id.clone()),
+        ];
+        if let Some(user) = &self.user_id {
+            attrs.push((ATTR_USER_ID, user.clone()));
+        }
+        if let Some(status) = self.status_code {
+            attrs.push((ATTR_STATUS_CODE, status.to_string()));
+        }
+        attrs
+    }
+
+    /// The record a Lambda SQS event carries for this message (what the queues hand the runner
+    /// and the response handler, locally as on Lambda).
+    pub fn to_sqs_record(&self, message_id: &str, receipt: &str, receive_count: u32) -> SqsMessage {
+        let mut record = SqsMessage::default();
+        record.message_id = Some(message_id.to_owned());
+        record.receipt_handle = Some(receipt.to_owned());
+        record.body = Some(self.body.to_string());
+        record.event_source = Some("aws:sqs".to_owned());
+        record.attributes.insert(
+            "ApproximateReceiveCount".to_owned(),
+            receive_count.to_string(),
+        );
+        for (name, value) in self.attributes() {
+            let mut attr = aws_lambda_events::sqs::SqsMessageAttribute::default();
+            attr.string_value = Some(value);
+            attr.data_type = Some("String".to_owned());
+            record.message_attributes.insert(name.to_owned(), attr);
+        }
+        record
+    }
+
+    /// Reads a record of a Lambda SQS event. The session id falls back to the body's
+    /// `session_id` for messages sent by other producers.
+    pub fn from_sqs_record(record: &SqsMessage) -> Result<Delivery, MessageError> {
+        let message_id = record.message_id.clone().unwrap_or_default();
+        let problem = |p: String| MessageError {
+            message_id: if message_id.is_empty() {
+                "(none)".to_owned()
+            } else {
+                message_id.clone()
+            },
+            problem: p,
+        };
+        let attr = |name: &str| {
+            record
+                .message_attributes
+                .get(name)
+                .and_then(|a| a.string_value.clone())
+                .filter(|v| !v.is_empty())
+        };
+        let text = record
+            .body
+            .as_deref()
+            .ok_or_else(|| problem("has no body".to_owned()))?;
+        let body: Value =
+            serde_json::from_str(text).map_err(|e| problem(format!("body is not JSON: {e}")))?;
+        let request_id = attr(ATTR_REQUEST_ID)
+            .ok_or_else(|| problem("has no request_id attribute".to_owned()))?;
+        let session_id = attr(ATTR_SESSION_ID)
+            .or_else(|| {
+                body.get("session_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .ok_or_else(|| problem("has no session_id attribute or body field".to_owned()))?;
+        let status_code = match attr(ATTR_STATUS_CODE) {
+            None => None,
+            Some(s) => Some(
+                s.parse::<u16>()
+                    .ok()
+                    .filter(|c| (100..=599).contains(c))
+                    .ok_or_else(|| problem(format!("status_code {s:?} is not an HTTP status")))?,
+            ),
+        };
+        let receive_count = record
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1);
+        Ok(Delivery {
+            message: QueueMessage {
+                request_id,
+                session_id,
+                user_id: attr(ATTR_USER_ID),
+                status_code,
+                body,
+            },
+            message_id,
+            receive_count,
+        })
+    }
+}
+
+/// A queue: send messages, and (for the local server, which plays the Lambda event source)
+/// receive and delete them.
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Sends one message. FIFO queues group by session and deduplicate by request id.
+    async fn send(&self, message: &QueueMessage) -> Result<(), PortError>;
+
+    /// Receives up to `max` messages (≤ 10), waiting up to `wait` for the first, as the records
+    /// of a Lambda SQS event. Received messages stay invisible until deleted or their visibility
+    /// timeout passes, then come back with a higher receive count.
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<SqsMessage>, PortError>;
+
+    /// Deletes a received message by its receipt handle.
+    async fn delete(&self, receipt: &str) -> Result<(), PortError>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Response store
+
+/// A stored answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResponseRecord {
+    /// The request answered.
+    pub request_id: String,
+    /// Its session.
+    pub session_id: String,
+    /// Who asked; polls by anyone else see NOT_FOUND.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// HTTP status the client gets.
+    pub status_code: u16,
+    /// The JSON body the client gets.
+    pub body: Value,
+    /// When it was stored, in seconds since the epoch.
+    pub created_at: u64,
+}
+
+impl ResponseRecord {
+    /// Whether `user` may read this record: records without an owner are public, owned ones
+    /// only to their owner.
+    pub fn visible_to(&self, user: Option<&str>) -> bool {
+        match &self.user_id {
+            None => true,
+            Some(owner) => user == Some(owner.as_str()),
+        }
+    }
+}
+
+/// Outcome of [`ResponseStore::claim`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// This caller holds the claim and should process the request.
+    Acquired,
+    /// Another runner holds an unexpired claim: try again later.
+    HeldByOther,
+    /// The answer is already stored: nothing to do.
+    AlreadyAnswered,
+}
+
+/// Where answers wait for rest_sync and rest_async clients.
+#[async_trait]
+pub trait ResponseStore: Send + Sync {
+    /// Stores an answer, with the store's TTL. Idempotent: the first answer stored for a request
+    /// id stays, so every read sees the same answer.
+    async fn put(&self, record: &ResponseRecord) -> Result<(), PortError>;
+
+    /// Reads an answer without removing it.
+    async fn get(&self, request_id: &str) -> Result<Option<ResponseRecord>, PortError>;
+
+    /// Waits up to `timeout` for an answer, returning as soon as it is stored.
+    async fn wait_for(
+        &self,
+        request_id: &str,
+        timeout: Duration,
+    ) -> Result<Option<ResponseRecord>, PortError>;
+
+    /// Claims a request for processing by `owner` until `ttl` passes, so a duplicate delivery
+    /// does not call the model again while this one works or after it answered.
+    async fn claim(
+        &self,
+        request_id: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<ClaimOutcome, PortError>;
+
+    /// Gives up a claim early (after a transient failure), if `owner` still holds it.
+    async fn release(&self, request_id: &str, owner: &str) -> Result<(), PortError>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session store
+
+/// A conversation as stored: its items (JSON messages), owner and version.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoredSession {
+    /// Conversation items, oldest first.
+    pub items: Vec<Value>,
+    /// The user the session belongs to, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Incremented by every save; 0 means never saved.
+    #[serde(default)]
+    pub version: u64,
+}
+
+/// Conversation history by session id, with optimistic concurrency.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Loads a session; `None` if it was never saved or has expired.
+    async fn load(&self, session_id: &str) -> Result<Option<StoredSession>, PortError>;
+
+    /// Saves `session` if the stored version is still `session.version` (0: not stored yet) and
+    /// returns the new version; [`PortError::Conflict`] if another save came first.
+    async fn save(&self, session_id: &str, session: &StoredSession) -> Result<u64, PortError>;
+}

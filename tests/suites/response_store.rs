@@ -1,0 +1,315 @@
+//! One behavioural suite for every response store: in-memory, Redis and DynamoDB (moto).
+
+use ak_core::adapters::dynamodb::DynamoResponseStore;
+use ak_core::adapters::memory::MemoryResponseStore;
+use ak_core::adapters::redis::RedisResponseStore;
+use ak_core::config::DynamoDbSettings;
+use ak_core::ports::{ClaimOutcome, ResponseRecord, ResponseStore, now_epoch_secs};
+use ak_tests::{create_response_table, dynamodb_client, redis_settings, unique_name};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+fn record(user: Option<&str>) -> ResponseRecord {
+    ResponseRecord {
+        request_id: unique_name("req"),
+        session_id: unique_name("session"),
+        user_id: user.map(str::to_owned),
+        status_code: 200,
+        body: json!({"result": "84", "agent": "math", "nested": {"list": [1, 2, 3]}}),
+        created_at: now_epoch_secs(),
+    }
+}
+
+async fn memory() -> Arc<dyn ResponseStore> {
+    Arc::new(MemoryResponseStore::default())
+}
+
+async fn redis() -> Arc<dyn ResponseStore> {
+    Arc::new(RedisResponseStore::new(&redis_settings(3600)).unwrap_or_else(|e| panic!("{e}")))
+}
+
+async fn dynamodb_with_table() -> (Arc<dyn ResponseStore>, String) {
+    let client = dynamodb_client().await;
+    let table = unique_name("responses");
+    create_response_table(&client, &table)
+        .await
+        .unwrap_or_else(|e| panic!("create table: {e}"));
+    let settings = DynamoDbSettings {
+        table_name: Some(table.clone()),
+        ttl: 3600,
+    };
+    let store = DynamoResponseStore::new(client, &settings).unwrap_or_else(|e| panic!("{e}"));
+    (Arc::new(store), table)
+}
+
+async fn dynamodb() -> Arc<dyn ResponseStore> {
+    dynamodb_with_table().await.0
+}
+
+async fn round_trip_keeps_every_field(store: Arc<dyn ResponseStore>) {
+    for user in [Some("user-a"), None] {
+        let r = record(user);
+        store.put(&r).await.unwrap_or_else(|e| panic!("{e}"));
+        let got = store
+            .get(&r.request_id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got.as_ref(), Some(&r));
+    }
+    let missing = store
+        .get(&unique_name("nobody"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(missing, None);
+}
+
+async fn get_is_non_destructive_and_first_answer_wins(store: Arc<dyn ResponseStore>) {
+    let first = record(Some("u"));
+    store.put(&first).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut second = first.clone();
+    second.body = json!({"result": "a different answer from a duplicate run"});
+    second.status_code = 500;
+    store.put(&second).await.unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..3 {
+        let got = store
+            .get(&first.request_id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got.as_ref(), Some(&first), "read again, same first answer");
+    }
+}
+
+async fn wait_for_returns_soon_after_a_put(store: Arc<dyn ResponseStore>) {
+    let r = record(None);
+    let putter = {
+        let store = store.clone();
+        let r = r.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            store.put(&r).await.unwrap_or_else(|e| panic!("{e}"));
+            Instant::now()
+        })
+    };
+    let started = Instant::now();
+    let got = store
+        .wait_for(&r.request_id, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let answered = Instant::now();
+    let stored = putter.await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got.as_ref(), Some(&r));
+    assert!(
+        answered >= started + Duration::from_millis(350),
+        "it did wait for the put"
+    );
+    let lag = answered.saturating_duration_since(stored);
+    assert!(
+        lag < Duration::from_millis(100),
+        "answered {lag:?} after the put"
+    );
+}
+
+async fn wait_for_gives_up_at_its_bound(store: Arc<dyn ResponseStore>) {
+    let started = Instant::now();
+    let got = store
+        .wait_for(&unique_name("never"), Duration::from_millis(300))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let waited = started.elapsed();
+    assert_eq!(got, None);
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    assert!(waited < Duration::from_secs(2), "{waited:?}");
+}
+
+async fn claims_are_exclusive_and_lapse(store: Arc<dyn ResponseStore>) {
+    let id = unique_name("req");
+    let ttl = Duration::from_millis(600);
+    let (a, b) = tokio::join!(
+        store.claim(&id, "runner-a", ttl),
+        store.claim(&id, "runner-b", ttl)
+    );
+    let outcomes = [
+        a.unwrap_or_else(|e| panic!("{e}")),
+        b.unwrap_or_else(|e| panic!("{e}")),
+    ];
+    let acquired = outcomes
+        .iter()
+        .filter(|o| **o == ClaimOutcome::Acquired)
+        .count();
+    let held = outcomes
+        .iter()
+        .filter(|o| **o == ClaimOutcome::HeldByOther)
+        .count();
+    assert_eq!((acquired, held), (1, 1), "{outcomes:?}");
+
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let late = store
+        .claim(&id, "runner-c", ttl)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(late, ClaimOutcome::Acquired, "an expired claim lapses");
+    let blocked = store
+        .claim(&id, "runner-d", Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(blocked, ClaimOutcome::HeldByOther);
+    store
+        .release(&id, "runner-d")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        store
+            .claim(&id, "runner-d", ttl)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        ClaimOutcome::HeldByOther,
+        "releasing someone else's claim does nothing"
+    );
+    store
+        .release(&id, "runner-c")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        store
+            .claim(&id, "runner-d", ttl)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        ClaimOutcome::Acquired,
+        "a released claim is free at once"
+    );
+
+    let mut answer = record(None);
+    answer.request_id = id.clone();
+    store.put(&answer).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        store.get(&id).await.unwrap_or_else(|e| panic!("{e}")),
+        Some(answer),
+        "storing the answer works while a claim is held"
+    );
+    assert_eq!(
+        store
+            .claim(&id, "runner-e", ttl)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        ClaimOutcome::AlreadyAnswered
+    );
+}
+
+async fn a_claim_alone_is_not_an_answer(store: Arc<dyn ResponseStore>) {
+    let id = unique_name("req");
+    store
+        .claim(&id, "runner", Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.get(&id).await.unwrap_or_else(|e| panic!("{e}")), None);
+}
+
+macro_rules! suite {
+    ($($backend:ident),+) => {
+        $(mod $backend {
+            use super::*;
+            #[tokio::test]
+            async fn round_trip_keeps_every_field() { super::round_trip_keeps_every_field($backend().await).await }
+            #[tokio::test]
+            async fn get_is_non_destructive_and_first_answer_wins() { super::get_is_non_destructive_and_first_answer_wins($backend().await).await }
+            #[tokio::test]
+            async fn wait_for_returns_soon_after_a_put() { super::wait_for_returns_soon_after_a_put($backend().await).await }
+            #[tokio::test]
+            async fn wait_for_gives_up_at_its_bound() { super::wait_for_gives_up_at_its_bound($backend().await).await }
+            #[tokio::test]
+            async fn claims_are_exclusive_and_lapse() { super::claims_are_exclusive_and_lapse($backend().await).await }
+            #[tokio::test]
+            async fn a_claim_alone_is_not_an_answer() { super::a_claim_alone_is_not_an_answer($backend().await).await }
+        })+
+    };
+}
+
+suite!(memory, redis, dynamodb);
+
+#[tokio::test]
+async fn redis_entries_expire_by_ttl() -> anyhow::Result<()> {
+    let settings = redis_settings(120);
+    let store = RedisResponseStore::new(&settings)?;
+    let r = record(None);
+    store.put(&r).await?;
+    let mut conn = ak_tests::redis_connection().await?;
+    let key = format!("{}{}", settings.prefix(), r.request_id);
+    let ttl: i64 = ::redis::cmd("TTL").arg(&key).query_async(&mut conn).await?;
+    assert!((1..=120).contains(&ttl), "TTL {ttl}");
+    let raw: String = ::redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
+    assert!(!raw.contains("user_id"), "absent user_id is omitted: {raw}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn dynamodb_items_carry_expiry_and_omit_absent_fields() -> anyhow::Result<()> {
+    let (store, table) = dynamodb_with_table().await;
+    let r = record(None);
+    store.put(&r).await?;
+    let item = dynamodb_client()
+        .await
+        .get_item()
+        .table_name(&table)
+        .key(
+            "request_id",
+            aws_sdk_dynamodb::types::AttributeValue::S(r.request_id.clone()),
+        )
+        .send()
+        .await?
+        .item
+        .ok_or_else(|| anyhow::anyhow!("item not stored"))?;
+    let expiry: u64 = item
+        .get("expiry_time")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no expiry_time"))?;
+    let expected = now_epoch_secs() + 3600;
+    assert!(
+        expiry.abs_diff(expected) <= 5,
+        "expiry_time {expiry}, expected ≈ {expected}"
+    );
+    assert!(
+        !item.contains_key("user_id"),
+        "absent user_id is not written as null"
+    );
+    assert!(
+        item.values().all(|v| !v.is_null()),
+        "no NULL attributes: {item:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn dynamodb_without_ttl_writes_no_expiry() -> anyhow::Result<()> {
+    let client = dynamodb_client().await;
+    let table = unique_name("responses");
+    create_response_table(&client, &table).await?;
+    let settings = DynamoDbSettings {
+        table_name: Some(table.clone()),
+        ttl: 0,
+    };
+    let store = DynamoResponseStore::new(client.clone(), &settings)?;
+    let r = record(Some("u"));
+    store.put(&r).await?;
+    let item = client
+        .get_item()
+        .table_name(&table)
+        .key(
+            "request_id",
+            aws_sdk_dynamodb::types::AttributeValue::S(r.request_id.clone()),
+        )
+        .send()
+        .await?
+        .item
+        .unwrap_or_default();
+    assert!(!item.contains_key("expiry_time"));
+    assert_eq!(
+        item.get("user_id")
+            .and_then(|v| v.as_s().ok())
+            .map(String::as_str),
+        Some("u")
+    );
+    Ok(())
+}
