@@ -1,9 +1,14 @@
 //! Harness for the integration tests: the endpoints of the services `scripts/test.sh` starts on
 //! 127.0.0.1, and names unique to each test so tests run in parallel without sharing state.
 //!
+//! [`model_server::ScriptedModel`] is the OpenAI-compatible model the tests talk to: a scripted
+//! server each test starts for itself on 127.0.0.1, recording what it receives.
+//!
 //! `scripts/test.sh` exports `TEST_REDIS_URL` and `AWS_ENDPOINT_URL` (moto, serving SQS and
 //! DynamoDB) with dummy credentials. Run the suite through it; `cargo test` alone fails with a
 //! message saying so, rather than skipping.
+
+pub mod model_server;
 
 use std::time::Duration;
 

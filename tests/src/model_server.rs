@@ -1,0 +1,179 @@
+//! A scripted OpenAI-compatible Chat Completions server on 127.0.0.1, one per test: it answers
+//! `POST /v1/chat/completions` (or `/chat/completions`) with the next scripted reply and records
+//! every request body, so a test can check exactly what the project sent.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// One scripted answer.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// A final assistant message.
+    Text(String),
+    /// An assistant message calling one function tool with these JSON arguments.
+    ToolCall {
+        /// Function name, e.g. `transfer_to_math`.
+        name: String,
+        /// Arguments object.
+        arguments: Value,
+    },
+    /// An HTTP error with an OpenAI-style error body.
+    Status(u16),
+    /// No answer for this long (to exercise client timeouts), then a text reply.
+    Hang(Duration),
+}
+
+#[derive(Default)]
+struct Script {
+    replies: VecDeque<Reply>,
+    requests: Vec<Value>,
+    calls: usize,
+}
+
+/// A running scripted model; stops when dropped.
+pub struct ScriptedModel {
+    /// Base URL to give an OpenAI client, e.g. `http://127.0.0.1:PORT/v1`.
+    pub base_url: String,
+    script: Arc<Mutex<Script>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ScriptedModel {
+    /// Starts a server that answers with `replies` in order, then with HTTP 500 saying the
+    /// script ran out.
+    pub async fn start(replies: Vec<Reply>) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let base_url = format!("http://{}/v1", listener.local_addr()?);
+        let script = Arc::new(Mutex::new(Script {
+            replies: replies.into(),
+            ..Script::default()
+        }));
+        let shared = script.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let script = shared.clone();
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req| answer(script.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Self {
+            base_url,
+            script,
+            task,
+        })
+    }
+
+    /// The JSON bodies received so far, in order.
+    pub fn requests(&self) -> Vec<Value> {
+        self.script
+            .lock()
+            .map(|s| s.requests.clone())
+            .unwrap_or_default()
+    }
+
+    /// How many completion calls arrived.
+    pub fn calls(&self) -> usize {
+        self.script.lock().map(|s| s.calls).unwrap_or_default()
+    }
+}
+
+impl Drop for ScriptedModel {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+async fn answer(
+    script: Arc<Mutex<Script>>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let path = req.uri().path().to_owned();
+    if !path.ends_with("/chat/completions") {
+        return Ok(json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": {"message": format!("no route {path}"), "type": "invalid_request_error"}}),
+        ));
+    }
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let model = request["model"].as_str().unwrap_or("scripted").to_owned();
+    let reply = {
+        let mut script = script.lock().unwrap_or_else(|p| p.into_inner());
+        script.requests.push(request);
+        script.calls += 1;
+        script.replies.pop_front()
+    };
+    let message = match reply {
+        None => {
+            return Ok(json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"error": {"message": "the scripted model has no reply left", "type": "server_error"}}),
+            ));
+        }
+        Some(Reply::Status(code)) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return Ok(json_response(
+                status,
+                &json!({"error": {"message": format!("scripted status {code}"), "type": "scripted_error", "code": code}}),
+            ));
+        }
+        Some(Reply::Hang(pause)) => {
+            tokio::time::sleep(pause).await;
+            json!({"role": "assistant", "content": "late answer"})
+        }
+        Some(Reply::Text(text)) => json!({"role": "assistant", "content": text}),
+        Some(Reply::ToolCall { name, arguments }) => json!({
+            "role": "assistant",
+            "content": null,
+            "tool_calls": [{
+                "id": format!("call_{}", uuid::Uuid::new_v4().simple()),
+                "type": "function",
+                "function": {"name": name, "arguments": arguments.to_string()},
+            }],
+        }),
+    };
+    let finish = if message.get("tool_calls").is_some() {
+        "tool_calls"
+    } else {
+        "stop"
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "id": format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
+            "object": "chat.completion",
+            "created": ak_core::ports::now_epoch_secs(),
+            "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+        }),
+    ))
+}
