@@ -39,6 +39,25 @@ fn is_condition_failure<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool 
         .is_some_and(|code| code == "ConditionalCheckFailedException")
 }
 
+/// Sends a conditional write with the call deadline: `Ok(true)` when written, `Ok(false)` when
+/// its condition did not hold.
+async fn conditional<T, E, R>(
+    send: impl std::future::Future<Output = Result<T, SdkError<E, R>>>,
+) -> Result<bool, PortError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    with_timeout(Backend::DynamoDb, CALL_TIMEOUT, async {
+        match send.await {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    })
+    .await
+}
+
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
@@ -163,15 +182,8 @@ impl ResponseStore for DynamoResponseStore {
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(body)");
-        with_timeout(Backend::DynamoDb, CALL_TIMEOUT, async {
-            match request.send().await {
-                Ok(_) => Ok(()),
-                // Already answered: the first answer stays.
-                Err(e) if is_condition_failure(&e) => Ok(()),
-                Err(e) => Err(unavailable(e)),
-            }
-        })
-        .await
+        // A failed condition means it was already answered: the first answer stays.
+        conditional(request.send()).await.map(drop)
     }
 
     async fn get(&self, request_id: &str) -> Result<Option<ResponseRecord>, PortError> {
@@ -229,15 +241,7 @@ impl ResponseStore for DynamoResponseStore {
                 .expression_attribute_values(":expiry", expiry),
             None => request.update_expression("SET claim_owner = :owner, claim_until = :until"),
         };
-        let acquired = with_timeout(Backend::DynamoDb, CALL_TIMEOUT, async {
-            match request.send().await {
-                Ok(_) => Ok(true),
-                Err(e) if is_condition_failure(&e) => Ok(false),
-                Err(e) => Err(unavailable(e)),
-            }
-        })
-        .await?;
-        if acquired {
+        if conditional(request.send()).await? {
             return Ok(ClaimOutcome::Acquired);
         }
         match self.read(request_id).await? {
@@ -255,14 +259,8 @@ impl ResponseStore for DynamoResponseStore {
             .update_expression("REMOVE claim_owner, claim_until")
             .condition_expression("claim_owner = :owner AND attribute_not_exists(body)")
             .expression_attribute_values(":owner", s(owner));
-        with_timeout(Backend::DynamoDb, CALL_TIMEOUT, async {
-            match request.send().await {
-                Ok(_) => Ok(()),
-                Err(e) if is_condition_failure(&e) => Ok(()),
-                Err(e) => Err(unavailable(e)),
-            }
-        })
-        .await
+        // Not held by `owner` (any more): nothing to release.
+        conditional(request.send()).await.map(drop)
     }
 }
 
@@ -346,15 +344,12 @@ impl SessionStore for DynamoSessionStore {
                 .condition_expression("version = :expected")
                 .expression_attribute_values(":expected", n(session.version))
         };
-        with_timeout(Backend::DynamoDb, CALL_TIMEOUT, async {
-            match request.send().await {
-                Ok(_) => Ok(version),
-                Err(e) if is_condition_failure(&e) => Err(PortError::Conflict {
-                    session_id: session_id.to_owned(),
-                }),
-                Err(e) => Err(unavailable(e)),
-            }
-        })
-        .await
+        if conditional(request.send()).await? {
+            Ok(version)
+        } else {
+            Err(PortError::Conflict {
+                session_id: session_id.to_owned(),
+            })
+        }
     }
 }
