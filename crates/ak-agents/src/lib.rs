@@ -1,4 +1,19 @@
 //! Agents, handoffs, tools, conversation sessions and model providers.
 //!
-//! Empty for now: the agent runtime (run loop, OpenAI-compatible provider, offline model) is
-//! built on top of `ak-core`'s configuration and ports.
+//! - [`agent`]: [`Agent`] (built in Rust or from `config.yaml`) and the validated [`AgentSet`].
+//! - [`tool`]: Rust tools the model can call ([`Tool`], [`FnTool`], [`ToolRegistry`]).
+//! - [`model`]: the [`ModelProvider`] port; [`openai`] for any OpenAI-compatible endpoint and
+//!   [`offline`] for deterministic local answers.
+//! - [`runtime`]: [`AgentRuntime`], the run loop with handoffs, tools, sessions and `max_turns`.
+
+pub mod agent;
+pub mod model;
+pub mod offline;
+pub mod openai;
+pub mod runtime;
+pub mod tool;
+
+pub use agent::{Agent, AgentError, AgentSet, handoff_tool_name};
+pub use model::{ModelError, ModelProvider, Usage};
+pub use runtime::{AgentRuntime, ProviderError, RunError, RunOutcome, model_provider};
+pub use tool::{FnTool, Tool, ToolContext, ToolError, ToolRegistry};

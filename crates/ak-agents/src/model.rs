@@ -1,0 +1,120 @@
+//! What the run loop needs from a model: one Chat Completions call with tools.
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::Value;
+
+/// A function tool offered to the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolSpec {
+    /// Function name.
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// JSON schema of its arguments.
+    pub parameters: Value,
+}
+
+/// One call to the model.
+#[derive(Debug, Clone)]
+pub struct ModelRequest {
+    /// Model name.
+    pub model: String,
+    /// The agent asking (for providers that care, such as the offline model).
+    pub agent: String,
+    /// Chat messages in the Chat Completions format, system message first.
+    pub messages: Vec<Value>,
+    /// Tools the model may call.
+    pub tools: Vec<ToolSpec>,
+}
+
+/// A function call requested by the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    /// Call id, echoed in the tool result.
+    pub id: String,
+    /// Function name.
+    pub name: String,
+    /// Arguments as JSON text.
+    pub arguments: String,
+}
+
+/// Tokens used, summed over a run's model calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Both.
+    pub total_tokens: u64,
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, other: Usage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.total_tokens += other.total_tokens;
+    }
+}
+
+/// The model's answer to one call.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelReply {
+    /// Text, when the model wrote any.
+    pub content: Option<String>,
+    /// Function calls, when the model made any.
+    pub tool_calls: Vec<ToolCall>,
+    /// Tokens this call used.
+    pub usage: Usage,
+}
+
+/// A model call that failed; the message is safe to show a client (no key, no request body).
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The provider refused the request (4xx other than 429); not retried.
+    #[error("the model provider rejected the request (HTTP {status}{})", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// Error type or code the provider named.
+        detail: Option<String>,
+    },
+    /// 429 or 5xx on every attempt.
+    #[error("the model provider answered HTTP {status} {attempts} times in a row")]
+    Unavailable {
+        /// Last HTTP status.
+        status: u16,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// No answer within the timeout, on every attempt.
+    #[error("the model provider did not answer within {timeout_secs} s ({attempts} attempts)")]
+    Timeout {
+        /// Per-attempt timeout.
+        timeout_secs: f64,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The provider could not be reached.
+    #[error("cannot reach the model provider ({attempts} attempts): {detail}")]
+    Connection {
+        /// What failed.
+        detail: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The answer is not a Chat Completions response.
+    #[error("the model provider's answer is not a Chat Completions response: {0}")]
+    InvalidResponse(String),
+}
+
+/// A source of model answers: an OpenAI-compatible API, or the offline model.
+#[async_trait]
+pub trait ModelProvider: Send + Sync {
+    /// A short name for logs (`openai`, `offline`).
+    fn name(&self) -> &'static str;
+
+    /// One Chat Completions call.
+    async fn complete(&self, request: &ModelRequest) -> Result<ModelReply, ModelError>;
+}

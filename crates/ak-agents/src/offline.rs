@@ -1,0 +1,355 @@
+//! The offline model: deterministic answers with no network, so `scripts/dev.sh` runs without
+//! an API key. Every answer says it comes from the offline model. Lambda functions never fall
+//! back to it silently; it is used there only when `model.provider: offline` is set.
+//!
+//! Routing: an agent with handoffs hands off to the target whose name or handoff description
+//! matches the prompt — shared words (with simple stemming: "historical" matches "history"),
+//! arithmetic for an agent about math, past events (battle, king, century, ...) for an agent
+//! about history. Otherwise the agent answers: arithmetic is worked out, anything else is
+//! echoed with a note on how to get real answers.
+
+use crate::model::{ModelError, ModelProvider, ModelReply, ModelRequest, ToolCall, Usage};
+use async_trait::async_trait;
+use serde_json::Value;
+
+/// Prefix of every offline answer.
+pub const LABEL: &str = "[offline model]";
+
+const STOP_WORDS: &[&str] = &[
+    "a",
+    "an",
+    "the",
+    "is",
+    "are",
+    "was",
+    "were",
+    "of",
+    "for",
+    "to",
+    "in",
+    "on",
+    "and",
+    "or",
+    "what",
+    "who",
+    "how",
+    "why",
+    "when",
+    "which",
+    "agent",
+    "specialist",
+    "questions",
+    "question",
+    "handoff",
+    "handle",
+    "request",
+    "me",
+    "you",
+    "i",
+    "it",
+    "this",
+    "that",
+    "with",
+    "about",
+    "please",
+    "can",
+    "do",
+    "does",
+    "did",
+    "tell",
+];
+
+const HISTORY_WORDS: &[&str] = &[
+    "battle",
+    "war",
+    "king",
+    "queen",
+    "emperor",
+    "empire",
+    "century",
+    "ancient",
+    "revolution",
+    "dynasty",
+    "founded",
+    "invaded",
+    "invasion",
+    "treaty",
+    "medieval",
+    "pharaoh",
+    "conquest",
+    "won",
+    "reign",
+    "historical",
+    "history",
+    "civilization",
+    "kingdom",
+];
+
+const MATH_WORDS: &[&str] = &[
+    "math",
+    "sum",
+    "plus",
+    "minus",
+    "times",
+    "multiply",
+    "divide",
+    "equation",
+    "calculate",
+    "integral",
+    "derivative",
+    "algebra",
+    "geometry",
+    "square",
+    "root",
+    "percent",
+];
+
+/// The deterministic offline model.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OfflineModel;
+
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .filter(|w| !STOP_WORDS.contains(&w.as_str()))
+        .collect()
+}
+
+/// "historical" and "history" share "histor": compare the first five letters of longer words.
+fn stem(word: &str) -> &str {
+    if word.len() > 5 { &word[..5] } else { word }
+}
+
+/// `a op b` somewhere in the text, worked out.
+fn arithmetic(text: &str) -> Option<(String, f64)> {
+    let cleaned: String = text
+        .chars()
+        .map(|c| {
+            if "0123456789.+-*/x× ".contains(c) {
+                c
+            } else {
+                ' '
+            }
+        })
+        .collect();
+    let tokens: Vec<&str> = cleaned.split_whitespace().collect();
+    tokens.windows(3).find_map(|w| {
+        let a: f64 = w[0].parse().ok()?;
+        let b: f64 = w[2].parse().ok()?;
+        let value = match w[1] {
+            "+" => a + b,
+            "-" => a - b,
+            "*" | "x" | "×" => a * b,
+            "/" if b != 0.0 => a / b,
+            _ => return None,
+        };
+        Some((format!("{} {} {}", w[0], w[1], w[2]), value))
+    })
+}
+
+fn topic_score(target_words: &[String], prompt: &str) -> usize {
+    let prompt_words = words(prompt);
+    let shared = target_words
+        .iter()
+        .filter(|t| prompt_words.iter().any(|p| stem(p) == stem(t)))
+        .count();
+    let about = |topic: &str| target_words.iter().any(|t| stem(t) == stem(topic));
+    let mut score = shared * 2;
+    if about("math")
+        && (arithmetic(prompt).is_some()
+            || prompt_words
+                .iter()
+                .any(|w| MATH_WORDS.contains(&w.as_str())))
+    {
+        score += 3;
+    }
+    if about("history")
+        && prompt_words
+            .iter()
+            .any(|w| HISTORY_WORDS.contains(&w.as_str()))
+    {
+        score += 3;
+    }
+    score
+}
+
+fn last_user_text(messages: &[Value]) -> String {
+    messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn format_number(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{}", value as i64)
+    } else {
+        format!("{value:.6}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_owned()
+    }
+}
+
+#[async_trait]
+impl ModelProvider for OfflineModel {
+    fn name(&self) -> &'static str {
+        "offline"
+    }
+
+    async fn complete(&self, request: &ModelRequest) -> Result<ModelReply, ModelError> {
+        let prompt = last_user_text(&request.messages);
+        let just_handed_off = request.messages.last().is_some_and(|m| m["role"] == "tool");
+        let usage = Usage {
+            prompt_tokens: words(&prompt).len() as u64,
+            completion_tokens: 0,
+            total_tokens: words(&prompt).len() as u64,
+        };
+        if !just_handed_off {
+            let best = request
+                .tools
+                .iter()
+                .filter_map(|tool| {
+                    let target = tool.name.strip_prefix("transfer_to_")?;
+                    let mut target_words = words(target);
+                    target_words.extend(words(&tool.description));
+                    let score = topic_score(&target_words, &prompt);
+                    (score > 0).then_some((score, tool.name.clone()))
+                })
+                .max_by_key(|(score, _)| *score);
+            if let Some((_, name)) = best {
+                return Ok(ModelReply {
+                    content: None,
+                    tool_calls: vec![ToolCall {
+                        id: format!("offline-{name}"),
+                        name,
+                        arguments: "{}".to_owned(),
+                    }],
+                    usage,
+                });
+            }
+        }
+        let text = match arithmetic(&prompt) {
+            Some((expr, value)) => format!(
+                "{LABEL} {}: {expr} = {}",
+                request.agent,
+                format_number(value)
+            ),
+            None => format!(
+                "{LABEL} {} received: {prompt:?}. This is a canned local answer; set OPENAI_API_KEY \
+                 (and optionally OPENAI_BASE_URL) for real ones.",
+                request.agent
+            ),
+        };
+        Ok(ModelReply {
+            content: Some(text),
+            tool_calls: Vec::new(),
+            usage: Usage {
+                completion_tokens: 1,
+                total_tokens: usage.total_tokens + 1,
+                ..usage
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ToolSpec;
+    use serde_json::json;
+
+    fn triage_request(prompt: &str) -> ModelRequest {
+        let handoff = |name: &str, what: &str| ToolSpec {
+            name: format!("transfer_to_{name}"),
+            description: format!(
+                "Handoff to the {name} agent. Specialist agent for {what} questions"
+            ),
+            parameters: json!({"type": "object", "properties": {}}),
+        };
+        ModelRequest {
+            model: "offline".into(),
+            agent: "triage".into(),
+            messages: vec![
+                json!({"role": "system", "content": "route"}),
+                json!({"role": "user", "content": prompt}),
+            ],
+            tools: vec![handoff("history", "historical"), handoff("math", "math")],
+        }
+    }
+
+    async fn route(prompt: &str) -> Option<String> {
+        let reply = OfflineModel.complete(&triage_request(prompt)).await.ok()?;
+        reply.tool_calls.first().map(|c| c.name.clone())
+    }
+
+    #[tokio::test]
+    async fn triage_routes_by_topic() {
+        assert_eq!(
+            route("what is 12 * 7").await.as_deref(),
+            Some("transfer_to_math")
+        );
+        assert_eq!(
+            route("who won the battle of Hastings").await.as_deref(),
+            Some("transfer_to_history")
+        );
+        assert_eq!(
+            route("tell me about the history of Rome").await.as_deref(),
+            Some("transfer_to_history")
+        );
+        assert_eq!(
+            route("solve this equation for x").await.as_deref(),
+            Some("transfer_to_math")
+        );
+        assert_eq!(
+            route("hello there").await,
+            None,
+            "nothing matches: triage answers itself"
+        );
+    }
+
+    #[tokio::test]
+    async fn specialists_answer_with_a_label_and_do_the_sums() {
+        let mut request = triage_request("what is 12 * 7");
+        request.agent = "math".into();
+        request
+            .messages
+            .push(json!({"role": "tool", "tool_call_id": "x", "content": "{}"}));
+        let reply = OfflineModel.complete(&request).await.unwrap_or_default();
+        let text = reply.content.unwrap_or_default();
+        assert!(text.starts_with(LABEL), "{text}");
+        assert!(text.contains("12 * 7 = 84"), "{text}");
+        assert!(reply.tool_calls.is_empty());
+
+        request.messages[1] = json!({"role": "user", "content": "who won the battle of Hastings"});
+        request.agent = "history".into();
+        let text = OfflineModel
+            .complete(&request)
+            .await
+            .unwrap_or_default()
+            .content
+            .unwrap_or_default();
+        assert!(
+            text.contains("OPENAI_API_KEY") && text.contains("Hastings"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn answers_are_deterministic() {
+        let a = OfflineModel
+            .complete(&triage_request("what is 3 / 4"))
+            .await
+            .unwrap_or_default();
+        let b = OfflineModel
+            .complete(&triage_request("what is 3 / 4"))
+            .await
+            .unwrap_or_default();
+        assert_eq!(a, b);
+        assert_eq!(format_number(0.75), "0.75");
+    }
+}

@@ -1,0 +1,327 @@
+//! Any OpenAI-compatible Chat Completions endpoint (OpenAI, Azure-style gateways, vLLM, Ollama,
+//! LM Studio, ...). Requests and responses go through `async-openai`'s Chat Completions types,
+//! over one pooled hyper + rustls (ring) client built on first use, so a cold start does not pay
+//! for loading root certificates. Retries with exponential backoff on 429, 5xx, timeouts and
+//! connection errors (honouring `Retry-After`), never on other 4xx.
+
+use crate::model::{ModelError, ModelProvider, ModelReply, ModelRequest, ToolCall, Usage};
+use ak_core::secret::Secret;
+use async_openai::types::chat::{
+    ChatCompletionMessageToolCalls, CreateChatCompletionRequest, CreateChatCompletionResponse,
+};
+use async_trait::async_trait;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+/// The public OpenAI API.
+pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const BACKOFF_FIRST: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(10);
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Settings of [`OpenAiProvider`].
+#[derive(Debug, Clone)]
+pub struct OpenAiConfig {
+    /// Base URL, e.g. `https://api.openai.com/v1`; `/chat/completions` is appended.
+    pub base_url: String,
+    /// Bearer token; compatible servers that need none may omit it.
+    pub api_key: Option<Secret>,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+}
+
+/// An OpenAI-compatible Chat Completions client.
+pub struct OpenAiProvider {
+    endpoint: http::Uri,
+    config: OpenAiConfig,
+    client: OnceLock<Result<HttpClient, String>>,
+}
+
+impl OpenAiProvider {
+    /// A provider for this endpoint; no network or file access until the first call.
+    pub fn new(config: OpenAiConfig) -> Result<Self, String> {
+        let url = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
+        let endpoint: http::Uri = url
+            .parse()
+            .map_err(|e| format!("model base URL {:?} is not a URL: {e}", config.base_url))?;
+        if !matches!(endpoint.scheme_str(), Some("http" | "https")) || endpoint.host().is_none() {
+            return Err(format!(
+                "model base URL {:?} must be http(s)://host[:port]/path",
+                config.base_url
+            ));
+        }
+        Ok(Self {
+            endpoint,
+            config,
+            client: OnceLock::new(),
+        })
+    }
+
+    fn client(&self) -> Result<&HttpClient, ModelError> {
+        self.client
+            .get_or_init(|| {
+                let mut http = HttpConnector::new();
+                http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+                http.enforce_http(false);
+                let https = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
+                    .map_err(|e| format!("no TLS root certificates: {e}"))?
+                    .https_or_http()
+                    .enable_http1()
+                    .wrap_connector(http);
+                Ok(Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .build(https))
+            })
+            .as_ref()
+            .map_err(|e| ModelError::Connection {
+                detail: e.clone(),
+                attempts: 0,
+            })
+    }
+
+    async fn send_once(&self, body: &Bytes) -> Result<(u16, Option<Duration>, Bytes), String> {
+        let mut builder = http::Request::post(&self.endpoint)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::ACCEPT, "application/json");
+        if let Some(key) = &self.config.api_key {
+            builder = builder.header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", key.expose()),
+            );
+        }
+        let request = builder
+            .body(Full::new(body.clone()))
+            .map_err(|e| format!("cannot build the request: {e}"))?;
+        let client = self.client().map_err(|e| e.to_string())?;
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| connection_detail(&e))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(|s| Duration::from_secs_f64(s).min(RETRY_AFTER_MAX));
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("the answer was cut off: {e}"))?
+            .to_bytes();
+        Ok((status, retry_after, bytes))
+    }
+}
+
+/// The innermost cause of a connection error, which says what happened (refused, reset, DNS).
+fn connection_detail(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut source = e;
+    while let Some(next) = source.source() {
+        source = next;
+    }
+    source.to_string()
+}
+
+fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
+    if let Some(after) = retry_after {
+        return after;
+    }
+    let exp = BACKOFF_FIRST
+        .saturating_mul(1 << attempt.min(8))
+        .min(BACKOFF_MAX);
+    // Up to 25% jitter so retrying clients spread out.
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    exp + exp.mul_f64(f64::from(nanos % 1000) / 4000.0)
+}
+
+/// The request body, checked against the Chat Completions types.
+fn request_body(request: &ModelRequest) -> Result<Bytes, ModelError> {
+    let mut body = json!({"model": request.model, "messages": request.messages});
+    if !request.tools.is_empty() {
+        body["tools"] = request
+            .tools
+            .iter()
+            .map(|t| {
+                json!({"type": "function", "function": {
+                    "name": t.name, "description": t.description, "parameters": t.parameters,
+                }})
+            })
+            .collect();
+    }
+    let typed: CreateChatCompletionRequest = serde_json::from_value(body).map_err(|e| {
+        ModelError::InvalidResponse(format!(
+            "the conversation is not valid Chat Completions input: {e}"
+        ))
+    })?;
+    serde_json::to_vec(&typed)
+        .map(Bytes::from)
+        .map_err(|e| ModelError::InvalidResponse(e.to_string()))
+}
+
+fn parse_reply(bytes: &[u8]) -> Result<ModelReply, ModelError> {
+    let response: CreateChatCompletionResponse =
+        serde_json::from_slice(bytes).map_err(|e| ModelError::InvalidResponse(e.to_string()))?;
+    let choice = response
+        .choices
+        .into_iter()
+        .next()
+        .ok_or_else(|| ModelError::InvalidResponse("no choices".to_owned()))?;
+    let tool_calls = choice
+        .message
+        .tool_calls
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|call| match call {
+            ChatCompletionMessageToolCalls::Function(f) => Some(ToolCall {
+                id: f.id,
+                name: f.function.name,
+                arguments: f.function.arguments,
+            }),
+            ChatCompletionMessageToolCalls::Custom(_) => None,
+        })
+        .collect();
+    let usage = response
+        .usage
+        .map(|u| Usage {
+            prompt_tokens: u64::from(u.prompt_tokens),
+            completion_tokens: u64::from(u.completion_tokens),
+            total_tokens: u64::from(u.total_tokens),
+        })
+        .unwrap_or_default();
+    Ok(ModelReply {
+        content: choice.message.content,
+        tool_calls,
+        usage,
+    })
+}
+
+/// The error type or code a provider named in a 4xx body, never its free text (which may
+/// quote the request).
+fn error_detail(bytes: &[u8]) -> Option<String> {
+    let body: Value = serde_json::from_slice(bytes).ok()?;
+    let error = body.get("error")?;
+    ["code", "type"].iter().find_map(|k| {
+        error.get(*k).and_then(|v| {
+            v.as_str()
+                .map(str::to_owned)
+                .or_else(|| v.as_u64().map(|n| n.to_string()))
+        })
+    })
+}
+
+#[async_trait]
+impl ModelProvider for OpenAiProvider {
+    fn name(&self) -> &'static str {
+        "openai"
+    }
+
+    async fn complete(&self, request: &ModelRequest) -> Result<ModelReply, ModelError> {
+        let body = request_body(request)?;
+        let attempts = self.config.max_retries + 1;
+        let mut last = ModelError::Connection {
+            detail: "no attempt made".to_owned(),
+            attempts: 0,
+        };
+        for attempt in 0..attempts {
+            let mut retry_after = None;
+            match tokio::time::timeout(self.config.timeout, self.send_once(&body)).await {
+                Err(_) => {
+                    last = ModelError::Timeout {
+                        timeout_secs: self.config.timeout.as_secs_f64(),
+                        attempts: attempt + 1,
+                    };
+                }
+                Ok(Err(detail)) => {
+                    last = ModelError::Connection {
+                        detail,
+                        attempts: attempt + 1,
+                    };
+                }
+                Ok(Ok((status, after, bytes))) => {
+                    if (200..300).contains(&status) {
+                        return parse_reply(&bytes);
+                    }
+                    if status != 429 && status < 500 {
+                        let detail = error_detail(&bytes);
+                        tracing::warn!(
+                            status,
+                            detail = detail.as_deref().unwrap_or(""),
+                            "model provider rejected the request"
+                        );
+                        return Err(ModelError::Rejected { status, detail });
+                    }
+                    retry_after = after;
+                    last = ModelError::Unavailable {
+                        status,
+                        attempts: attempt + 1,
+                    };
+                }
+            }
+            if attempt + 1 < attempts {
+                let pause = backoff(attempt, retry_after);
+                tracing::warn!(error = %last, retry_in_ms = pause.as_millis() as u64, "model call failed; retrying");
+                tokio::time::sleep(pause).await;
+            }
+        }
+        Err(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_are_checked() {
+        let config = |url: &str| OpenAiConfig {
+            base_url: url.to_owned(),
+            api_key: None,
+            timeout: Duration::from_secs(1),
+            max_retries: 0,
+        };
+        assert!(OpenAiProvider::new(config("https://api.openai.com/v1")).is_ok());
+        assert!(OpenAiProvider::new(config("http://127.0.0.1:11434/v1/")).is_ok());
+        assert!(OpenAiProvider::new(config("api.openai.com")).is_err());
+        assert!(OpenAiProvider::new(config("ftp://x/v1")).is_err());
+    }
+
+    #[test]
+    fn backoff_grows_and_honours_retry_after() {
+        assert!(backoff(0, None) >= BACKOFF_FIRST && backoff(0, None) < BACKOFF_FIRST * 2);
+        assert!(backoff(3, None) >= BACKOFF_FIRST * 8);
+        assert!(backoff(30, None) <= BACKOFF_MAX + BACKOFF_MAX / 4);
+        assert_eq!(
+            backoff(0, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+    }
+
+    #[test]
+    fn rejected_requests_name_the_code_not_the_message() {
+        let body = br#"{"error": {"message": "Incorrect API key provided: sk-abc***xyz", "type": "invalid_request_error", "code": "invalid_api_key"}}"#;
+        assert_eq!(error_detail(body).as_deref(), Some("invalid_api_key"));
+        let e = ModelError::Rejected {
+            status: 401,
+            detail: error_detail(body),
+        };
+        assert!(!e.to_string().contains("sk-"));
+    }
+}

@@ -1,0 +1,408 @@
+//! The run loop: start at the requested agent, call the model with the agent's instructions,
+//! the session history and the new message; execute tool calls and follow handoffs until an
+//! agent answers in text or `max_turns` model calls are used up. The session is saved only after
+//! a successful run.
+
+use crate::agent::{Agent, AgentError, AgentSet, handoff_tool_name};
+use crate::model::{ModelError, ModelProvider, ModelRequest, ToolSpec, Usage};
+use crate::offline::OfflineModel;
+use crate::openai::{OPENAI_BASE_URL, OpenAiConfig, OpenAiProvider};
+use crate::tool::{ToolContext, ToolRegistry};
+use ak_core::config::{ModelProvider as ProviderKind, ModelSettings, Settings};
+use ak_core::ports::{PortError, SessionStore, StoredSession};
+use ak_core::secret::Secret;
+use ak_core::{ApiError, RunRequest};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The result of a successful run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOutcome {
+    /// The final text.
+    pub text: String,
+    /// The agent that wrote it (after handoffs).
+    pub agent: String,
+    /// Tokens used over all model calls.
+    pub usage: Usage,
+    /// Model calls made.
+    pub turns: u32,
+}
+
+/// A run that did not produce an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The request named an agent that does not exist.
+    #[error("unknown agent {name:?}; available: {known}")]
+    UnknownAgent {
+        /// The name asked for.
+        name: String,
+        /// The names that exist.
+        known: String,
+    },
+    /// A model call failed.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The agents kept calling tools past the limit.
+    #[error("the agent did not finish within max_turns = {0} model calls")]
+    MaxTurns(u32),
+    /// The session store failed or another request changed the session meanwhile.
+    #[error(transparent)]
+    Session(#[from] PortError),
+}
+
+impl RunError {
+    /// Whether running the same request again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RunError::Session(e) => e.is_transient(),
+            RunError::Model(ModelError::Rejected { .. } | ModelError::InvalidResponse(_)) => false,
+            RunError::Model(_) => true,
+            RunError::UnknownAgent { .. } | RunError::MaxTurns(_) => false,
+        }
+    }
+}
+
+impl From<RunError> for ApiError {
+    fn from(e: RunError) -> Self {
+        match e {
+            RunError::UnknownAgent { .. } => ApiError::BadRequest(e.to_string()),
+            RunError::Model(_) | RunError::MaxTurns(_) => ApiError::ModelProvider {
+                request_id: None,
+                message: e.to_string(),
+            },
+            RunError::Session(port) => port.into(),
+        }
+    }
+}
+
+/// A model provider configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("model configuration: {0}")]
+pub struct ProviderError(pub String);
+
+/// The model provider the settings call for. `lookup` reads plain environment variables
+/// (`OPENAI_API_KEY`, `OPENAI_BASE_URL`). With no provider configured: OpenAI-compatible when a
+/// key is set, else the offline model if `offline_fallback` (local runs), else an error — a
+/// deployed function must not answer canned text because a key is missing.
+pub fn model_provider(
+    settings: &ModelSettings,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    offline_fallback: bool,
+) -> Result<Arc<dyn ModelProvider>, ProviderError> {
+    let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+    let api_key = settings
+        .api_key
+        .clone()
+        .or_else(|| var("OPENAI_API_KEY").map(Secret::new));
+    let kind = match settings.provider {
+        Some(kind) => kind,
+        None if api_key.is_some() => ProviderKind::OpenAi,
+        None if offline_fallback => ProviderKind::Offline,
+        None => {
+            return Err(ProviderError(
+                "OPENAI_API_KEY is not set (nor model.api_key); set it, or set model.provider \
+                 to offline to serve canned answers on purpose"
+                    .to_owned(),
+            ));
+        }
+    };
+    match kind {
+        ProviderKind::Offline => Ok(Arc::new(OfflineModel)),
+        ProviderKind::OpenAi => {
+            let base_url = settings
+                .base_url
+                .clone()
+                .or_else(|| var("OPENAI_BASE_URL"))
+                .unwrap_or_else(|| OPENAI_BASE_URL.to_owned());
+            let provider = OpenAiProvider::new(OpenAiConfig {
+                base_url,
+                api_key,
+                timeout: Duration::from_secs_f64(settings.timeout.max(0.001)),
+                max_retries: settings.max_retries,
+            })
+            .map_err(ProviderError)?;
+            Ok(Arc::new(provider))
+        }
+    }
+}
+
+/// Agents, a model and a session store: everything needed to answer a [`RunRequest`].
+pub struct AgentRuntime {
+    agents: AgentSet,
+    model: Arc<dyn ModelProvider>,
+    sessions: Arc<dyn SessionStore>,
+    model_name: String,
+    max_turns: u32,
+    history_window: usize,
+}
+
+impl AgentRuntime {
+    /// A runtime from its parts.
+    pub fn new(
+        agents: AgentSet,
+        model: Arc<dyn ModelProvider>,
+        sessions: Arc<dyn SessionStore>,
+        settings: &Settings,
+    ) -> Self {
+        Self {
+            agents,
+            model,
+            sessions,
+            model_name: settings.model.name.clone(),
+            max_turns: settings.agents.max_turns.max(1),
+            history_window: usize::try_from(settings.agents.history_window).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The agents from `settings` with `tools`, and the given model and session store.
+    pub fn from_settings(
+        settings: &Settings,
+        tools: &ToolRegistry,
+        model: Arc<dyn ModelProvider>,
+        sessions: Arc<dyn SessionStore>,
+    ) -> Result<Self, AgentError> {
+        let agents = AgentSet::from_settings(&settings.agents, tools)?;
+        Ok(Self::new(agents, model, sessions, settings))
+    }
+
+    /// The agents served.
+    pub fn agents(&self) -> &AgentSet {
+        &self.agents
+    }
+
+    /// Which model provider answers (`openai`, `offline`).
+    pub fn provider_name(&self) -> &'static str {
+        self.model.name()
+    }
+
+    /// Runs one chat turn.
+    pub async fn run(&self, request: &RunRequest) -> Result<RunOutcome, RunError> {
+        let mut agent = match &request.agent {
+            None => self.agents.default_agent(),
+            Some(name) => self
+                .agents
+                .get(name)
+                .ok_or_else(|| RunError::UnknownAgent {
+                    name: name.clone(),
+                    known: self.agents.names().join(", "),
+                })?,
+        };
+        let stored = self.sessions.load(&request.session_id).await?;
+        let (history, version, owner) = match stored {
+            Some(s) => (window(s.items, self.history_window), s.version, s.user_id),
+            None => (Vec::new(), 0, None),
+        };
+        let tool_context = ToolContext {
+            request_id: request.request_id.clone(),
+            session_id: request.session_id.clone(),
+            user_id: request.user_id.clone(),
+            context: request.context.clone(),
+        };
+        let mut new_items = vec![json!({"role": "user", "content": request.prompt})];
+        let mut usage = Usage::default();
+
+        for turn in 1..=self.max_turns {
+            let model_request = ModelRequest {
+                model: agent
+                    .model
+                    .clone()
+                    .unwrap_or_else(|| self.model_name.clone()),
+                agent: agent.name.clone(),
+                messages: self.messages(agent, &request.context, &history, &new_items),
+                tools: tool_specs(agent, &self.agents),
+            };
+            let reply = self.model.complete(&model_request).await?;
+            usage += reply.usage;
+
+            if reply.tool_calls.is_empty() {
+                let text = reply.content.unwrap_or_default();
+                new_items.push(json!({"role": "assistant", "content": text, "agent": agent.name}));
+                let mut items = history;
+                items.extend(new_items);
+                let session = StoredSession {
+                    items: window(items, self.history_window),
+                    user_id: owner.or_else(|| request.user_id.clone()),
+                    version,
+                };
+                self.sessions.save(&request.session_id, &session).await?;
+                return Ok(RunOutcome {
+                    text,
+                    agent: agent.name.clone(),
+                    usage,
+                    turns: turn,
+                });
+            }
+
+            let calls: Vec<Value> = reply
+                .tool_calls
+                .iter()
+                .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+                .collect();
+            new_items.push(json!({
+                "role": "assistant", "content": reply.content, "tool_calls": calls, "agent": agent.name,
+            }));
+            let mut next: Option<&Agent> = None;
+            for call in &reply.tool_calls {
+                let target = agent
+                    .handoffs
+                    .iter()
+                    .find(|t| handoff_tool_name(t) == call.name)
+                    .and_then(|t| self.agents.get(t));
+                let result = if let Some(target) = target {
+                    if next.is_none() {
+                        tracing::debug!(from = %agent.name, to = %target.name, "handoff");
+                        next = Some(target);
+                        json!({"assistant": target.name})
+                    } else {
+                        json!({"error": "only the first handoff of a turn is followed"})
+                    }
+                } else if let Some(tool) = agent.tools.iter().find(|t| t.name() == call.name) {
+                    match serde_json::from_str::<Value>(if call.arguments.trim().is_empty() {
+                        "{}"
+                    } else {
+                        &call.arguments
+                    }) {
+                        Err(e) => json!({"error": format!("arguments are not JSON: {e}")}),
+                        Ok(args) => match tool.call(args, &tool_context).await {
+                            Ok(value) => value,
+                            Err(e) => json!({"error": e.to_string()}),
+                        },
+                    }
+                } else {
+                    json!({"error": format!("there is no tool named {:?}", call.name)})
+                };
+                let content = match result {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                new_items
+                    .push(json!({"role": "tool", "tool_call_id": call.id, "content": content}));
+            }
+            if let Some(target) = next {
+                agent = target;
+            }
+        }
+        Err(RunError::MaxTurns(self.max_turns))
+    }
+
+    /// System instructions, then history and this run's items, without our bookkeeping fields.
+    fn messages(
+        &self,
+        agent: &Agent,
+        context: &serde_json::Map<String, Value>,
+        history: &[Value],
+        new_items: &[Value],
+    ) -> Vec<Value> {
+        let mut system = agent.instructions.clone();
+        if !context.is_empty() {
+            system.push_str("\n\nRequest context (JSON): ");
+            system.push_str(&Value::Object(context.clone()).to_string());
+        }
+        let mut messages = Vec::with_capacity(history.len() + new_items.len() + 1);
+        messages.push(json!({"role": "system", "content": system}));
+        for item in history.iter().chain(new_items) {
+            let mut message = item.clone();
+            if let Value::Object(map) = &mut message {
+                map.remove("agent");
+            }
+            messages.push(message);
+        }
+        messages
+    }
+}
+
+/// The function tools an agent offers: one `transfer_to_<name>` per handoff, then its tools.
+fn tool_specs(agent: &Agent, agents: &AgentSet) -> Vec<ToolSpec> {
+    let mut specs: Vec<ToolSpec> = agent
+        .handoffs
+        .iter()
+        .map(|target| {
+            let about = agents
+                .get(target)
+                .and_then(|a| a.handoff_description.clone())
+                .map(|d| format!(" {d}"))
+                .unwrap_or_default();
+            ToolSpec {
+                name: handoff_tool_name(target),
+                description: format!("Handoff to the {target} agent to handle the request.{about}"),
+                parameters: json!({"type": "object", "properties": {}, "additionalProperties": false}),
+            }
+        })
+        .collect();
+    specs.extend(agent.tools.iter().map(|t| ToolSpec {
+        name: t.name().to_owned(),
+        description: t.description().to_owned(),
+        parameters: t.parameters(),
+    }));
+    specs
+}
+
+/// The last `max` items, starting at a user message so no tool result loses its call.
+pub fn window(items: Vec<Value>, max: usize) -> Vec<Value> {
+    if items.len() <= max {
+        return items;
+    }
+    let mut start = items.len() - max;
+    while start < items.len() && items[start]["role"] != "user" {
+        start += 1;
+    }
+    items.into_iter().skip(start).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_start_at_a_user_message() {
+        let items: Vec<Value> = vec![
+            json!({"role": "user", "content": "1"}),
+            json!({"role": "assistant", "tool_calls": []}),
+            json!({"role": "tool", "content": "t"}),
+            json!({"role": "assistant", "content": "a1"}),
+            json!({"role": "user", "content": "2"}),
+            json!({"role": "assistant", "content": "a2"}),
+        ];
+        assert_eq!(window(items.clone(), 10).len(), 6);
+        let w = window(items.clone(), 4);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert_eq!(w[0]["content"], "2");
+        assert_eq!(window(items, 1).len(), 0);
+    }
+
+    #[test]
+    fn providers_follow_keys_and_settings() {
+        let none = |_: &str| None;
+        let key = |name: &str| (name == "OPENAI_API_KEY").then(|| "sk-test".to_owned());
+        let settings = ModelSettings::default();
+        let local = model_provider(&settings, &none, true)
+            .map(|p| p.name())
+            .ok();
+        assert_eq!(local, Some("offline"));
+        let lambda = model_provider(&settings, &none, false)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(lambda.contains("OPENAI_API_KEY"), "{lambda}");
+        assert_eq!(
+            model_provider(&settings, &key, false)
+                .map(|p| p.name())
+                .ok(),
+            Some("openai")
+        );
+        let offline = ModelSettings {
+            provider: Some(ProviderKind::Offline),
+            ..ModelSettings::default()
+        };
+        assert_eq!(
+            model_provider(&offline, &key, false).map(|p| p.name()).ok(),
+            Some("offline")
+        );
+        let bad = ModelSettings {
+            base_url: Some("not a url".into()),
+            ..ModelSettings::default()
+        };
+        assert!(model_provider(&bad, &key, false).is_err());
+    }
+}
