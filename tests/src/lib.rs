@@ -9,6 +9,7 @@
 //! message saying so, rather than skipping.
 
 pub mod model_server;
+pub mod runtime_api;
 
 use std::time::Duration;
 
@@ -200,4 +201,35 @@ impl Drop for PrivateRedis {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Sends one HTTP/1.1 request over a plain socket to `base_url` (`http://host:port[/prefix]`) and
+/// returns the status and the JSON body (`Null` if the body is not JSON).
+pub async fn http_json(
+    base_url: &str,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = base_url.trim_start_matches("http://");
+    let authority = rest.split('/').next().unwrap_or_default();
+    let prefix = &rest[authority.len()..];
+    let mut stream = tokio::net::TcpStream::connect(authority).await?;
+    let payload = body.map(ToString::to_string).unwrap_or_default();
+    let request = format!(
+        "{method} {prefix}{path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+        payload.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let raw = String::from_utf8_lossy(&raw);
+    let status = raw.split(' ').nth(1).unwrap_or_default().parse()?;
+    let json = raw.split("\r\n\r\n").nth(1).unwrap_or_default();
+    Ok((
+        status,
+        serde_json::from_str(json).unwrap_or(serde_json::Value::Null),
+    ))
 }

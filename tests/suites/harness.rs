@@ -84,35 +84,6 @@ async fn sqs_on_moto_sends_and_receives_with_attributes() -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Sends one HTTP/1.1 request over a plain socket and returns (status, JSON body).
-async fn post_json(
-    base_url: &str,
-    path: &str,
-    body: &serde_json::Value,
-) -> anyhow::Result<(u16, serde_json::Value)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let authority = base_url
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap_or_default();
-    let prefix = base_url
-        .trim_start_matches("http://")
-        .trim_start_matches(authority);
-    let mut stream = tokio::net::TcpStream::connect(authority).await?;
-    let payload = body.to_string();
-    let request = format!(
-        "POST {prefix}{path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
-        payload.len()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).await?;
-    let status = raw.split(' ').nth(1).unwrap_or_default().parse()?;
-    let json = raw.split("\r\n\r\n").nth(1).unwrap_or_default();
-    Ok((status, serde_json::from_str(json)?))
-}
-
 #[tokio::test]
 async fn the_scripted_model_answers_in_openai_format_and_records_requests() -> anyhow::Result<()> {
     use ak_tests::model_server::{Reply, ScriptedModel};
@@ -127,23 +98,27 @@ async fn the_scripted_model_answers_in_openai_format_and_records_requests() -> a
     .await?;
     let ask = serde_json::json!({"model": "gpt-test", "messages": [{"role": "user", "content": "what is 12 * 7"}]});
 
-    let (status, first) = post_json(&model.base_url, "/chat/completions", &ask).await?;
+    let (status, first) =
+        ak_tests::http_json(&model.base_url, "POST", "/chat/completions", Some(&ask)).await?;
     assert_eq!(status, 200);
     assert_eq!(first["choices"][0]["finish_reason"], "tool_calls");
     assert_eq!(
         first["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
         "transfer_to_math"
     );
-    let (status, second) = post_json(&model.base_url, "/chat/completions", &ask).await?;
+    let (status, second) =
+        ak_tests::http_json(&model.base_url, "POST", "/chat/completions", Some(&ask)).await?;
     assert_eq!(
         (status, second["choices"][0]["message"]["content"].as_str()),
         (200, Some("84"))
     );
     assert_eq!(second["usage"]["total_tokens"], 18);
-    let (status, third) = post_json(&model.base_url, "/chat/completions", &ask).await?;
+    let (status, third) =
+        ak_tests::http_json(&model.base_url, "POST", "/chat/completions", Some(&ask)).await?;
     assert_eq!(status, 429);
     assert!(third["error"]["message"].is_string());
-    let (status, _) = post_json(&model.base_url, "/chat/completions", &ask).await?;
+    let (status, _) =
+        ak_tests::http_json(&model.base_url, "POST", "/chat/completions", Some(&ask)).await?;
     assert_eq!(status, 500, "an exhausted script fails loudly");
 
     assert_eq!(model.calls(), 4);

@@ -3,7 +3,10 @@
 
 mod agents;
 mod backend_faults;
+mod functions;
 mod harness;
+mod local_server;
+mod pipeline;
 mod queues;
 mod response_store;
 mod session_store;

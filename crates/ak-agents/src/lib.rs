@@ -15,5 +15,5 @@ pub mod tool;
 
 pub use agent::{Agent, AgentError, AgentSet, handoff_tool_name};
 pub use model::{ModelError, ModelProvider, Usage};
-pub use runtime::{AgentRuntime, ProviderError, RunError, RunOutcome, model_provider};
+pub use runtime::{AgentRuntime, LoadError, ProviderError, RunError, RunOutcome, model_provider};
 pub use tool::{FnTool, Tool, ToolContext, ToolError, ToolRegistry};

@@ -406,3 +406,62 @@ mod tests {
         assert!(model_provider(&bad, &key, false).is_err());
     }
 }
+
+#[async_trait::async_trait]
+impl ak_core::ports::AgentRunner for AgentRuntime {
+    async fn run(
+        &self,
+        request: &RunRequest,
+    ) -> Result<ak_core::ports::AgentAnswer, ak_core::ports::AgentFailure> {
+        match AgentRuntime::run(self, request).await {
+            Ok(outcome) => Ok(ak_core::ports::AgentAnswer {
+                text: outcome.text,
+                agent: outcome.agent,
+                total_tokens: outcome.usage.total_tokens,
+            }),
+            Err(e) => Err(ak_core::ports::AgentFailure {
+                transient: e.is_transient(),
+                error: e.into(),
+            }),
+        }
+    }
+
+    fn provider(&self) -> &'static str {
+        self.provider_name()
+    }
+}
+
+/// Building a runtime from the configuration failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The agent definitions are invalid.
+    #[error("agents: {0}")]
+    Agents(#[from] AgentError),
+    /// The model provider cannot be set up.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// The session store cannot be set up.
+    #[error("session store: {0}")]
+    Sessions(#[from] PortError),
+}
+
+impl AgentRuntime {
+    /// Everything from the configuration: agents (with `tools`), the model provider (reading
+    /// `OPENAI_API_KEY` / `OPENAI_BASE_URL` from the process environment) and the session store.
+    /// `offline_fallback` allows the offline model when no provider and no key are configured
+    /// (the local server); Lambda functions pass `false`.
+    pub async fn load(
+        settings: &Settings,
+        tools: &ToolRegistry,
+        aws: &ak_core::adapters::AwsConfig,
+        offline_fallback: bool,
+    ) -> Result<Self, LoadError> {
+        let model = model_provider(
+            &settings.model,
+            &|name| std::env::var(name).ok(),
+            offline_fallback,
+        )?;
+        let sessions = ak_core::adapters::session_store(settings, aws).await?;
+        Ok(Self::from_settings(settings, tools, model, sessions)?)
+    }
+}

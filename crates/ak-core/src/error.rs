@@ -77,9 +77,6 @@ pub enum ApiError {
     /// Two requests changed the same session at once; the later one should be sent again.
     #[error("{0}")]
     Conflict(String),
-    /// A feature the deployment does not provide yet.
-    #[error("{0} is not implemented yet")]
-    NotImplemented(String),
     /// Anything else: a bug. The detail is logged, never sent.
     #[error("internal error")]
     Internal {
@@ -130,7 +127,6 @@ impl ApiError {
             ApiError::ModelProvider { .. } => StatusCode::BAD_GATEWAY,
             ApiError::ServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -147,7 +143,6 @@ impl ApiError {
             ApiError::ModelProvider { .. } => "model_provider",
             ApiError::ServiceUnavailable { .. } => "service_unavailable",
             ApiError::Conflict(_) => "conflict",
-            ApiError::NotImplemented(_) => "not_implemented",
             ApiError::Internal { .. } => "internal",
         }
     }

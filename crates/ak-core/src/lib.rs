@@ -5,16 +5,22 @@
 //! - [`request`]: chat requests in both payload shapes, their validation and ids.
 //! - [`response`] and [`error`]: JSON answers, and the one error type mapped to HTTP statuses.
 //! - [`router`]: the chat endpoint and custom routes on `lambda_http` requests.
+//! - [`api`], [`chat`] and [`pipeline`]: the request handler in each execution mode, the agent
+//!   runner and the response handler, as the Lambda functions and the local server run them.
 //! - [`ports`]: the queue, response store and session store traits; [`adapters`]: SQS, Redis,
 //!   DynamoDB and in-memory implementations, picked from the configuration.
 //! - [`secret`]: values that never reach logs.
 //! - [`aws`] and [`logging`]: the shared AWS SDK configuration and JSON log setup.
 
 pub mod adapters;
+pub mod api;
 pub mod aws;
+pub mod chat;
 pub mod config;
 pub mod error;
+pub mod lambda;
 pub mod logging;
+pub mod pipeline;
 pub mod ports;
 pub mod request;
 pub mod response;

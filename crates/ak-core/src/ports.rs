@@ -366,3 +366,37 @@ pub trait SessionStore: Send + Sync {
     /// returns the new version; [`PortError::Conflict`] if another save came first.
     async fn save(&self, session_id: &str, session: &StoredSession) -> Result<u64, PortError>;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Agents
+
+/// What an agent run produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentAnswer {
+    /// The final text.
+    pub text: String,
+    /// The agent that wrote it.
+    pub agent: String,
+    /// Tokens used by the run.
+    pub total_tokens: u64,
+}
+
+/// Why a run produced no answer, as the client will see it, and whether a retry may help.
+#[derive(Debug)]
+pub struct AgentFailure {
+    /// The error the client gets.
+    pub error: ApiError,
+    /// Whether running the request again later may succeed (model or store outage).
+    pub transient: bool,
+}
+
+/// Runs agents. Implemented by `ak_agents::AgentRuntime`; the request handler (direct mode)
+/// and the agent runner (queue modes) only need this.
+#[async_trait]
+pub trait AgentRunner: Send + Sync {
+    /// Answers one chat turn.
+    async fn run(&self, request: &crate::RunRequest) -> Result<AgentAnswer, AgentFailure>;
+
+    /// Which model provider answers (`openai`, `offline`), for start-up logs.
+    fn provider(&self) -> &'static str;
+}

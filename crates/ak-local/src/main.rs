@@ -1,11 +1,16 @@
 //! `ak-local`: the agent runtime on a developer's machine.
 //!
-//! `ak-local config` prints the effective configuration (defaults < config.yaml < `AK_` env) as
-//! JSON with secrets redacted, or the validation message and a non-zero exit.
+//! - `ak-local serve [--addr 127.0.0.1:9000]`: the HTTP API of API Gateway + the request handler,
+//!   and in the queue modes the agent runner and response handler polling their queues.
+//! - `ak-local config`: the effective configuration (defaults < config.yaml < `AK_` env) as JSON
+//!   with secrets redacted, or the validation message and exit code 1.
+
+mod server;
 
 use ak_core::Settings;
 use ak_core::config::find_config_file;
 use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -17,6 +22,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the HTTP API (and, in queue modes, the runner and response handler).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        addr: SocketAddr,
+        /// Agent-runner and response-handler workers polling the queues.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+    },
     /// Print the effective configuration as JSON (secrets redacted); exit 1 if it is invalid.
     Config,
 }
@@ -33,10 +47,38 @@ fn print_config() -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn serve(addr: SocketAddr, workers: usize) -> anyhow::Result<()> {
+    let settings = Settings::load()?;
+    ak_core::logging::init(settings.log.level);
+    let server = server::LocalServer::start(&settings, addr, workers).await?;
+    let base = format!("http://{}", server.addr);
+    let paths = ak_core::RoutePaths::from_env()?;
+    eprintln!("ak-local listening on {base} (mode {})", server.mode);
+    if server.provider == "offline" {
+        eprintln!(
+            "model: the offline model (canned, clearly labelled answers); set OPENAI_API_KEY (and OPENAI_BASE_URL for another server) for real ones"
+        );
+    } else {
+        eprintln!("model: {} ({})", settings.model.name, server.provider);
+    }
+    eprintln!(
+        "try: curl -X POST {base}{} -H 'Content-Type: application/json' -d '{{\"prompt\": \"what is 12 * 7\"}}'",
+        paths.chat()
+    );
+    tokio::signal::ctrl_c().await?;
+    eprintln!("ak-local: stopping");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Config => print_config(),
+        Command::Serve { addr, workers } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(serve(addr, workers))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -28,7 +28,7 @@ async fn function_handler(_event: LambdaEvent<Value>) -> Result<Value, NotImplem
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let settings = Settings::load()?;
+    let settings = ak_core::lambda::start(async { Settings::load() }).await?;
     ak_core::logging::init(settings.log.level);
     lambda_runtime::run(service_fn(function_handler)).await
 }

@@ -1,10 +1,15 @@
-//! Lambda function behind API Gateway or a function URL: the chat endpoint and custom routes.
-//!
-//! The chat endpoint is wired to the execution modes in a later step; until then it answers 501.
+//! Lambda function behind API Gateway or a function URL: the chat endpoint in the configured
+//! execution mode, and custom routes.
 
+use ak_agents::{AgentRuntime, ToolRegistry};
+use ak_core::adapters::{AwsConfig, check_shared_backends};
+use ak_core::api::Api;
+use ak_core::chat::ChatService;
+use ak_core::config::ExecutionMode;
+use ak_core::ports::AgentRunner;
 use ak_core::router::request_summary;
-use ak_core::{ApiError, ApiResponse, Route, RoutePaths, Router, Settings};
-use lambda_http::{Body, Request, Response, service_fn};
+use ak_core::{ApiError, RoutePaths, Router, Settings};
+use lambda_http::{Request, service_fn};
 use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -26,33 +31,33 @@ async fn app_info(event: Request) -> Result<Value, ApiError> {
     }))
 }
 
-async fn function_handler(router: &Router, settings: &Settings, event: Request) -> Response<Body> {
-    let size = event.body().len();
-    let limit = settings.api.max_body_bytes;
-    let result = if size > limit {
-        Err(ApiError::PayloadTooLarge { size, limit })
-    } else {
-        match router.resolve(&event) {
-            Ok(Route::Custom(handler)) => handler.call(event).await,
-            Ok(Route::Chat) => Err(ApiError::NotImplemented("the chat endpoint".to_owned())),
-            Err(e) => Err(e),
-        }
-    };
-    result.unwrap_or_else(ApiResponse::from).into_http()
-}
-
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), lambda_http::Error> {
+/// Everything built once per cold start.
+async fn setup() -> Result<Api, Box<dyn std::error::Error>> {
     let settings = Settings::load()?;
     ak_core::logging::init(settings.log.level);
+    check_shared_backends(&settings)?;
+    let aws = AwsConfig::default();
+    // Agents run here only in direct mode; in the queue modes the agent runner has them.
+    let runner: Option<Arc<dyn AgentRunner>> = match settings.execution.mode() {
+        ExecutionMode::Direct => Some(Arc::new(
+            AgentRuntime::load(&settings, &ToolRegistry::new(), &aws, false).await?,
+        )),
+        _ => None,
+    };
+    let chat = ChatService::from_settings(&settings, &aws, runner).await?;
     let router = Router::builder(RoutePaths::from_env()?)
         .get("/app", app)
         .post("/app_info", app_info)
         .build()?;
-    let state = Arc::new((router, settings));
+    Ok(Api::new(router, chat, settings.api.max_body_bytes))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_http::Error> {
+    let api = Arc::new(ak_core::lambda::start(setup()).await?);
     lambda_http::run(service_fn(move |event: Request| {
-        let state = state.clone();
-        async move { Ok::<_, Infallible>(function_handler(&state.0, &state.1, event).await) }
+        let api = api.clone();
+        async move { Ok::<_, Infallible>(api.handle(event).await) }
     }))
     .await
 }

@@ -1,34 +1,28 @@
-//! Lambda function: SQS output batch → response store.
-//!
-//! Not implemented yet: it loads and validates the configuration at cold start, then answers
-//! every invocation with a clear `NotImplemented` error.
+//! Lambda function: SQS output batch → response store, with per-record failures.
 
 use ak_core::Settings;
-use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
-use serde_json::Value;
+use ak_core::adapters::{AwsConfig, check_shared_backends, required_response_store};
+use ak_core::pipeline::ResponseHandler;
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use lambda_runtime::{LambdaEvent, service_fn};
+use std::convert::Infallible;
+use std::sync::Arc;
 
-/// The error every invocation gets until this function is implemented.
-#[derive(Debug, thiserror::Error)]
-#[error("response-handler is not implemented yet")]
-struct NotImplemented;
-
-impl From<NotImplemented> for Diagnostic {
-    fn from(e: NotImplemented) -> Self {
-        Diagnostic {
-            error_type: "NotImplemented".to_owned(),
-            error_message: e.to_string(),
-        }
-    }
-}
-
-async fn function_handler(_event: LambdaEvent<Value>) -> Result<Value, NotImplemented> {
-    tracing::warn!("response-handler invoked before it is implemented");
-    Err(NotImplemented)
+/// Everything built once per cold start.
+async fn setup() -> Result<ResponseHandler, Box<dyn std::error::Error>> {
+    let settings = Settings::load()?;
+    ak_core::logging::init(settings.log.level);
+    check_shared_backends(&settings)?;
+    let store = required_response_store(&settings, &AwsConfig::default()).await?;
+    Ok(ResponseHandler::new(store))
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let settings = Settings::load()?;
-    ak_core::logging::init(settings.log.level);
-    lambda_runtime::run(service_fn(function_handler)).await
+    let handler = Arc::new(ak_core::lambda::start(setup()).await?);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+        let handler = handler.clone();
+        async move { Ok::<SqsBatchResponse, Infallible>(handler.handle(event.payload.records).await) }
+    }))
+    .await
 }

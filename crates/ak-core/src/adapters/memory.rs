@@ -197,6 +197,14 @@ pub struct MemoryResponseStore {
     stored: Notify,
 }
 
+impl MemoryResponseStore {
+    /// The process-wide store (what `type: memory` selects).
+    pub fn shared() -> Arc<MemoryResponseStore> {
+        static STORE: OnceLock<Arc<MemoryResponseStore>> = OnceLock::new();
+        STORE.get_or_init(Default::default).clone()
+    }
+}
+
 #[async_trait]
 impl ResponseStore for MemoryResponseStore {
     async fn put(&self, record: &ResponseRecord) -> Result<(), PortError> {
@@ -290,6 +298,12 @@ impl Default for MemorySessionStore {
 }
 
 impl MemorySessionStore {
+    /// The process-wide store (what `type: in_memory` selects).
+    pub fn shared() -> Arc<MemorySessionStore> {
+        static STORE: OnceLock<Arc<MemorySessionStore>> = OnceLock::new();
+        STORE.get_or_init(Default::default).clone()
+    }
+
     /// A store keeping at most `capacity` sessions.
     pub fn with_capacity(capacity: usize) -> Self {
         Self {

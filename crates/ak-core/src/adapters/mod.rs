@@ -55,7 +55,8 @@ pub async fn queue(url: &QueueUrl, aws: &AwsConfig) -> Arc<dyn Queue> {
     }
 }
 
-/// The configured response store; `None` when `execution.response_store.type` is unset.
+/// The configured response store; `None` when `execution.response_store.type` is unset. The
+/// in-memory store is one per process, shared by everything in it.
 pub async fn response_store(
     settings: &Settings,
     aws: &AwsConfig,
@@ -63,13 +64,76 @@ pub async fn response_store(
     let config = &settings.execution.response_store;
     Ok(match config.kind {
         None => None,
-        Some(StoreKind::Memory) => Some(Arc::new(memory::MemoryResponseStore::default())),
+        Some(StoreKind::Memory) => Some(memory::MemoryResponseStore::shared()),
         Some(StoreKind::Redis) => Some(Arc::new(redis::RedisResponseStore::new(&config.redis)?)),
         Some(StoreKind::DynamoDb) => Some(Arc::new(dynamodb::DynamoResponseStore::new(
             aws_sdk_dynamodb::Client::new(aws.get().await),
             &config.dynamodb,
         )?)),
     })
+}
+
+/// A component cannot start because the configuration lacks something it needs.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SetupError(pub String);
+
+/// The response store, which the agent runner and response handler cannot work without.
+pub async fn required_response_store(
+    settings: &Settings,
+    aws: &AwsConfig,
+) -> Result<Arc<dyn ResponseStore>, SetupError> {
+    response_store(settings, aws)
+        .await
+        .map_err(|e| SetupError(e.to_string()))?
+        .ok_or_else(|| {
+            SetupError(
+                "execution.response_store.type is not set (AK_EXECUTION__RESPONSE_STORE__TYPE); \
+                 allowed: redis, dynamodb"
+                    .to_owned(),
+            )
+        })
+}
+
+/// The output queue, which the agent runner cannot work without.
+pub async fn required_output_queue(
+    settings: &Settings,
+    aws: &AwsConfig,
+) -> Result<Arc<dyn Queue>, SetupError> {
+    match &settings.execution.queues.output.url {
+        Some(url) => Ok(queue(url, aws).await),
+        None => Err(SetupError(
+            "execution.queues.output.url is not set (AK_EXECUTION__QUEUES__OUTPUT__URL); the agent \
+             runner sends its answers there"
+                .to_owned(),
+        )),
+    }
+}
+
+/// In a Lambda function, in-process queues and stores cannot work: each function is its own
+/// process. Refuse them at cold start instead of losing requests.
+pub fn check_shared_backends(settings: &Settings) -> Result<(), SetupError> {
+    let execution = &settings.execution;
+    if !execution.mode().uses_queues() {
+        return Ok(());
+    }
+    let memory_queue = [&execution.queues.input.url, &execution.queues.output.url]
+        .into_iter()
+        .flatten()
+        .find(|url| matches!(url, QueueUrl::Memory(_)));
+    if let Some(url) = memory_queue {
+        return Err(SetupError(format!(
+            "{} is an in-process queue; Lambda functions need SQS queue URLs (memory:// works only in ak-local)",
+            url.as_str()
+        )));
+    }
+    if execution.response_store.kind == Some(StoreKind::Memory) {
+        return Err(SetupError(
+            "execution.response_store.type memory is in-process; Lambda functions need redis or dynamodb"
+                .to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// The configured session store.
@@ -79,7 +143,7 @@ pub async fn session_store(
 ) -> Result<Arc<dyn SessionStore>, PortError> {
     let config = &settings.session;
     Ok(match config.kind {
-        SessionKind::InMemory => Arc::new(memory::MemorySessionStore::default()),
+        SessionKind::InMemory => memory::MemorySessionStore::shared(),
         SessionKind::Redis => Arc::new(redis::RedisSessionStore::new(&config.redis)?),
         SessionKind::DynamoDb => Arc::new(dynamodb::DynamoSessionStore::new(
             aws_sdk_dynamodb::Client::new(aws.get().await),

@@ -1,0 +1,349 @@
+//! The queue side: the agent runner (input batch → agents → output queue) and the response
+//! handler (output batch → response store), as Lambda calls them with an SQS event, plus
+//! [`pump`], which plays the event source mapping for the local server.
+//!
+//! Both report per-record failures (`batchItemFailures`) so SQS redelivers only those.
+
+use crate::error::ApiError;
+use crate::ports::{
+    AgentRunner, ClaimOutcome, Delivery, PortError, Queue, QueueMessage, ResponseRecord,
+    ResponseStore, now_epoch_secs,
+};
+use crate::request::RunRequest;
+use crate::response::ChatAnswer;
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
+
+/// The SQS event types the handlers take, for crates that drive them.
+pub mod sqs {
+    pub use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+}
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// A runner stops taking records this long before its deadline and hands the rest back.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(3);
+/// How long a claim lasts when there is no Lambda deadline (the local server).
+pub const LOCAL_CLAIM_TTL: Duration = Duration::from_secs(300);
+
+/// The tokio instant of a Lambda deadline given in milliseconds since the epoch.
+pub fn deadline_from_epoch_ms(deadline_ms: u64) -> Instant {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default();
+    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+}
+
+fn failures(ids: Vec<String>) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = ids
+        .into_iter()
+        .map(|id| {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            failure
+        })
+        .collect();
+    response
+}
+
+/// The agent runner: runs each input record's request and sends the answer to the output queue.
+pub struct AgentRunnerHandler {
+    runner: Arc<dyn AgentRunner>,
+    output: Arc<dyn Queue>,
+    store: Arc<dyn ResponseStore>,
+    max_receive_count: u32,
+}
+
+/// What became of one record.
+enum Outcome {
+    /// Answered (or already answered): delete it.
+    Done,
+    /// Try again later: report it as a batch item failure.
+    Retry,
+}
+
+impl AgentRunnerHandler {
+    /// A runner answering to `output`, claiming requests in `store`.
+    pub fn new(
+        runner: Arc<dyn AgentRunner>,
+        output: Arc<dyn Queue>,
+        store: Arc<dyn ResponseStore>,
+        max_receive_count: u32,
+    ) -> Self {
+        Self {
+            runner,
+            output,
+            store,
+            max_receive_count: max_receive_count.max(1),
+        }
+    }
+
+    /// Handles one SQS batch. Records of one session (FIFO message group) run in order, one
+    /// after another; different sessions run concurrently. After a record of a session must be
+    /// retried, the later records of that session are handed back too, so order holds. Past
+    /// `deadline` (minus a margin) no new record starts; the rest are handed back.
+    pub async fn handle(
+        &self,
+        records: Vec<SqsMessage>,
+        deadline: Option<Instant>,
+    ) -> SqsBatchResponse {
+        let mut groups: BTreeMap<String, Vec<(String, Delivery)>> = BTreeMap::new();
+        let mut failed = Vec::new();
+        for record in records {
+            let id = record.message_id.clone().unwrap_or_default();
+            match QueueMessage::from_sqs_record(&record) {
+                Ok(delivery) => groups
+                    .entry(delivery.message.session_id.clone())
+                    .or_default()
+                    .push((id, delivery)),
+                Err(e) => {
+                    // Unreadable: nobody can be answered. Hand it back so the queue's redrive
+                    // policy moves it to the dead-letter queue for inspection.
+                    tracing::error!(message_id = %id, error = %e, "unreadable input record");
+                    failed.push(id);
+                }
+            }
+        }
+        let claim_ttl = deadline
+            .map(|d| d.saturating_duration_since(Instant::now()) + Duration::from_secs(30))
+            .unwrap_or(LOCAL_CLAIM_TTL);
+        let runs = groups.into_values().map(|group| async move {
+            let mut retry = Vec::new();
+            let mut blocked = false;
+            for (id, delivery) in group {
+                let late = deadline.is_some_and(|d| Instant::now() + DEADLINE_MARGIN >= d);
+                if blocked || late {
+                    retry.push(id);
+                    continue;
+                }
+                if let Outcome::Retry = self.process(&delivery, claim_ttl).await {
+                    blocked = true;
+                    retry.push(id);
+                }
+            }
+            retry
+        });
+        for retry in futures_util::future::join_all(runs).await {
+            failed.extend(retry);
+        }
+        failures(failed)
+    }
+
+    async fn process(&self, delivery: &Delivery, claim_ttl: Duration) -> Outcome {
+        // Each processing attempt is its own claimant, so a duplicate in the same batch waits.
+        let owner = &crate::request::new_id();
+        let message = &delivery.message;
+        let id = &message.request_id;
+        if delivery.receive_count > self.max_receive_count {
+            let error = ApiError::internal(
+                Some(id),
+                format!("received {} times", delivery.receive_count),
+            );
+            tracing::error!(request_id = %id, receives = delivery.receive_count, "giving up on a request");
+            return self
+                .answer(
+                    message,
+                    error_answer(
+                        id,
+                        &error,
+                        Some("the request could not be processed; please send it again"),
+                    ),
+                )
+                .await;
+        }
+        match self.store.claim(id, owner, claim_ttl).await {
+            Ok(ClaimOutcome::Acquired) => {}
+            Ok(ClaimOutcome::AlreadyAnswered) => {
+                tracing::info!(request_id = %id, "duplicate delivery of an answered request");
+                return Outcome::Done;
+            }
+            Ok(ClaimOutcome::HeldByOther) => {
+                tracing::info!(request_id = %id, "request is being processed elsewhere");
+                return Outcome::Retry;
+            }
+            Err(e) => {
+                tracing::warn!(request_id = %id, error = %e, "cannot claim request");
+                return Outcome::Retry;
+            }
+        }
+        let request = match RunRequest::from_value(message.body.clone(), message.user_id.as_deref())
+        {
+            Ok(mut request) => {
+                // The attributes are authoritative for identity.
+                request.request_id = id.clone();
+                request.session_id = message.session_id.clone();
+                request
+            }
+            Err(e) => return self.answer(message, error_answer(id, &e, None)).await,
+        };
+        let started = std::time::Instant::now();
+        let answer = match self.runner.run(&request).await {
+            Ok(answer) => {
+                tracing::info!(
+                    request_id = %id,
+                    session_id = %request.session_id,
+                    agent = %answer.agent,
+                    tokens = answer.total_tokens,
+                    duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "agent answered"
+                );
+                (
+                    200,
+                    json!(ChatAnswer {
+                        result: answer.text,
+                        session_id: request.session_id.clone(),
+                        request_id: id.clone(),
+                        agent: answer.agent,
+                    }),
+                )
+            }
+            Err(failure) => {
+                let last_try = delivery.receive_count >= self.max_receive_count;
+                if failure.transient && !last_try {
+                    tracing::warn!(request_id = %id, error = %failure.error, receives = delivery.receive_count, "transient failure; will retry");
+                    let _ = self.store.release(id, owner).await;
+                    return Outcome::Retry;
+                }
+                tracing::warn!(request_id = %id, error = %failure.error, "request failed; answering with the error");
+                error_answer(id, &failure.error, None)
+            }
+        };
+        let outcome = self.answer(message, answer).await;
+        if let Outcome::Retry = outcome {
+            let _ = self.store.release(id, owner).await;
+        }
+        outcome
+    }
+
+    /// Sends the answer to the output queue; if that fails, stores it directly so the model is
+    /// not called again for it.
+    async fn answer(&self, message: &QueueMessage, (status, body): (u16, Value)) -> Outcome {
+        let out = QueueMessage {
+            request_id: message.request_id.clone(),
+            session_id: message.session_id.clone(),
+            user_id: message.user_id.clone(),
+            status_code: Some(status),
+            body: body.clone(),
+        };
+        let Err(send_error) = self.output.send(&out).await else {
+            return Outcome::Done;
+        };
+        tracing::warn!(request_id = %message.request_id, error = %send_error, "output queue unavailable; storing the answer directly");
+        let record = ResponseRecord {
+            request_id: out.request_id,
+            session_id: out.session_id,
+            user_id: out.user_id,
+            status_code: status,
+            body,
+            created_at: now_epoch_secs(),
+        };
+        match self.store.put(&record).await {
+            Ok(()) => Outcome::Done,
+            Err(e) => {
+                tracing::error!(request_id = %record.request_id, error = %e, "cannot deliver the answer; will retry");
+                Outcome::Retry
+            }
+        }
+    }
+}
+
+/// The (status, body) a client gets for a failed request.
+fn error_answer(request_id: &str, error: &ApiError, message: Option<&str>) -> (u16, Value) {
+    let mut body = error.to_response().body;
+    if let (Some(message), Value::Object(map)) = (message, &mut body) {
+        map.insert("error".into(), Value::String(message.to_owned()));
+    }
+    if let Value::Object(map) = &mut body {
+        map.insert("request_id".into(), Value::String(request_id.to_owned()));
+    }
+    (error.status().as_u16(), body)
+}
+
+/// The response handler: stores each output record by request id; idempotent.
+pub struct ResponseHandler {
+    store: Arc<dyn ResponseStore>,
+}
+
+impl ResponseHandler {
+    /// A handler writing to `store`.
+    pub fn new(store: Arc<dyn ResponseStore>) -> Self {
+        Self { store }
+    }
+
+    /// Handles one SQS batch of answers.
+    pub async fn handle(&self, records: Vec<SqsMessage>) -> SqsBatchResponse {
+        let puts = records.into_iter().map(|record| async move {
+            let id = record.message_id.clone().unwrap_or_default();
+            let delivery = match QueueMessage::from_sqs_record(&record) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(message_id = %id, error = %e, "unreadable output record");
+                    return Some(id);
+                }
+            };
+            let message = delivery.message;
+            let record = ResponseRecord {
+                request_id: message.request_id,
+                session_id: message.session_id,
+                user_id: message.user_id,
+                status_code: message.status_code.unwrap_or(200),
+                body: message.body,
+                created_at: now_epoch_secs(),
+            };
+            match self.store.put(&record).await {
+                Ok(()) => None,
+                Err(e) => {
+                    tracing::warn!(request_id = %record.request_id, error = %e, "cannot store answer; will retry");
+                    Some(id)
+                }
+            }
+        });
+        failures(
+            futures_util::future::join_all(puts)
+                .await
+                .into_iter()
+                .flatten()
+                .collect(),
+        )
+    }
+}
+
+/// One round of the local event source: receives up to 10 records (waiting up to `wait`),
+/// hands them to `handle` as one batch, and deletes those not reported as failures. Returns how
+/// many records were handled.
+pub async fn pump<F, Fut>(queue: &dyn Queue, wait: Duration, handle: F) -> Result<usize, PortError>
+where
+    F: FnOnce(Vec<SqsMessage>) -> Fut,
+    Fut: Future<Output = SqsBatchResponse>,
+{
+    let records = queue.receive(10, wait).await?;
+    if records.is_empty() {
+        return Ok(0);
+    }
+    let receipts: Vec<(String, String)> = records
+        .iter()
+        .map(|r| {
+            (
+                r.message_id.clone().unwrap_or_default(),
+                r.receipt_handle.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let count = records.len();
+    let response = handle(records).await;
+    for (id, receipt) in receipts {
+        let failed = response
+            .batch_item_failures
+            .iter()
+            .any(|f| f.item_identifier == id);
+        if !failed {
+            queue.delete(&receipt).await?;
+        }
+    }
+    Ok(count)
+}

@@ -1,0 +1,195 @@
+//! The local server: the request handler's [`Api`] over plain HTTP, and — in the queue modes —
+//! the agent runner and response handler driven by polling their queues, the role Lambda's event
+//! source mappings play. With `memory://` queues and the memory store it is the whole pipeline
+//! in one process; with SQS URLs and Redis or DynamoDB it works against the real services.
+
+use ak_agents::{AgentRuntime, ToolRegistry};
+use ak_core::adapters::{self, AwsConfig, required_output_queue, required_response_store};
+use ak_core::api::Api;
+use ak_core::chat::ChatService;
+use ak_core::pipeline::sqs::{SqsBatchResponse, SqsMessage};
+use ak_core::pipeline::{AgentRunnerHandler, ResponseHandler, pump};
+use ak_core::ports::{AgentRunner, Queue};
+use ak_core::router::{RouterBuilder, request_summary};
+use ak_core::{ApiError, ApiResponse, RoutePaths, Router, Settings};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use lambda_http::Body;
+use serde_json::{Value, json};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long one receive waits for messages (SQS long polling allows 20 s).
+const RECEIVE_WAIT: Duration = Duration::from_secs(10);
+
+/// The reference's custom routes, served locally as on Lambda.
+pub fn reference_routes(paths: RoutePaths) -> RouterBuilder {
+    Router::builder(paths)
+        .get("/app", |event: lambda_http::Request| async move {
+            Ok::<_, ApiError>(json!({
+                "receivedEventPayload": request_summary(&event),
+                "response": "Hello! from AK 'app'",
+            }))
+        })
+        .post("/app_info", |event: lambda_http::Request| async move {
+            let payload: Value = serde_json::from_slice(event.body().as_ref())
+                .map_err(|e| ApiError::bad_request(format!("body must be JSON: {e}")))?;
+            Ok::<_, ApiError>(json!({
+                "receivedEventPayload": request_summary(&event),
+                "request": payload,
+                "response": "Hello! from AK 'app_info'",
+            }))
+        })
+}
+
+/// A running local system.
+pub struct LocalServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Which model provider answers.
+    pub provider: &'static str,
+    /// The execution mode.
+    pub mode: ak_core::config::ExecutionMode,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl LocalServer {
+    /// Builds everything from `settings`, binds `addr` and starts serving and (in queue modes)
+    /// the runner and response-handler workers.
+    pub async fn start(
+        settings: &Settings,
+        addr: SocketAddr,
+        workers: usize,
+    ) -> anyhow::Result<Self> {
+        let aws = AwsConfig::default();
+        let runtime: Arc<dyn AgentRunner> =
+            Arc::new(AgentRuntime::load(settings, &ToolRegistry::new(), &aws, true).await?);
+        let mode = settings.execution.mode();
+        let chat = ChatService::from_settings(settings, &aws, Some(runtime.clone())).await?;
+        let router = reference_routes(RoutePaths::from_env()?).build()?;
+        let api = Arc::new(Api::new(router, chat, settings.api.max_body_bytes));
+
+        let mut tasks = Vec::new();
+        if mode.uses_queues() {
+            let input = match &settings.execution.queues.input.url {
+                Some(url) => adapters::queue(url, &aws).await,
+                None => anyhow::bail!("execution.queues.input.url is required in {mode}"),
+            };
+            let output = required_output_queue(settings, &aws).await?;
+            let store = required_response_store(settings, &aws).await?;
+            let runner = Arc::new(AgentRunnerHandler::new(
+                runtime.clone(),
+                output.clone(),
+                store.clone(),
+                settings.execution.queues.input.max_receive_count,
+            ));
+            let responses = Arc::new(ResponseHandler::new(store));
+            for _ in 0..workers.max(1) {
+                let (input, runner) = (input.clone(), runner.clone());
+                tasks.push(tokio::spawn(drive(input, "agent-runner", move |records| {
+                    let runner = runner.clone();
+                    async move { runner.handle(records, None).await }
+                })));
+                let (output, responses) = (output.clone(), responses.clone());
+                tasks.push(tokio::spawn(drive(
+                    output,
+                    "response-handler",
+                    move |records| {
+                        let responses = responses.clone();
+                        async move { responses.handle(records).await }
+                    },
+                )));
+            }
+        }
+
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let limit = settings.api.max_body_bytes;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let api = api.clone();
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req| serve(api.clone(), limit, req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        }));
+        Ok(Self {
+            addr,
+            provider: runtime.provider(),
+            mode,
+            tasks,
+        })
+    }
+}
+
+/// Polls `queue` forever, handing each batch to `handle` and deleting what succeeded.
+async fn drive<F, Fut>(queue: Arc<dyn Queue>, name: &'static str, handle: F)
+where
+    F: Fn(Vec<SqsMessage>) -> Fut,
+    Fut: std::future::Future<Output = SqsBatchResponse>,
+{
+    loop {
+        if let Err(e) = pump(queue.as_ref(), RECEIVE_WAIT, &handle).await {
+            tracing::warn!(worker = name, error = %e, "queue unavailable; retrying in 1 s");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+async fn serve(
+    api: Arc<Api>,
+    limit: usize,
+    request: hyper::Request<Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = request.into_parts();
+    let response = match Limited::new(body, limit).collect().await {
+        Ok(collected) => {
+            let bytes = collected.to_bytes();
+            let body = if bytes.is_empty() {
+                Body::Empty
+            } else {
+                match String::from_utf8(bytes.to_vec()) {
+                    Ok(text) => Body::Text(text),
+                    Err(e) => Body::Binary(e.into_bytes()),
+                }
+            };
+            api.handle(lambda_http::Request::from_parts(parts, body))
+                .await
+        }
+        Err(_) => {
+            let size = parts
+                .headers
+                .get(hyper::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(limit + 1);
+            ApiResponse::from(ApiError::PayloadTooLarge { size, limit }).into_http()
+        }
+    };
+    let (parts, body) = response.into_parts();
+    let bytes = match body {
+        Body::Text(text) => Bytes::from(text),
+        Body::Binary(data) => Bytes::from(data),
+        _ => Bytes::new(),
+    };
+    Ok(hyper::Response::from_parts(parts, Full::new(bytes)))
+}

@@ -1,0 +1,206 @@
+//! The real function binaries (`main.rs` of each), started against a local Lambda Runtime API and
+//! invoked with the fixtures in tests/fixtures, as `cargo lambda invoke --data-file` would.
+
+use ak_core::adapters::redis::RedisResponseStore;
+use ak_core::adapters::sqs::SqsQueue;
+use ak_core::ports::{Queue, QueueMessage, ResponseStore};
+use ak_tests::runtime_api::{Outcome, RuntimeApi, function_binary, spawn_function};
+use ak_tests::{redis_settings, sqs_client, unique_name};
+use serde_json::{Value, json};
+use std::process::Child;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn fixture(name: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn repo_config() -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../config.yaml")
+        .display()
+        .to_string()
+}
+
+async fn start(name: &str, env: &[(&str, &str)]) -> (RuntimeApi, Running) {
+    let api = RuntimeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let binary = function_binary(name, "debug").unwrap_or_else(|e| panic!("{e}"));
+    let child = spawn_function(&binary, &api, env).unwrap_or_else(|e| panic!("{e}"));
+    (api, Running(child))
+}
+
+async fn invoke(api: &RuntimeApi, event: Value) -> Outcome {
+    let id = api.invoke(event);
+    match api.outcome(&id, WAIT).await {
+        Some((outcome, _)) => outcome,
+        None => panic!(
+            "no answer within {WAIT:?}; init error: {:?}",
+            api.init_error()
+        ),
+    }
+}
+
+async fn queue() -> (String, SqsQueue) {
+    let url = sqs_client()
+        .await
+        .create_queue()
+        .queue_name(unique_name("fn"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .queue_url
+        .unwrap_or_default();
+    (url.clone(), SqsQueue::new(sqs_client().await, &url))
+}
+
+#[tokio::test]
+async fn request_handler_answers_api_gateway_events_and_direct_invokes() {
+    let config = repo_config();
+    let (api, _fn) = start(
+        "request-handler",
+        &[
+            ("AK_CONFIG_PATH_OVERRIDE", &config),
+            ("AK_MODEL__PROVIDER", "offline"),
+        ],
+    )
+    .await;
+    let Outcome::Response(response) = invoke(&api, fixture("apigw_v1_post_chat.json")).await else {
+        panic!("request-handler failed");
+    };
+    assert_eq!(response["statusCode"], 200, "{response}");
+    let body: Value =
+        serde_json::from_str(response["body"].as_str().unwrap_or_default()).unwrap_or_default();
+    assert_eq!(body["agent"], "math", "{body}");
+    assert_eq!(body["result"], "[offline model] math: 12 * 7 = 84");
+    assert_eq!(body["session_id"], "user-123");
+
+    let Outcome::Response(app) = invoke(&api, fixture("apigw_v1_get_app.json")).await else {
+        panic!("GET /app failed");
+    };
+    assert_eq!(app["statusCode"], 200);
+    assert!(
+        app["body"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Hello! from AK 'app'")
+    );
+
+    let Outcome::Response(info) = invoke(&api, fixture("apigw_v2_post_app_info.json")).await else {
+        panic!("POST /app_info failed");
+    };
+    assert_eq!(info["statusCode"], 200, "HTTP API events work too: {info}");
+
+    let Outcome::Response(direct) = invoke(&api, fixture("direct_invoke_envelope.json")).await
+    else {
+        panic!("direct invoke failed");
+    };
+    assert_eq!(direct["request_id"], "req-123", "{direct}");
+    assert_eq!(direct["agent"], "history");
+}
+
+#[tokio::test]
+async fn request_handler_refuses_to_start_without_a_model_key() {
+    let config = repo_config();
+    let (api, mut child) = start("request-handler", &[("AK_CONFIG_PATH_OVERRIDE", &config)]).await;
+    let status = tokio::task::spawn_blocking(move || child.0.wait()).await;
+    let exited = status.ok().and_then(Result::ok);
+    assert!(
+        exited.is_some_and(|s| !s.success()),
+        "it must not serve canned answers on Lambda"
+    );
+    let error = api.init_error().map(|e| e.to_string()).unwrap_or_default();
+    assert!(error.contains("OPENAI_API_KEY"), "init error: {error}");
+}
+
+#[tokio::test]
+async fn agent_runner_answers_an_sqs_batch_to_the_output_queue() {
+    let (input_url, _) = queue().await;
+    let (output_url, output) = queue().await;
+    let redis = redis_settings(600);
+    let prefix = redis.prefix().to_owned();
+    let config = repo_config();
+    let (api, _fn) = start(
+        "agent-runner",
+        &[
+            ("AK_CONFIG_PATH_OVERRIDE", &config),
+            ("AK_MODEL__PROVIDER", "offline"),
+            ("AK_EXECUTION__MODE", "rest_async"),
+            ("AK_EXECUTION__QUEUES__INPUT__URL", &input_url),
+            ("AK_EXECUTION__QUEUES__OUTPUT__URL", &output_url),
+            ("AK_EXECUTION__RESPONSE_STORE__TYPE", "redis"),
+            (
+                "AK_EXECUTION__RESPONSE_STORE__REDIS__URL",
+                redis.url.expose(),
+            ),
+            ("AK_EXECUTION__RESPONSE_STORE__REDIS__PREFIX", &prefix),
+        ],
+    )
+    .await;
+    let request_id = unique_name("req");
+    let mut event = fixture("sqs_input_event.json");
+    event["Records"][0]["messageAttributes"]["request_id"]["stringValue"] = json!(request_id);
+    let Outcome::Response(response) = invoke(&api, event).await else {
+        panic!("agent-runner failed: {:?}", api.init_error());
+    };
+    assert_eq!(response, json!({"batchItemFailures": []}));
+    let records = output
+        .receive(10, Duration::from_secs(2))
+        .await
+        .unwrap_or_default();
+    assert_eq!(records.len(), 1);
+    let answer = QueueMessage::from_sqs_record(&records[0])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .message;
+    assert_eq!(answer.request_id, request_id);
+    assert_eq!(answer.status_code, Some(200));
+    assert_eq!(answer.user_id.as_deref(), Some("user-a"));
+    assert_eq!(answer.body["agent"], "math");
+}
+
+#[tokio::test]
+async fn response_handler_stores_an_sqs_batch() {
+    let redis = redis_settings(600);
+    let prefix = redis.prefix().to_owned();
+    let (api, _fn) = start(
+        "response-handler",
+        &[
+            ("AK_EXECUTION__RESPONSE_STORE__TYPE", "redis"),
+            (
+                "AK_EXECUTION__RESPONSE_STORE__REDIS__URL",
+                redis.url.expose(),
+            ),
+            ("AK_EXECUTION__RESPONSE_STORE__REDIS__PREFIX", &prefix),
+        ],
+    )
+    .await;
+    let request_id = unique_name("req");
+    let mut event = fixture("sqs_output_event.json");
+    event["Records"][0]["messageAttributes"]["request_id"]["stringValue"] = json!(request_id);
+    let Outcome::Response(response) = invoke(&api, event).await else {
+        panic!("response-handler failed: {:?}", api.init_error());
+    };
+    assert_eq!(response, json!({"batchItemFailures": []}));
+    let store = RedisResponseStore::new(&redis).unwrap_or_else(|e| panic!("{e}"));
+    let stored = store
+        .get(&request_id)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("not stored"));
+    assert_eq!(stored.body["result"], "12 * 7 = 84");
+    assert_eq!(stored.user_id.as_deref(), Some("user-a"));
+}

@@ -1,0 +1,159 @@
+//! `ak-local serve`, the binary `scripts/dev.sh` starts: the whole pipeline in one process with
+//! in-memory queues and stores and the offline model, and the same code over moto and Redis.
+
+use ak_tests::runtime_api::function_binary;
+use ak_tests::{http_json, redis_url, sqs_client, unique_name};
+use serde_json::{Value, json};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The embedded defaults `scripts/dev.sh` exports.
+const DEV_ENV: &[(&str, &str)] = &[
+    ("AK_EXECUTION__QUEUES__INPUT__URL", "memory://input"),
+    ("AK_EXECUTION__QUEUES__OUTPUT__URL", "memory://output"),
+    ("AK_EXECUTION__RESPONSE_STORE__TYPE", "memory"),
+    ("AK_SESSION__TYPE", "in_memory"),
+];
+
+async fn serve(env: &[(&str, &str)]) -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let binary = function_binary("ak-local", "debug").unwrap_or_else(|e| panic!("{e}"));
+    let mut command = Command::new(binary);
+    command
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+        .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .env_clear()
+        .stdin(Stdio::null());
+    for (name, value) in std::env::vars() {
+        if name.starts_with("AWS_") || name == "PATH" {
+            command.env(name, value);
+        }
+    }
+    command.envs(env.iter().copied());
+    let server = Server {
+        child: command.spawn().unwrap_or_else(|e| panic!("{e}")),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("ak-local did not listen on {port}");
+}
+
+async fn post(server: &Server, body: Value) -> (u16, Value) {
+    http_json(&server.base, "POST", "/api/v1/chat", Some(&body))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test]
+async fn dev_defaults_answer_from_the_offline_model_through_the_queues() {
+    let server = serve(DEV_ENV).await;
+    let (status, body) = post(&server, json!({"prompt": "what is 12 * 7"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"], "[offline model] math: 12 * 7 = 84");
+    assert_eq!(body["agent"], "math");
+
+    let session = body["session_id"].as_str().unwrap_or_default().to_owned();
+    let (status, body) = post(
+        &server,
+        json!({"prompt": "who won the battle of Hastings", "session_id": session}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["agent"].as_str()),
+        (200, Some("history")),
+        "{body}"
+    );
+    assert_eq!(body["session_id"], session.as_str());
+
+    let (status, _) = http_json(&server.base, "GET", "/api/v1/app", None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn rest_async_locally_accepts_then_answers_the_poll() {
+    let mut env = DEV_ENV.to_vec();
+    env.push(("AK_EXECUTION__MODE", "rest_async"));
+    let server = serve(&env).await;
+    let (status, accepted) = post(&server, json!({"prompt": "what is 6 * 7"})).await;
+    assert_eq!(
+        (status, accepted["status"].as_str()),
+        (202, Some("ACCEPTED"))
+    );
+    let id = accepted["request_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let path = format!("/api/v1/chat?request_id={id}");
+    let mut answer = (0, Value::Null);
+    for _ in 0..100 {
+        answer = http_json(&server.base, "GET", &path, None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        if answer.0 == 200 {
+            break;
+        }
+        assert_eq!(answer.0, 404, "{}", answer.1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(answer.0, 200);
+    assert_eq!(answer.1["result"], "[offline model] math: 6 * 7 = 42");
+}
+
+#[tokio::test]
+async fn the_local_server_drives_real_sqs_and_redis() {
+    let sqs = sqs_client().await;
+    let mut urls = Vec::new();
+    for _ in 0..2 {
+        let url = sqs
+            .create_queue()
+            .queue_name(unique_name("local"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .queue_url
+            .unwrap_or_default();
+        urls.push(url);
+    }
+    let redis = redis_url();
+    let prefix = format!("{}:", unique_name("local"));
+    let server = serve(&[
+        ("AK_EXECUTION__MODE", "rest_sync"),
+        ("AK_EXECUTION__QUEUES__INPUT__URL", &urls[0]),
+        ("AK_EXECUTION__QUEUES__OUTPUT__URL", &urls[1]),
+        ("AK_EXECUTION__RESPONSE_STORE__TYPE", "redis"),
+        ("AK_EXECUTION__RESPONSE_STORE__REDIS__URL", &redis),
+        ("AK_EXECUTION__RESPONSE_STORE__REDIS__PREFIX", &prefix),
+        ("AK_SESSION__TYPE", "redis"),
+        ("AK_SESSION__REDIS__URL", &redis),
+        ("AK_SESSION__REDIS__PREFIX", &prefix),
+    ])
+    .await;
+    let (status, body) = post(&server, json!({"prompt": "what is 12 * 7"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"], "[offline model] math: 12 * 7 = 84");
+}
