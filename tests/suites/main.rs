@@ -2,6 +2,7 @@
 //! One binary, one module per area, so the suite links once.
 
 mod agents;
+mod authorizer;
 mod backend_faults;
 mod functions;
 mod harness;

@@ -25,13 +25,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug)]
-enum Store {
+pub(crate) enum Store {
     Redis,
     DynamoDb,
 }
 
-struct System {
-    api: Arc<Api>,
+pub(crate) struct System {
+    pub(crate) api: Arc<Api>,
     runner: AgentRunnerHandler,
     responses: ResponseHandler,
     input: Arc<dyn Queue>,
@@ -76,7 +76,7 @@ fn agents() -> Vec<AgentDefinition> {
     ]
 }
 
-async fn system(
+pub(crate) async fn system(
     mode: ExecutionMode,
     store_kind: Store,
     replies: Vec<Reply>,
@@ -168,11 +168,23 @@ async fn system(
 }
 
 /// A REST API (v1) event for the chat path, as API Gateway would deliver it.
-fn event(
+pub(crate) fn event(
     method: &str,
     body: Option<&str>,
     query: Option<(&str, &str)>,
     user: Option<&str>,
+) -> Request {
+    let authorizer = user.map(|user| json!({"principalId": user, "user_id": user}));
+    authorized_event(method, body, query, authorizer)
+}
+
+/// The same with the request context an authorizer's answer gives API Gateway (`principalId`
+/// and the context entries, flattened).
+pub(crate) fn authorized_event(
+    method: &str,
+    body: Option<&str>,
+    query: Option<(&str, &str)>,
+    authorizer: Option<Value>,
 ) -> Request {
     let mut e: Value = serde_json::from_str(include_str!("../fixtures/apigw_v1_post_chat.json"))
         .unwrap_or_default();
@@ -183,13 +195,13 @@ fn event(
         e["queryStringParameters"] = json!({k: v});
         e["multiValueQueryStringParameters"] = json!({k: [v]});
     }
-    if let Some(user) = user {
-        e["requestContext"]["authorizer"] = json!({"principalId": user, "user_id": user});
+    if let Some(authorizer) = authorizer {
+        e["requestContext"]["authorizer"] = authorizer;
     }
     lambda_http::request::from_str(&e.to_string()).unwrap_or_else(|err| panic!("{err}"))
 }
 
-async fn call(api: &Api, request: Request) -> (u16, Option<String>, Value) {
+pub(crate) async fn call(api: &Api, request: Request) -> (u16, Option<String>, Value) {
     let response = api.handle(request).await;
     let status = response.status().as_u16();
     let retry_after = response
@@ -210,7 +222,7 @@ async fn call(api: &Api, request: Request) -> (u16, Option<String>, Value) {
 }
 
 impl System {
-    async fn run_runner(&self) -> usize {
+    pub(crate) async fn run_runner(&self) -> usize {
         pump(self.input.as_ref(), Duration::from_secs(2), |records| {
             self.runner.handle(records, None)
         })
@@ -218,7 +230,7 @@ impl System {
         .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    async fn run_responses(&self) -> usize {
+    pub(crate) async fn run_responses(&self) -> usize {
         pump(self.output.as_ref(), Duration::from_secs(2), |records| {
             self.responses.handle(records)
         })
@@ -235,7 +247,7 @@ impl System {
     }
 }
 
-fn handoff_then(text: &str) -> Vec<Reply> {
+pub(crate) fn handoff_then(text: &str) -> Vec<Reply> {
     vec![
         Reply::ToolCall {
             name: "transfer_to_math".into(),

@@ -1,10 +1,11 @@
 //! Any OpenAI-compatible Chat Completions endpoint (OpenAI, Azure-style gateways, vLLM, Ollama,
 //! LM Studio, ...). Requests and responses go through `async-openai`'s Chat Completions types,
-//! over one pooled hyper + rustls (ring) client built on first use, so a cold start does not pay
+//! over the shared [`ak_core::https`] client, built on first use so a cold start does not pay
 //! for loading root certificates. Retries with exponential backoff on 429, 5xx, timeouts and
 //! connection errors (honouring `Retry-After`), never on other 4xx.
 
 use crate::model::{ModelError, ModelProvider, ModelReply, ModelRequest, ToolCall, Usage};
+use ak_core::https::{HttpsClient, root_cause};
 use ak_core::secret::Secret;
 use async_openai::types::chat::{
     ChatCompletionMessageToolCalls, CreateChatCompletionRequest, CreateChatCompletionResponse,
@@ -12,22 +13,15 @@ use async_openai::types::chat::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 /// The public OpenAI API.
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(10);
-
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Settings of [`OpenAiProvider`].
 #[derive(Debug, Clone)]
@@ -46,7 +40,7 @@ pub struct OpenAiConfig {
 pub struct OpenAiProvider {
     endpoint: http::Uri,
     config: OpenAiConfig,
-    client: OnceLock<Result<HttpClient, String>>,
+    client: OnceLock<Result<HttpsClient, String>>,
 }
 
 impl OpenAiProvider {
@@ -69,22 +63,9 @@ impl OpenAiProvider {
         })
     }
 
-    fn client(&self) -> Result<&HttpClient, ModelError> {
+    fn client(&self) -> Result<&HttpsClient, ModelError> {
         self.client
-            .get_or_init(|| {
-                let mut http = HttpConnector::new();
-                http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-                http.enforce_http(false);
-                let https = hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
-                    .map_err(|e| format!("no TLS root certificates: {e}"))?
-                    .https_or_http()
-                    .enable_http1()
-                    .wrap_connector(http);
-                Ok(Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(60))
-                    .build(https))
-            })
+            .get_or_init(ak_core::https::client)
             .as_ref()
             .map_err(|e| ModelError::Connection {
                 detail: e.clone(),
@@ -106,10 +87,7 @@ impl OpenAiProvider {
             .body(Full::new(body.clone()))
             .map_err(|e| format!("cannot build the request: {e}"))?;
         let client = self.client().map_err(|e| e.to_string())?;
-        let response = client
-            .request(request)
-            .await
-            .map_err(|e| connection_detail(&e))?;
+        let response = client.request(request).await.map_err(|e| root_cause(&e))?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -126,15 +104,6 @@ impl OpenAiProvider {
             .to_bytes();
         Ok((status, retry_after, bytes))
     }
-}
-
-/// The innermost cause of a connection error, which says what happened (refused, reset, DNS).
-fn connection_detail(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut source = e;
-    while let Some(next) = source.source() {
-        source = next;
-    }
-    source.to_string()
 }
 
 fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {

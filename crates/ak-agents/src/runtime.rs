@@ -46,6 +46,9 @@ pub enum RunError {
     /// The agents kept calling tools past the limit.
     #[error("the agent did not finish within max_turns = {0} model calls")]
     MaxTurns(u32),
+    /// The session belongs to another user.
+    #[error("session {0} belongs to another user; start a new session (omit session_id)")]
+    SessionOwned(String),
     /// The session store failed or another request changed the session meanwhile.
     #[error(transparent)]
     Session(#[from] PortError),
@@ -58,7 +61,9 @@ impl RunError {
             RunError::Session(e) => e.is_transient(),
             RunError::Model(ModelError::Rejected { .. } | ModelError::InvalidResponse(_)) => false,
             RunError::Model(_) => true,
-            RunError::UnknownAgent { .. } | RunError::MaxTurns(_) => false,
+            RunError::UnknownAgent { .. } | RunError::MaxTurns(_) | RunError::SessionOwned(_) => {
+                false
+            }
         }
     }
 }
@@ -67,6 +72,7 @@ impl From<RunError> for ApiError {
     fn from(e: RunError) -> Self {
         match e {
             RunError::UnknownAgent { .. } => ApiError::BadRequest(e.to_string()),
+            RunError::SessionOwned(_) => ApiError::Forbidden(e.to_string()),
             RunError::Model(_) | RunError::MaxTurns(_) => ApiError::ModelProvider {
                 request_id: None,
                 message: e.to_string(),
@@ -193,6 +199,12 @@ impl AgentRuntime {
             Some(s) => (window(s.items, self.history_window), s.version, s.user_id),
             None => (Vec::new(), 0, None),
         };
+        // A session started by a known user stays theirs; sessions started anonymously stay open.
+        if let Some(owner) = &owner
+            && request.user_id.as_deref() != Some(owner.as_str())
+        {
+            return Err(RunError::SessionOwned(request.session_id.clone()));
+        }
         let tool_context = ToolContext {
             request_id: request.request_id.clone(),
             session_id: request.session_id.clone(),

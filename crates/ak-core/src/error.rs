@@ -74,6 +74,9 @@ pub enum ApiError {
         /// Diagnostic detail for the log only.
         detail: String,
     },
+    /// The caller may not use this resource (a session that belongs to another user).
+    #[error("{0}")]
+    Forbidden(String),
     /// Two requests changed the same session at once; the later one should be sent again.
     #[error("{0}")]
     Conflict(String),
@@ -126,6 +129,7 @@ impl ApiError {
             ApiError::ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::ModelProvider { .. } => StatusCode::BAD_GATEWAY,
             ApiError::ServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -142,6 +146,7 @@ impl ApiError {
             ApiError::ResponseTimeout { .. } => "response_timeout",
             ApiError::ModelProvider { .. } => "model_provider",
             ApiError::ServiceUnavailable { .. } => "service_unavailable",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::Conflict(_) => "conflict",
             ApiError::Internal { .. } => "internal",
         }

@@ -9,15 +9,19 @@
 //!   runner and the response handler, as the Lambda functions and the local server run them.
 //! - [`ports`]: the queue, response store and session store traits; [`adapters`]: SQS, Redis,
 //!   DynamoDB and in-memory implementations, picked from the configuration.
+//! - [`auth`]: the authorizer: the `AuthValidator` trait, the built-in JWT validator, and
+//!   REQUEST/TOKEN events turned into IAM policies.
 //! - [`secret`]: values that never reach logs.
 //! - [`aws`] and [`logging`]: the shared AWS SDK configuration and JSON log setup.
 
 pub mod adapters;
 pub mod api;
+pub mod auth;
 pub mod aws;
 pub mod chat;
 pub mod config;
 pub mod error;
+pub mod https;
 pub mod lambda;
 pub mod logging;
 pub mod pipeline;

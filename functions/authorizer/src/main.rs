@@ -1,34 +1,47 @@
-//! Lambda function: API Gateway Lambda authorizer (REQUEST and TOKEN events).
-//!
-//! Not implemented yet: it loads and validates the configuration at cold start, then answers
-//! every invocation with a clear `NotImplemented` error.
+//! Lambda function: the API Gateway authorizer (REQUEST and TOKEN events), validating JWTs as
+//! configured under `auth.jwt`.
 
 use ak_core::Settings;
+use ak_core::auth::authorizer::Authorizer;
+use ak_core::auth::jwt::JwtValidator;
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde_json::Value;
+use std::sync::Arc;
 
-/// The error every invocation gets until this function is implemented.
-#[derive(Debug, thiserror::Error)]
-#[error("authorizer is not implemented yet")]
-struct NotImplemented;
+/// API Gateway turns exactly this error message into a 401.
+#[derive(Debug)]
+struct Unauthorized;
 
-impl From<NotImplemented> for Diagnostic {
-    fn from(e: NotImplemented) -> Self {
+impl From<Unauthorized> for Diagnostic {
+    fn from(_: Unauthorized) -> Self {
         Diagnostic {
-            error_type: "NotImplemented".to_owned(),
-            error_message: e.to_string(),
+            error_type: "Unauthorized".to_owned(),
+            error_message: "Unauthorized".to_owned(),
         }
     }
 }
 
-async fn function_handler(_event: LambdaEvent<Value>) -> Result<Value, NotImplemented> {
-    tracing::warn!("authorizer invoked before it is implemented");
-    Err(NotImplemented)
+/// Everything built once per cold start.
+async fn setup() -> Result<Authorizer, Box<dyn std::error::Error>> {
+    let settings = Settings::load()?;
+    ak_core::logging::init(settings.log.level);
+    let jwt = settings.auth.jwt.as_ref().ok_or(
+        "auth.jwt is not configured: set AK_AUTH__JWT__SECRET (or __SECRET_FILE, __PUBLIC_KEY_PEM, __JWKS_URL)",
+    )?;
+    Ok(Authorizer::new(Arc::new(JwtValidator::from_settings(jwt)?)))
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let settings = ak_core::lambda::start(async { Settings::load() }).await?;
-    ak_core::logging::init(settings.log.level);
-    lambda_runtime::run(service_fn(function_handler)).await
+    let authorizer = Arc::new(ak_core::lambda::start(setup()).await?);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let authorizer = authorizer.clone();
+        async move {
+            authorizer
+                .handle(&event.payload)
+                .await
+                .map_err(|_| Unauthorized)
+        }
+    }))
+    .await
 }
