@@ -33,6 +33,8 @@ pub enum Reply {
 
 #[derive(Default)]
 struct Script {
+    /// Answer with this once the scripted replies run out (benchmarks), instead of failing.
+    fallback: Option<Reply>,
     replies: VecDeque<Reply>,
     requests: Vec<Value>,
     calls: usize,
@@ -74,6 +76,16 @@ impl ScriptedModel {
             script,
             task,
         })
+    }
+
+    /// Starts a server that answers every call with `reply` (for benchmarks and load tests;
+    /// requests are counted, not recorded).
+    pub async fn constant(reply: Reply) -> anyhow::Result<Self> {
+        let model = Self::start(Vec::new()).await?;
+        if let Ok(mut script) = model.script.lock() {
+            script.fallback = Some(reply);
+        }
+        Ok(model)
     }
 
     /// The JSON bodies received so far, in order.
@@ -127,9 +139,14 @@ async fn answer(
     let model = request["model"].as_str().unwrap_or("scripted").to_owned();
     let reply = {
         let mut script = script.lock().unwrap_or_else(|p| p.into_inner());
-        script.requests.push(request);
         script.calls += 1;
-        script.replies.pop_front()
+        match script.replies.pop_front() {
+            Some(reply) => {
+                script.requests.push(request);
+                Some(reply)
+            }
+            None => script.fallback.clone(),
+        }
     };
     let message = match reply {
         None => {

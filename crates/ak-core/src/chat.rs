@@ -71,10 +71,15 @@ impl ChatService {
         aws: &AwsConfig,
         runner: Option<Arc<dyn AgentRunner>>,
     ) -> Result<Self, SetupError> {
-        let store = adapters::response_store(settings, aws)
-            .await
-            .map_err(|e| SetupError(e.to_string()))?;
         let mode = settings.execution.mode();
+        // Direct mode stores nothing, so it builds no store client (and loads no AWS config).
+        let store = if mode.uses_queues() {
+            adapters::response_store(settings, aws)
+                .await
+                .map_err(|e| SetupError(e.to_string()))?
+        } else {
+            None
+        };
         let input = || async {
             match &settings.execution.queues.input.url {
                 Some(url) => Ok(adapters::queue(url, aws).await),

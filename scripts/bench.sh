@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The benchmark command: builds the release Lambda packages and tools, starts Redis and moto on
+# loopback, and measures the performance budget (package size, cold start, memory, chat
+# overhead, rest_sync latency, pipeline throughput). Prints a table; JSON in target/bench/.
+#   scripts/bench.sh [--runs N]
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+# shellcheck source=scripts/services.sh
+source "$ROOT/scripts/services.sh"
+trap stop_services EXIT
+
+while IFS='=' read -r name _; do
+  case "${name^^}" in AK_*) unset "$name" ;; esac
+done < <(env)
+
+start_services
+export PATH="$VENV/bin:$PATH"
+
+log "building the release packages (cargo lambda build) and the bench tools"
+cargo lambda build --release --locked --output-format zip \
+  --bin request-handler --bin agent-runner --bin response-handler --bin authorizer
+for f in request-handler agent-runner response-handler authorizer; do
+  (cd "target/lambda/$f" && rm -f bootstrap && python3 -m zipfile -e bootstrap.zip . && chmod +x bootstrap)
+done
+cargo build --release --locked -p ak-local -p ak-tests --bin ak-local --bin ak-bench
+
+log "measuring"
+target/release/ak-bench --lambda-dir target/lambda --out target/bench/results.json "$@"

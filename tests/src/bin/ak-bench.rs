@@ -1,0 +1,585 @@
+//! `ak-bench`: the figures of the performance budget, measured on this machine.
+//! Run through `scripts/bench.sh`, which builds the release packages and starts Redis and moto.
+//!
+//! Prints a table and writes JSON: package sizes; cold start of each function binary against a
+//! local Runtime API (spawn → first `next`), its RSS then, the first and warm invocations and
+//! peak RSS; in-process chat overhead with a loopback model at 0, 10 and 100 turns of history;
+//! rest_sync's added latency (answer stored → waiter answered) on Redis and DynamoDB; and
+//! pipeline throughput through `ak-local` with requests lost or duplicated.
+
+use ak_agents::openai::{OpenAiConfig, OpenAiProvider};
+use ak_agents::{AgentRuntime, ToolRegistry};
+use ak_core::adapters::AwsConfig;
+use ak_core::adapters::dynamodb::DynamoResponseStore;
+use ak_core::adapters::memory::MemorySessionStore;
+use ak_core::adapters::redis::RedisResponseStore;
+use ak_core::api::Api;
+use ak_core::chat::{ChatService, Execution};
+use ak_core::config::{DynamoDbSettings, Settings};
+use ak_core::ports::{
+    AgentRunner, ResponseRecord, ResponseStore, SessionStore, StoredSession, now_epoch_secs,
+};
+use ak_core::secret::Secret;
+use ak_core::{RoutePaths, Router};
+use ak_tests::model_server::{Reply, ScriptedModel};
+use ak_tests::runtime_api::{RuntimeApi, spawn_function};
+use ak_tests::{
+    create_response_table, dynamodb_client, http_json, redis_settings, sqs_client, unique_name,
+};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const FUNCTIONS: [&str; 4] = [
+    "request-handler",
+    "agent-runner",
+    "response-handler",
+    "authorizer",
+];
+
+/// Median, min and max of samples in milliseconds (or any unit).
+fn stats(samples: &[f64]) -> Value {
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    let median = if s.is_empty() { 0.0 } else { s[s.len() / 2] };
+    json!({"median": round(median), "min": round(*s.first().unwrap_or(&0.0)), "max": round(*s.last().unwrap_or(&0.0)), "runs": s.len()})
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn rss_kib(pid: u32, field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+fn fixture(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name);
+    std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null)
+}
+
+struct Args {
+    lambda_dir: PathBuf,
+    out: PathBuf,
+    runs: usize,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        lambda_dir: PathBuf::from("target/lambda"),
+        out: PathBuf::from("target/bench/results.json"),
+        runs: 10,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        match (flag.as_str(), it.next()) {
+            ("--lambda-dir", Some(v)) => args.lambda_dir = v.into(),
+            ("--out", Some(v)) => args.out = v.into(),
+            ("--runs", Some(v)) => args.runs = v.parse().unwrap_or(10),
+            _ => eprintln!("ak-bench: ignoring {flag}"),
+        }
+    }
+    args
+}
+
+async fn packages(dir: &Path) -> Value {
+    let mut out = serde_json::Map::new();
+    for name in FUNCTIONS {
+        let zip = std::fs::metadata(dir.join(name).join("bootstrap.zip"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let bin = std::fs::metadata(dir.join(name).join("bootstrap"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        out.insert(name.into(), json!({"zip_bytes": zip, "binary_bytes": bin}));
+    }
+    Value::Object(out)
+}
+
+/// The environment each function needs to start, and an event to invoke it with.
+async fn function_setup(name: &str) -> (Vec<(String, String)>, Value) {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../config.yaml")
+        .display()
+        .to_string();
+    let redis = redis_settings(600);
+    let store_env = vec![
+        (
+            "AK_EXECUTION__RESPONSE_STORE__TYPE".to_owned(),
+            "redis".to_owned(),
+        ),
+        (
+            "AK_EXECUTION__RESPONSE_STORE__REDIS__URL".to_owned(),
+            redis.url.expose().to_owned(),
+        ),
+        (
+            "AK_EXECUTION__RESPONSE_STORE__REDIS__PREFIX".to_owned(),
+            redis.prefix().to_owned(),
+        ),
+    ];
+    match name {
+        "request-handler" => (
+            vec![
+                ("AK_CONFIG_PATH_OVERRIDE".into(), config),
+                ("AK_MODEL__PROVIDER".into(), "offline".into()),
+            ],
+            fixture("apigw_v1_post_chat.json"),
+        ),
+        "agent-runner" => {
+            let sqs = sqs_client().await;
+            let mut urls = Vec::new();
+            for _ in 0..2 {
+                let url = sqs
+                    .create_queue()
+                    .queue_name(unique_name("bench"))
+                    .send()
+                    .await
+                    .ok()
+                    .and_then(|o| o.queue_url)
+                    .unwrap_or_default();
+                urls.push(url);
+            }
+            let mut env = vec![
+                ("AK_CONFIG_PATH_OVERRIDE".into(), config),
+                ("AK_MODEL__PROVIDER".into(), "offline".into()),
+                ("AK_EXECUTION__MODE".into(), "rest_async".into()),
+                ("AK_EXECUTION__QUEUES__INPUT__URL".into(), urls[0].clone()),
+                ("AK_EXECUTION__QUEUES__OUTPUT__URL".into(), urls[1].clone()),
+            ];
+            env.extend(store_env);
+            (env, fixture("sqs_input_event.json"))
+        }
+        "response-handler" => (store_env, fixture("sqs_output_event.json")),
+        _ => {
+            let token = jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+                &json!({"sub": "user-a", "exp": now_epoch_secs() + 3600}),
+                &jsonwebtoken::EncodingKey::from_secret(b"bench-secret-0123456789"),
+            )
+            .unwrap_or_default();
+            let mut event = fixture("authorizer_token_event.json");
+            event["authorizationToken"] = json!(format!("Bearer {token}"));
+            (
+                vec![(
+                    "AK_AUTH__JWT__SECRET".into(),
+                    "bench-secret-0123456789".into(),
+                )],
+                event,
+            )
+        }
+    }
+}
+
+/// Gives each invocation a fresh request id so claims and answers do not collide.
+fn fresh(event: &Value) -> Value {
+    let mut e = event.clone();
+    if let Some(records) = e.get_mut("Records").and_then(Value::as_array_mut) {
+        for r in records {
+            r["messageAttributes"]["request_id"]["stringValue"] = json!(unique_name("req"));
+        }
+    }
+    e
+}
+
+async fn cold_starts(dir: &Path, runs: usize) -> Value {
+    let mut out = serde_json::Map::new();
+    for name in FUNCTIONS {
+        let binary = std::fs::canonicalize(dir.join(name).join("bootstrap")).unwrap_or_default();
+        let (env, event) = function_setup(name).await;
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let (mut cold, mut rss_at_next, mut first, mut warm, mut peak) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for _ in 0..runs {
+            let Ok(api) = RuntimeApi::start().await else {
+                continue;
+            };
+            let started = Instant::now();
+            let Ok(mut child) = spawn_function(&binary, &api, &env) else {
+                continue;
+            };
+            let Some(at) = api.first_next(Duration::from_secs(10)).await else {
+                let _ = child.kill();
+                eprintln!("{name}: no first next; init error {:?}", api.init_error());
+                continue;
+            };
+            cold.push(ms(at.duration_since(started)));
+            rss_at_next.extend(rss_kib(child.id(), "VmRSS:").map(|k| k / 1024.0));
+            let sent = Instant::now();
+            let id = api.invoke(fresh(&event));
+            if let Some((_, done)) = api.outcome(&id, Duration::from_secs(10)).await {
+                first.push(ms(done.duration_since(sent)));
+            }
+            for _ in 0..20 {
+                let sent = Instant::now();
+                let id = api.invoke(fresh(&event));
+                if let Some((_, done)) = api.outcome(&id, Duration::from_secs(10)).await {
+                    warm.push(ms(done.duration_since(sent)));
+                }
+            }
+            peak.extend(rss_kib(child.id(), "VmHWM:").map(|k| k / 1024.0));
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        out.insert(
+            name.into(),
+            json!({
+                "cold_start_ms": stats(&cold),
+                "rss_at_first_next_mib": stats(&rss_at_next),
+                "first_invocation_ms": stats(&first),
+                "warm_invocation_ms": stats(&warm),
+                "peak_rss_mib": stats(&peak),
+            }),
+        );
+    }
+    Value::Object(out)
+}
+
+/// Time per chat request through the request handler's API in direct mode, with the model on
+/// loopback answering at once, for `turns` earlier turns in the session.
+async fn chat_overhead(model: &ScriptedModel, turns: usize, iterations: usize) -> (Value, Value) {
+    let mut settings = Settings::default();
+    settings.agents.history_window = 1000;
+    let provider = OpenAiProvider::new(OpenAiConfig {
+        base_url: model.base_url.clone(),
+        api_key: Some(Secret::new("sk-bench")),
+        timeout: Duration::from_secs(5),
+        max_retries: 0,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let sessions = Arc::new(MemorySessionStore::default());
+    let runtime: Arc<dyn AgentRunner> = Arc::new(
+        AgentRuntime::from_settings(
+            &settings,
+            &ToolRegistry::new(),
+            Arc::new(provider),
+            sessions.clone(),
+        )
+        .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let api = Api::new(
+        Router::builder(RoutePaths::default())
+            .build()
+            .unwrap_or_else(|e| panic!("{e}")),
+        ChatService::new(Execution::Direct(runtime), None, vec![]),
+        1 << 20,
+    );
+    let history: Vec<Value> = (0..turns)
+        .flat_map(|i| {
+            [
+                json!({"role": "user", "content": format!("question number {i} about something of moderate length")}),
+                json!({"role": "assistant", "content": format!("answer number {i}, also of a moderate length to be realistic"), "agent": "assistant"}),
+            ]
+        })
+        .collect();
+    let mut handler = Vec::new();
+    let mut model_only = Vec::new();
+    for i in 0..iterations {
+        let session = format!("bench-{turns}-{i}");
+        let _ = sessions
+            .save(
+                &session,
+                &StoredSession {
+                    items: history.clone(),
+                    user_id: None,
+                    version: 0,
+                },
+            )
+            .await;
+        let mut event = fixture("apigw_v1_post_chat.json");
+        event["body"] = json!(json!({"prompt": "hello", "session_id": session}).to_string());
+        let request =
+            lambda_http::request::from_str(&event.to_string()).unwrap_or_else(|e| panic!("{e}"));
+        let started = Instant::now();
+        let response = api.handle(request).await;
+        handler.push(ms(started.elapsed()));
+        assert_eq!(response.status().as_u16(), 200);
+        // The same model call alone, to subtract what the loopback model costs.
+        let body =
+            json!({"model": "m", "messages": history.iter().take(2 * turns).collect::<Vec<_>>()});
+        let started = Instant::now();
+        let _ = http_json(&model.base_url, "POST", "/chat/completions", Some(&body)).await;
+        model_only.push(ms(started.elapsed()));
+    }
+    (stats(&handler), stats(&model_only))
+}
+
+async fn sync_latency(store: Arc<dyn ResponseStore>, runs: usize) -> Value {
+    let mut lags = Vec::new();
+    for _ in 0..runs {
+        let record = ResponseRecord {
+            request_id: unique_name("req"),
+            session_id: "s".into(),
+            user_id: None,
+            status_code: 200,
+            body: json!({"result": "x"}),
+            created_at: now_epoch_secs(),
+        };
+        let waiter = {
+            let store = store.clone();
+            let id = record.request_id.clone();
+            tokio::spawn(async move {
+                let _ = store.wait_for(&id, Duration::from_secs(10)).await;
+                Instant::now()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let _ = store.put(&record).await;
+        let stored = Instant::now();
+        if let Ok(answered) = waiter.await {
+            lags.push(ms(answered.saturating_duration_since(stored)));
+        }
+    }
+    stats(&lags)
+}
+
+async fn throughput(
+    label: &str,
+    env: Vec<(String, String)>,
+    requests: usize,
+    clients: usize,
+) -> Value {
+    let model = ScriptedModel::constant(Reply::Text("ok".into()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0);
+    let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/ak-local");
+    let mut command = std::process::Command::new(&binary);
+    command
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .env_clear()
+        .env("OPENAI_BASE_URL", &model.base_url)
+        .env("OPENAI_API_KEY", "sk-bench")
+        .env("AK_LOG__LEVEL", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in std::env::vars() {
+        if k.starts_with("AWS_") || k == "PATH" {
+            command.env(k, v);
+        }
+    }
+    command.envs(env);
+    let Ok(mut child) = command.spawn() else {
+        return json!({"error": format!("cannot start {}", binary.display())});
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (base, next) = (base.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut answered = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if i >= requests {
+                    return answered;
+                }
+                let id = format!("load-{i}");
+                let body =
+                    json!({"request_id": id, "body": {"prompt": "hello", "agent": "history"}});
+                if let Ok((200, reply)) =
+                    http_json(&base, "POST", "/api/v1/chat", Some(&body)).await
+                {
+                    answered.push(reply["request_id"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+        }));
+    }
+    let mut answered = Vec::new();
+    for t in tasks {
+        answered.extend(t.await.unwrap_or_default());
+    }
+    let elapsed = started.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    let unique: std::collections::HashSet<&String> = answered.iter().collect();
+    json!({
+        "backend": label,
+        "requests": requests,
+        "clients": clients,
+        "answered": answered.len(),
+        "lost": requests - unique.len(),
+        "duplicated_model_calls": model.calls().saturating_sub(requests),
+        "requests_per_second": round(requests as f64 / elapsed.as_secs_f64()),
+        "seconds": round(elapsed.as_secs_f64()),
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = args();
+    eprintln!("== package sizes");
+    let packages = packages(&args.lambda_dir).await;
+    eprintln!("== cold starts ({} runs per function)", args.runs);
+    let cold = cold_starts(&args.lambda_dir, args.runs).await;
+
+    eprintln!("== chat overhead");
+    let model = ScriptedModel::constant(Reply::Text("ok".into())).await?;
+    let mut overhead = serde_json::Map::new();
+    for turns in [0usize, 10, 100] {
+        let (handler, model_only) = chat_overhead(&model, turns, 200).await;
+        let added = handler["median"].as_f64().unwrap_or(0.0)
+            - model_only["median"].as_f64().unwrap_or(0.0);
+        overhead.insert(format!("{turns}_turns"), json!({"request_ms": handler, "model_call_alone_ms": model_only, "overhead_ms": round(added.max(0.0))}));
+    }
+
+    eprintln!("== rest_sync latency (stored → answered)");
+    let redis: Arc<dyn ResponseStore> = Arc::new(RedisResponseStore::new(&redis_settings(600))?);
+    let table = unique_name("bench");
+    create_response_table(&dynamodb_client().await, &table).await?;
+    let dynamo: Arc<dyn ResponseStore> = Arc::new(DynamoResponseStore::new(
+        aws_sdk_dynamodb::Client::new(AwsConfig::default().get().await),
+        &DynamoDbSettings {
+            table_name: Some(table),
+            ttl: 600,
+        },
+    )?);
+    let latency = json!({"redis_ms": sync_latency(redis, 30).await, "dynamodb_ms": sync_latency(dynamo, 30).await});
+
+    eprintln!("== pipeline throughput through ak-local (rest_sync)");
+    let memory_env = vec![
+        ("AK_EXECUTION__MODE".into(), "rest_sync".into()),
+        (
+            "AK_EXECUTION__QUEUES__INPUT__URL".into(),
+            "memory://input".into(),
+        ),
+        (
+            "AK_EXECUTION__QUEUES__OUTPUT__URL".into(),
+            "memory://output".into(),
+        ),
+        ("AK_EXECUTION__RESPONSE_STORE__TYPE".into(), "memory".into()),
+    ];
+    let sqs = sqs_client().await;
+    let mut urls = Vec::new();
+    for _ in 0..2 {
+        urls.push(
+            sqs.create_queue()
+                .queue_name(unique_name("tput"))
+                .send()
+                .await?
+                .queue_url
+                .unwrap_or_default(),
+        );
+    }
+    let redis = redis_settings(600);
+    let real_env = vec![
+        ("AK_EXECUTION__MODE".into(), "rest_sync".into()),
+        ("AK_EXECUTION__QUEUES__INPUT__URL".into(), urls[0].clone()),
+        ("AK_EXECUTION__QUEUES__OUTPUT__URL".into(), urls[1].clone()),
+        ("AK_EXECUTION__RESPONSE_STORE__TYPE".into(), "redis".into()),
+        (
+            "AK_EXECUTION__RESPONSE_STORE__REDIS__URL".into(),
+            redis.url.expose().to_owned(),
+        ),
+        (
+            "AK_EXECUTION__RESPONSE_STORE__REDIS__PREFIX".into(),
+            redis.prefix().to_owned(),
+        ),
+    ];
+    let tput = json!([
+        throughput("memory", memory_env, 2000, 32).await,
+        throughput("moto SQS + Redis", real_env, 300, 16).await,
+    ]);
+
+    let results = json!({
+        "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+        "packages": packages,
+        "functions": cold,
+        "chat_overhead": overhead,
+        "rest_sync_latency": latency,
+        "throughput": tput,
+    });
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&results)?)?;
+    print_table(&results);
+    eprintln!("results written to {}", args.out.display());
+    Ok(())
+}
+
+fn print_table(r: &Value) {
+    let f = |v: &Value| format!("{} ({}–{})", v["median"], v["min"], v["max"]);
+    println!(
+        "\n| function | zip | binary | cold start ms | RSS at first next MiB | first invocation ms | warm invocation ms | peak RSS MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for name in FUNCTIONS {
+        let p = &r["packages"][name];
+        let c = &r["functions"][name];
+        println!(
+            "| {name} | {:.2} MB | {:.2} MB | {} | {} | {} | {} | {} |",
+            p["zip_bytes"].as_f64().unwrap_or(0.0) / 1e6,
+            p["binary_bytes"].as_f64().unwrap_or(0.0) / 1e6,
+            f(&c["cold_start_ms"]),
+            f(&c["rss_at_first_next_mib"]),
+            f(&c["first_invocation_ms"]),
+            f(&c["warm_invocation_ms"]),
+            f(&c["peak_rss_mib"]),
+        );
+    }
+    println!(
+        "\n| chat request, direct mode, loopback model | request ms | model call alone ms | overhead ms |"
+    );
+    println!("|---|---|---|---|");
+    for turns in ["0_turns", "10_turns", "100_turns"] {
+        let o = &r["chat_overhead"][turns];
+        println!(
+            "| {} | {} | {} | {} |",
+            turns.replace('_', " "),
+            f(&o["request_ms"]),
+            f(&o["model_call_alone_ms"]),
+            o["overhead_ms"]
+        );
+    }
+    println!("\n| rest_sync: answer stored → waiter answered | ms |");
+    println!("|---|---|");
+    println!("| Redis | {} |", f(&r["rest_sync_latency"]["redis_ms"]));
+    println!(
+        "| DynamoDB (moto) | {} |",
+        f(&r["rest_sync_latency"]["dynamodb_ms"])
+    );
+    println!(
+        "\n| pipeline through ak-local (rest_sync) | requests | clients | req/s | lost | duplicated model calls |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for t in r["throughput"].as_array().into_iter().flatten() {
+        println!(
+            "| {} | {} | {} | {} | {} | {} |",
+            t["backend"].as_str().unwrap_or("?"),
+            t["requests"],
+            t["clients"],
+            t["requests_per_second"],
+            t["lost"],
+            t["duplicated_model_calls"]
+        );
+    }
+}
