@@ -150,6 +150,19 @@ impl PrivateRedis {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
+        Self::start_on(port).await
+    }
+
+    /// Starts it again on the same port (after [`PrivateRedis::stop`]), empty.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let port: u16 = self.url.rsplit(':').next().unwrap_or_default().parse()?;
+        self.stop();
+        let fresh = Self::start_on(port).await?;
+        drop(std::mem::replace(self, fresh));
+        Ok(())
+    }
+
+    async fn start_on(port: u16) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(unique_name("ak-redis"));
         std::fs::create_dir_all(&dir)?;
         let child = std::process::Command::new("redis-server")

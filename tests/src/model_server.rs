@@ -29,6 +29,8 @@ pub enum Reply {
     Status(u16),
     /// No answer for this long (to exercise client timeouts), then a text reply.
     Hang(Duration),
+    /// The connection is closed without an answer.
+    Drop,
 }
 
 #[derive(Default)]
@@ -121,7 +123,7 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
 async fn answer(
     script: Arc<Mutex<Script>>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let path = req.uri().path().to_owned();
     if !path.ends_with("/chat/completions") {
         return Ok(json_response(
@@ -160,6 +162,12 @@ async fn answer(
             return Ok(json_response(
                 status,
                 &json!({"error": {"message": format!("scripted status {code}"), "type": "scripted_error", "code": code}}),
+            ));
+        }
+        Some(Reply::Drop) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "scripted drop",
             ));
         }
         Some(Reply::Hang(pause)) => {

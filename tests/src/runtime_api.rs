@@ -233,6 +233,16 @@ pub fn spawn_function(
     api: &RuntimeApi,
     env: &[(&str, &str)],
 ) -> anyhow::Result<Child> {
+    spawn_function_with_log(binary, api, env, None)
+}
+
+/// The same, writing the function's stdout and stderr (its log) to `log` when given.
+pub fn spawn_function_with_log(
+    binary: &PathBuf,
+    api: &RuntimeApi,
+    env: &[(&str, &str)],
+    log: Option<&std::path::Path>,
+) -> anyhow::Result<Child> {
     let dir = std::env::temp_dir().join(crate::unique_name("ak-fn"));
     std::fs::create_dir_all(&dir)?;
     let mut command = Command::new(binary);
@@ -253,5 +263,9 @@ pub fn spawn_function(
         }
     }
     command.envs(env.iter().copied());
+    if let Some(path) = log {
+        let file = std::fs::File::create(path)?;
+        command.stdout(file.try_clone()?).stderr(file);
+    }
     Ok(command.spawn()?)
 }

@@ -467,3 +467,38 @@ async fn an_unknown_agent_is_a_400_naming_the_choices() {
     assert!(err.to_string().contains("history, math, triage"), "{err}");
     assert_eq!(s.model.calls(), 0);
 }
+
+#[tokio::test]
+async fn closed_connections_are_retried_then_reported() {
+    let s = setup(
+        vec![Reply::Drop, Reply::Text("second try".into())],
+        10,
+        Duration::from_secs(5),
+        2,
+    )
+    .await;
+    let outcome = s.runtime.run(&ask("hello", "s-10")).await;
+    assert_eq!(outcome.map(|o| o.text).ok().as_deref(), Some("second try"));
+
+    let s = setup(
+        vec![Reply::Drop, Reply::Drop, Reply::Drop],
+        10,
+        Duration::from_secs(5),
+        2,
+    )
+    .await;
+    let err = s.runtime.run(&ask("hello", "s-11")).await.err();
+    assert!(
+        matches!(
+            err,
+            Some(RunError::Model(ModelError::Connection { attempts: 3, .. }))
+        ),
+        "{err:?}"
+    );
+    let api = ak_core::ApiError::from(err.unwrap_or_else(|| unreachable!()));
+    assert_eq!(api.status().as_u16(), 502);
+    assert!(
+        api.to_string().contains("cannot reach the model provider"),
+        "{api}"
+    );
+}

@@ -9,5 +9,6 @@ mod harness;
 mod local_server;
 mod pipeline;
 mod queues;
+mod reliability;
 mod response_store;
 mod session_store;

@@ -32,12 +32,12 @@ pub(crate) enum Store {
 
 pub(crate) struct System {
     pub(crate) api: Arc<Api>,
-    runner: AgentRunnerHandler,
+    pub(crate) runner: AgentRunnerHandler,
     responses: ResponseHandler,
-    input: Arc<dyn Queue>,
+    pub(crate) input: Arc<dyn Queue>,
     output: Arc<dyn Queue>,
-    store: Arc<dyn ResponseStore>,
-    model: ScriptedModel,
+    pub(crate) store: Arc<dyn ResponseStore>,
+    pub(crate) model: ScriptedModel,
 }
 
 async fn create_queue(visibility_secs: u32) -> String {

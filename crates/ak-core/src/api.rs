@@ -34,11 +34,13 @@ impl Api {
         &self.chat
     }
 
-    /// Answers one request; never fails, never panics on input.
+    /// Answers one request; never fails, never panics on input. Logs one line per request
+    /// (request and session ids, user, mode, status, outcome, duration) and emits its metrics.
     pub async fn handle(&self, request: Request) -> http::Response<Body> {
         let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
+        let user = principal(&request);
         let response = match self.dispatch(request).await {
             Ok(response) => response,
             Err(error) => {
@@ -49,15 +51,52 @@ impl Api {
                     }
                     _ => tracing::info!(class = error.class(), error = %error, "request refused"),
                 }
-                error.to_response()
+                let mut response = error.to_response();
+                response.outcome = error.class();
+                response
             }
         };
+        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let field = |name: &str| {
+            response
+                .body
+                .get(name)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+        };
+        let mode = self.chat.mode().as_str();
         tracing::info!(
             method = %method,
             path = %path,
             status = response.status.as_u16(),
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            outcome = response.outcome,
+            mode,
+            request_id = field("request_id"),
+            session_id = field("session_id"),
+            agent = field("agent"),
+            user_id = user.as_deref().unwrap_or(""),
+            duration_ms,
             "request"
+        );
+        let errors = if response.status.is_server_error() {
+            1.0
+        } else {
+            0.0
+        };
+        crate::metrics::emit(
+            &[
+                ("Function", &crate::metrics::function_name()),
+                ("Mode", mode),
+            ],
+            &[
+                ("Requests", 1.0, crate::metrics::Unit::Count),
+                ("ServerErrors", errors, crate::metrics::Unit::Count),
+                ("Latency", duration_ms, crate::metrics::Unit::Milliseconds),
+            ],
+            &[
+                ("status", response.status.as_u16().into()),
+                ("outcome", response.outcome.into()),
+            ],
         );
         response.into_http()
     }

@@ -146,10 +146,22 @@ impl ChatService {
         let id = request.request_id.clone();
         match &self.execution {
             Execution::Direct(runner) => {
-                let answer = runner
-                    .run(&request)
-                    .await
-                    .map_err(|f| f.error.with_request_id(&id))?;
+                let started = std::time::Instant::now();
+                let result = runner.run(&request).await;
+                let (agent, tokens, outcome) = match &result {
+                    Ok(a) => (a.agent.as_str(), a.total_tokens, "ok"),
+                    Err(f) => ("", 0, f.error.class()),
+                };
+                crate::metrics::agent_run(&crate::metrics::AgentRun {
+                    request_id: &id,
+                    session_id: &request.session_id,
+                    user_id: request.user_id.as_deref(),
+                    agent,
+                    tokens,
+                    duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+                    outcome,
+                });
+                let answer = result.map_err(|f| f.error.with_request_id(&id))?;
                 Ok(ApiResponse::ok(json!(ChatAnswer {
                     result: answer.text,
                     session_id: request.session_id,

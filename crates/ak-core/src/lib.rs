@@ -12,7 +12,8 @@
 //! - [`auth`]: the authorizer: the `AuthValidator` trait, the built-in JWT validator, and
 //!   REQUEST/TOKEN events turned into IAM policies.
 //! - [`secret`]: values that never reach logs.
-//! - [`aws`] and [`logging`]: the shared AWS SDK configuration and JSON log setup.
+//! - [`aws`], [`https`], [`logging`] and [`metrics`]: the shared AWS SDK configuration and HTTPS
+//!   client, JSON logs, and CloudWatch Embedded Metric Format lines.
 
 pub mod adapters;
 pub mod api;
@@ -24,6 +25,7 @@ pub mod error;
 pub mod https;
 pub mod lambda;
 pub mod logging;
+pub mod metrics;
 pub mod pipeline;
 pub mod ports;
 pub mod request;

@@ -182,16 +182,21 @@ impl AgentRunnerHandler {
             Err(e) => return self.answer(message, error_answer(id, &e, None)).await,
         };
         let started = std::time::Instant::now();
-        let answer = match self.runner.run(&request).await {
+        let result = self.runner.run(&request).await;
+        let run = |agent: &str, tokens: u64, outcome: &str| {
+            crate::metrics::agent_run(&crate::metrics::AgentRun {
+                request_id: id,
+                session_id: &request.session_id,
+                user_id: request.user_id.as_deref(),
+                agent,
+                tokens,
+                duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+                outcome,
+            });
+        };
+        let answer = match result {
             Ok(answer) => {
-                tracing::info!(
-                    request_id = %id,
-                    session_id = %request.session_id,
-                    agent = %answer.agent,
-                    tokens = answer.total_tokens,
-                    duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-                    "agent answered"
-                );
+                run(&answer.agent, answer.total_tokens, "ok");
                 (
                     200,
                     json!(ChatAnswer {
@@ -203,6 +208,7 @@ impl AgentRunnerHandler {
                 )
             }
             Err(failure) => {
+                run("", 0, failure.error.class());
                 let last_try = delivery.receive_count >= self.max_receive_count;
                 if failure.transient && !last_try {
                     tracing::warn!(request_id = %id, error = %failure.error, receives = delivery.receive_count, "transient failure; will retry");

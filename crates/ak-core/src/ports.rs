@@ -400,3 +400,81 @@ pub trait AgentRunner: Send + Sync {
     /// Which model provider answers (`openai`, `offline`), for start-up logs.
     fn provider(&self) -> &'static str;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn message() -> QueueMessage {
+        QueueMessage {
+            request_id: "req-1".into(),
+            session_id: "s-1".into(),
+            user_id: Some("u".into()),
+            status_code: Some(502),
+            body: json!({"error": "model failed", "request_id": "req-1"}),
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_name_what_is_missing() {
+        let record = message().to_sqs_record("m-1", "r-1", 3);
+        let delivery = QueueMessage::from_sqs_record(&record).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((delivery.message, delivery.receive_count), (message(), 3));
+
+        let mut no_id = record.clone();
+        no_id.message_attributes.remove("request_id");
+        let e = QueueMessage::from_sqs_record(&no_id)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("m-1") && e.contains("request_id"), "{e}");
+        let mut bad_status = record.clone();
+        if let Some(a) = bad_status.message_attributes.get_mut("status_code") {
+            a.string_value = Some("999".into());
+        }
+        assert!(QueueMessage::from_sqs_record(&bad_status).is_err());
+        let mut no_body = record;
+        no_body.body = None;
+        assert!(QueueMessage::from_sqs_record(&no_body).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_records_never_panic(
+            body in proptest::option::of(".{0,200}"),
+            request_id in proptest::option::of(".{0,40}"),
+            status in proptest::option::of(".{0,6}"),
+            count in proptest::option::of(".{0,6}"),
+        ) {
+            let mut record = message().to_sqs_record("m", "r", 1);
+            record.body = body;
+            for (name, value) in [("request_id", request_id), ("status_code", status)] {
+                match value {
+                    Some(v) => {
+                        if let Some(a) = record.message_attributes.get_mut(name) {
+                            a.string_value = Some(v);
+                        }
+                    }
+                    None => {
+                        record.message_attributes.remove(name);
+                    }
+                }
+            }
+            if let Some(c) = count {
+                record.attributes.insert("ApproximateReceiveCount".into(), c);
+            }
+            let _ = QueueMessage::from_sqs_record(&record);
+        }
+
+        #[test]
+        fn arbitrary_sqs_event_json_never_panics(text in ".{0,300}") {
+            if let Ok(record) = serde_json::from_str::<SqsMessage>(&text) {
+                let _ = QueueMessage::from_sqs_record(&record);
+            }
+        }
+    }
+}

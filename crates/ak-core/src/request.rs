@@ -364,6 +364,34 @@ mod tests {
         assert_eq!(again.context, r.context);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic_and_fail_as_400(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            if let Err(e) = RunRequest::from_json(&bytes, None) {
+                proptest::prop_assert_eq!(e.status().as_u16(), 400);
+            }
+            let _ = poll_request_id(None, &bytes);
+        }
+
+        #[test]
+        fn any_valid_prompt_round_trips_through_the_queue_body(
+            prompt in "[^\\s].{0,200}",
+            session in "[A-Za-z0-9._:@=-]{1,128}",
+            extra in ".{0,50}",
+        ) {
+            let body = json!({"prompt": prompt, "session_id": session, "extra": extra});
+            let r = RunRequest::from_json(body.to_string().as_bytes(), Some("user"));
+            let r = r.map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            let again = RunRequest::from_value(r.queue_body(), Some("user"))
+                .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            proptest::prop_assert_eq!(&again.prompt, &r.prompt);
+            proptest::prop_assert_eq!(&again.session_id, &session);
+            proptest::prop_assert_eq!(&again.context, &r.context);
+        }
+    }
+
     #[test]
     fn poll_id_comes_from_query_or_body() {
         assert_eq!(

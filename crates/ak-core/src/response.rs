@@ -15,6 +15,8 @@ pub struct ApiResponse {
     pub headers: HeaderMap,
     /// The body.
     pub body: Value,
+    /// How the request ended, for logs and metrics (`ok`, or the error class).
+    pub outcome: &'static str,
 }
 
 impl ApiResponse {
@@ -24,6 +26,7 @@ impl ApiResponse {
             status,
             headers: HeaderMap::new(),
             body,
+            outcome: "ok",
         }
     }
 
