@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by scripts/test.sh and scripts/bench.sh (sourced, not run): installs the local stand-ins
 # for AWS and starts them on free loopback ports, remembering each PID so that exactly what was
 # started gets stopped.
@@ -43,8 +44,8 @@ free_port() {
 }
 
 wait_for_port() {
-  local port=$1 name=$2 pid=$3 i
-  for i in $(seq 1 150); do
+  local port=$1 name=$2 pid=$3 _
+  for _ in $(seq 1 150); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
     if ! kill -0 "$pid" 2>/dev/null; then
       log "$name exited during start-up; its log:"; cat "$RUN_DIR/$name.log" >&2 || true
@@ -92,4 +93,25 @@ stop_services() {
   STARTED_PIDS=()
   [ -n "$RUN_DIR" ] && rm -rf "$RUN_DIR"
   RUN_DIR=""
+}
+
+# Tools for the infrastructure checks: shellcheck (Debian) and checkov (PyPI, own venv, pinned).
+CHECKOV_VERSION=3.3.30
+install_shellcheck() {
+  command -v shellcheck >/dev/null 2>&1 && return 0
+  log "installing shellcheck (Debian)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends shellcheck >/dev/null
+}
+
+install_checkov() {
+  local venv="$TOOLS/checkov" stamp="$TOOLS/checkov/.version"
+  if [ -x "$venv/bin/checkov" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$CHECKOV_VERSION" ]; then
+    return 0
+  fi
+  log "installing checkov $CHECKOV_VERSION into .tools/checkov"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "checkov==$CHECKOV_VERSION"
+  echo "$CHECKOV_VERSION" >"$stamp"
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need (Redis, moto, cargo-lambda), starts Redis and
-# moto on free loopback ports, checks formatting and lints, runs every test against the real
-# services, checks that each Lambda function packages, and stops exactly what it started.
+# The test command: installs what the tests need (Redis, moto, cargo-lambda, shellcheck,
+# checkov), starts Redis and moto on free loopback ports, checks formatting and lints, runs
+# every test against the real services, checks the scripts and the Terraform module offline,
+# builds the four Lambda packages with deploy.sh, and stops exactly what it started.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,12 +35,32 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 
-log "cargo lambda build (the four function packages)"
-cargo lambda build --release --locked --output-format zip \
-  --bin request-handler --bin agent-runner --bin response-handler --bin authorizer
-for f in request-handler agent-runner response-handler authorizer; do
-  zip="target/lambda/$f/bootstrap.zip"
-  [ -s "$zip" ] || { log "missing $zip"; exit 1; }
-  printf '    %-18s %s bytes\n' "$f" "$(stat -c %s "$zip")" >&2
-done
+log "shell scripts: bash -n and shellcheck"
+install_shellcheck
+for script in scripts/*.sh deploy.sh .ci/run; do bash -n "$script"; done
+shellcheck -x scripts/*.sh deploy.sh .ci/run
+
+log "terraform: fmt, the module's decisions (terraform test, no provider needed), checkov"
+if command -v terraform >/dev/null 2>&1; then
+  terraform fmt -check -recursive terraform
+  (
+    cd terraform/modules/decisions
+    export TF_DATA_DIR="$RUN_DIR/tf-decisions"
+    terraform init -backend=false -input=false >/dev/null
+    terraform test -no-color
+  )
+else
+  log "terraform is not installed here: skipping terraform fmt and terraform test"
+fi
+install_checkov
+"$TOOLS/checkov/bin/checkov" -d terraform --quiet --compact --skip-download --framework terraform
+
+log "deploy.sh --build-only (the four packages, as deployed)"
+# The default architecture is arm64; without its Rust target (it is a download) build x86_64.
+if rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-gnu$'; then
+  ./deploy.sh --build-only
+else
+  log "the aarch64 Rust target is not installed: packaging for x86_64 instead"
+  ./deploy.sh --build-only --x86_64
+fi
 log "all checks passed"

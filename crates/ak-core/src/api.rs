@@ -109,6 +109,9 @@ impl Api {
                 limit: self.max_body_bytes,
             });
         }
+        if is_keep_warm_ping(&request) {
+            return Ok(ApiResponse::ok(serde_json::json!({"status": "warm"})));
+        }
         match self.router.resolve(&request)? {
             Route::Custom(handler) => handler.call(request).await,
             Route::Chat => {
@@ -124,6 +127,22 @@ impl Api {
             }
         }
     }
+}
+
+/// A scheduled keep-warm invoke (`{"warmup": true}` or an EventBridge scheduled event) rather
+/// than a request: answered at once, without touching agents, queues or stores.
+fn is_keep_warm_ping(request: &Request) -> bool {
+    if !matches!(
+        request.request_context_ref(),
+        Some(RequestContext::PassThrough)
+    ) {
+        return false;
+    }
+    let Ok(body) = serde_json::from_slice::<serde_json::Value>(request.body().as_ref()) else {
+        return false;
+    };
+    body.get("warmup").and_then(serde_json::Value::as_bool) == Some(true)
+        || body.get("detail-type").and_then(serde_json::Value::as_str) == Some("Scheduled Event")
 }
 
 /// The authorizer's identity for this request: `user_id` from the authorizer context, else

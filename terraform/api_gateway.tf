@@ -1,0 +1,155 @@
+resource "aws_api_gateway_rest_api" "this" {
+  name = var.name
+  endpoint_configuration {
+    types = ["REGIONAL"]
+  }
+
+  lifecycle {
+    create_before_destroy = true
+  }
+
+  tags = var.tags
+}
+
+resource "aws_api_gateway_resource" "base" {
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  parent_id   = aws_api_gateway_rest_api.this.root_resource_id
+  path_part   = var.api_base_path
+}
+
+resource "aws_api_gateway_resource" "version" {
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  parent_id   = aws_api_gateway_resource.base.id
+  path_part   = var.api_version
+}
+
+resource "aws_api_gateway_resource" "chat" {
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  parent_id   = aws_api_gateway_resource.version.id
+  path_part   = var.agent_endpoint
+}
+
+resource "aws_api_gateway_resource" "custom" {
+  for_each = var.gateway_endpoints
+
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  parent_id   = aws_api_gateway_resource.version.id
+  path_part   = each.key
+}
+
+resource "aws_api_gateway_authorizer" "this" {
+  count = module.decisions.create_authorizer ? 1 : 0
+
+  name                             = "${var.name}-authorizer"
+  rest_api_id                      = aws_api_gateway_rest_api.this.id
+  type                             = "REQUEST"
+  identity_source                  = "method.request.header.Authorization"
+  authorizer_uri                   = aws_lambda_function.authorizer[0].invoke_arn
+  authorizer_result_ttl_in_seconds = module.decisions.authorizer_ttl
+}
+
+locals {
+  routes = merge(
+    { for m in ["POST", "GET"] : "chat-${m}" => { resource_id = aws_api_gateway_resource.chat.id, method = m } },
+    merge([for path, methods in var.gateway_endpoints : {
+      for m in methods : "${path}-${m}" => { resource_id = aws_api_gateway_resource.custom[path].id, method = m }
+    }]...),
+  )
+}
+
+resource "aws_api_gateway_method" "route" {
+  for_each = local.routes
+
+  #checkov:skip=CKV_AWS_59:Public unless the authorizer object is complete, as the reference specifies; set it to require tokens.
+  #checkov:skip=CKV2_AWS_53:The request handler validates bodies and answers 400/413 with what is wrong.
+  rest_api_id   = aws_api_gateway_rest_api.this.id
+  resource_id   = each.value.resource_id
+  http_method   = each.value.method
+  authorization = module.decisions.create_authorizer ? "CUSTOM" : "NONE"
+  authorizer_id = module.decisions.create_authorizer ? aws_api_gateway_authorizer.this[0].id : null
+}
+
+resource "aws_api_gateway_integration" "route" {
+  for_each = local.routes
+
+  rest_api_id             = aws_api_gateway_rest_api.this.id
+  resource_id             = each.value.resource_id
+  http_method             = aws_api_gateway_method.route[each.key].http_method
+  integration_http_method = "POST"
+  type                    = "AWS_PROXY"
+  uri                     = aws_lambda_function.this["request_handler"].invoke_arn
+}
+
+resource "aws_api_gateway_deployment" "this" {
+  rest_api_id = aws_api_gateway_rest_api.this.id
+
+  triggers = {
+    redeployment = sha1(jsonencode([local.routes, module.decisions.create_authorizer, aws_api_gateway_integration.route]))
+  }
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+resource "aws_cloudwatch_log_group" "access" {
+  #checkov:skip=CKV_AWS_158:Log data is encrypted at rest by CloudWatch Logs; a customer key is optional.
+  #checkov:skip=CKV_AWS_338:Retention is a deployment choice (log_retention_days).
+  name              = "/aws/apigateway/${var.name}-access"
+  retention_in_days = var.log_retention_days
+  tags              = var.tags
+}
+
+resource "aws_api_gateway_stage" "this" {
+  #checkov:skip=CKV_AWS_120:Chat answers are per user and per request; caching them would be wrong.
+  #checkov:skip=CKV2_AWS_29:A WAF is a per-account choice; throttling is configured on the stage.
+  #checkov:skip=CKV2_AWS_51:Client certificates are for backends that verify API Gateway; the backend is Lambda.
+  rest_api_id          = aws_api_gateway_rest_api.this.id
+  deployment_id        = aws_api_gateway_deployment.this.id
+  stage_name           = var.stage_name
+  xray_tracing_enabled = true
+
+  access_log_settings {
+    destination_arn = aws_cloudwatch_log_group.access.arn
+    format = jsonencode({
+      requestId = "$context.requestId", ip = "$context.identity.sourceIp", method = "$context.httpMethod",
+      path      = "$context.path", status = "$context.status", latencyMs = "$context.responseLatency",
+      user      = "$context.authorizer.principalId", error = "$context.error.message"
+    })
+  }
+
+  tags = var.tags
+}
+
+resource "aws_api_gateway_method_settings" "all" {
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  stage_name  = aws_api_gateway_stage.this.stage_name
+  method_path = "*/*"
+
+  settings {
+    #checkov:skip=CKV_AWS_225:See CKV_AWS_120: answers must not be cached.
+    metrics_enabled        = true
+    logging_level          = "INFO"
+    data_trace_enabled     = false
+    throttling_burst_limit = var.throttling.burst_limit
+    throttling_rate_limit  = var.throttling.rate_limit
+  }
+}
+
+resource "aws_lambda_permission" "api" {
+  statement_id  = "AllowApiGateway"
+  action        = "lambda:InvokeFunction"
+  function_name = aws_lambda_function.this["request_handler"].function_name
+  principal     = "apigateway.amazonaws.com"
+  source_arn    = "${aws_api_gateway_rest_api.this.execution_arn}/*/*"
+}
+
+resource "aws_lambda_permission" "authorizer" {
+  count = module.decisions.create_authorizer ? 1 : 0
+
+  statement_id  = "AllowApiGatewayAuthorizer"
+  action        = "lambda:InvokeFunction"
+  function_name = aws_lambda_function.authorizer[0].function_name
+  principal     = "apigateway.amazonaws.com"
+  source_arn    = "${aws_api_gateway_rest_api.this.execution_arn}/authorizers/${aws_api_gateway_authorizer.this[0].id}"
+}

@@ -1,0 +1,24 @@
+output "agent_invoke_url" {
+  description = "POST here to chat; GET ?request_id= to poll."
+  value       = module.agents.agent_invoke_url
+}
+
+output "authorizer_enabled" {
+  description = "Whether requests need a token."
+  value       = module.agents.authorizer_enabled
+}
+
+output "function_names" {
+  description = "Lambda functions."
+  value       = module.agents.function_names
+}
+
+output "input_queue_url" {
+  description = "Input queue."
+  value       = module.agents.input_queue_url
+}
+
+output "response_table_name" {
+  description = "Response table."
+  value       = module.agents.response_table_name
+}

@@ -1,0 +1,95 @@
+variable "region" {
+  description = "AWS region."
+  type        = string
+  default     = "us-east-1"
+}
+
+variable "name" {
+  description = "Prefix of every resource name."
+  type        = string
+  default     = "agent-kernel"
+}
+
+variable "execution_mode" {
+  description = "direct, rest_sync or rest_async."
+  type        = string
+  default     = "rest_sync"
+}
+
+variable "stage_name" {
+  description = "API Gateway stage."
+  type        = string
+  default     = "agents"
+}
+
+variable "architecture" {
+  description = "arm64 or x86_64; deploy.sh builds the packages to match."
+  type        = string
+  default     = "arm64"
+}
+
+variable "functions" {
+  description = "Per-function packages and sizes (see the module's variable)."
+  type        = any
+}
+
+variable "authorizer" {
+  description = "Optional authorizer object (see the module's variable)."
+  type        = any
+  default     = null
+}
+
+variable "queue" {
+  description = "Queue settings (see the module's variable)."
+  type        = any
+  default     = {}
+}
+
+variable "response_store" {
+  description = "Response store settings."
+  type        = any
+  default     = {}
+}
+
+variable "session_store" {
+  description = "Session store settings."
+  type        = any
+  default     = {}
+}
+
+variable "keep_warm" {
+  description = "Optional keep-warm schedule, e.g. rate(5 minutes)."
+  type        = string
+  default     = null
+}
+
+variable "gateway_endpoints" {
+  description = "Custom routes: path => methods."
+  type        = map(list(string))
+  default     = { app = ["GET"], app_info = ["POST"] }
+}
+
+variable "openai_api_key" {
+  description = "OPENAI_API_KEY for the functions that run agents; pass it as TF_VAR_openai_api_key, not in a file."
+  type        = string
+  default     = ""
+  sensitive   = true
+}
+
+variable "openai_base_url" {
+  description = "OPENAI_BASE_URL of another OpenAI-compatible server (empty: OpenAI)."
+  type        = string
+  default     = ""
+}
+
+variable "model_name" {
+  description = "Model name (empty: config.yaml's)."
+  type        = string
+  default     = ""
+}
+
+variable "tags" {
+  description = "Tags on every resource."
+  type        = map(string)
+  default     = { project = "agent-kernel" }
+}

@@ -1,0 +1,54 @@
+# Least privilege: each function may write its own logs and traces, and touch only the queues
+# and tables its role needs.
+
+locals {
+  response_table_arn = try(aws_dynamodb_table.responses[0].arn, null)
+  session_table_arn  = try(aws_dynamodb_table.sessions[0].arn, null)
+  session_actions    = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query", "dynamodb:DescribeTable"]
+
+  function_statements = {
+    request_handler = concat(
+      module.decisions.queue_mode ? [{ Effect = "Allow", Action = ["sqs:SendMessage"], Resource = [aws_sqs_queue.input[0].arn] }] : [],
+      local.response_table_arn != null ? [{ Effect = "Allow", Action = ["dynamodb:GetItem"], Resource = [local.response_table_arn] }] : [],
+      !module.decisions.queue_mode && local.session_table_arn != null ? [{ Effect = "Allow", Action = local.session_actions, Resource = [local.session_table_arn] }] : [],
+    )
+    agent_runner = concat(
+      module.decisions.queue_mode ? [
+        { Effect = "Allow", Action = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"], Resource = [aws_sqs_queue.input[0].arn] },
+        { Effect = "Allow", Action = ["sqs:SendMessage"], Resource = [aws_sqs_queue.output[0].arn] },
+      ] : [],
+      # Claims and, when the output queue is down, the answer itself.
+      local.response_table_arn != null ? [{ Effect = "Allow", Action = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], Resource = [local.response_table_arn] }] : [],
+      local.session_table_arn != null ? [{ Effect = "Allow", Action = local.session_actions, Resource = [local.session_table_arn] }] : [],
+    )
+    response_handler = concat(
+      module.decisions.queue_mode ? [{ Effect = "Allow", Action = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"], Resource = [aws_sqs_queue.output[0].arn] }] : [],
+      local.response_table_arn != null ? [{ Effect = "Allow", Action = ["dynamodb:PutItem"], Resource = [local.response_table_arn] }] : [],
+    )
+    authorizer = []
+  }
+}
+
+resource "aws_iam_role_policy" "function" {
+  for_each = aws_iam_role.function
+
+  name = "least-privilege"
+  role = each.value.id
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = concat(
+      [
+        { Effect = "Allow", Action = ["logs:CreateLogStream", "logs:PutLogEvents"], Resource = ["${aws_cloudwatch_log_group.function[each.key].arn}:*"] },
+        { Effect = "Allow", Action = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], Resource = ["*"] },
+      ],
+      local.function_statements[each.key],
+    )
+  })
+}
+
+resource "aws_iam_role_policy_attachment" "vpc" {
+  for_each = var.vpc == null ? {} : aws_iam_role.function
+
+  role       = each.value.name
+  policy_arn = "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
+}

@@ -1,0 +1,52 @@
+# Agent runtime on AWS: API Gateway REST API -> request handler, and in the queue modes
+# SQS input -> agent runner -> SQS output -> response handler -> DynamoDB (or Redis).
+
+data "aws_region" "current" {}
+data "aws_caller_identity" "current" {}
+
+locals {
+  fifo_suffix = var.queue.fifo ? ".fifo" : ""
+  names = {
+    input_queue    = "${var.name}-input${local.fifo_suffix}"
+    output_queue   = "${var.name}-output${local.fifo_suffix}"
+    response_table = "${var.name}-responses"
+    session_table  = "${var.name}-sessions"
+  }
+  runner_timeout = try(var.functions.agent_runner.timeout, 60)
+  # SQS must hide a message longer than the runner may work on it.
+  visibility_timeout = var.queue.visibility_timeout > 0 ? var.queue.visibility_timeout : 6 * local.runner_timeout
+
+  model_env = merge(
+    var.model.api_key != "" ? { OPENAI_API_KEY = var.model.api_key } : {},
+    var.model.base_url != "" ? { OPENAI_BASE_URL = var.model.base_url } : {},
+    var.model.name != "" ? { AK_MODEL__NAME = var.model.name } : {},
+  )
+}
+
+module "decisions" {
+  source = "./modules/decisions"
+
+  execution_mode    = var.execution_mode
+  authorizer        = var.authorizer
+  response_store    = var.response_store
+  session_store     = var.session_store
+  names             = local.names
+  max_receive_count = var.queue.max_receive_count
+  log_level         = var.log_level
+  api = {
+    api_base_path  = var.api_base_path
+    api_version    = var.api_version
+    agent_endpoint = var.agent_endpoint
+  }
+  queue_urls = {
+    input  = try(aws_sqs_queue.input[0].url, "")
+    output = try(aws_sqs_queue.output[0].url, "")
+  }
+}
+
+check "visibility_covers_the_runner" {
+  assert {
+    condition     = local.visibility_timeout >= local.runner_timeout
+    error_message = "queue.visibility_timeout must be at least the agent runner's timeout, or messages are delivered twice while still in work."
+  }
+}

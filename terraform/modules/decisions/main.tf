@@ -1,0 +1,152 @@
+# Provider-free decisions of the module: which resources exist for the chosen mode and
+# authorizer, and which environment variables each function gets. Kept apart so that
+# `terraform test` can check them without an AWS provider.
+
+terraform {
+  required_version = ">= 1.6.0"
+}
+
+variable "execution_mode" {
+  description = "direct, rest_sync or rest_async."
+  type        = string
+}
+
+variable "authorizer" {
+  description = "The authorizer object of the root module (null or partial: no authorizer)."
+  type        = any
+  default     = null
+}
+
+variable "response_store" {
+  description = "Response store settings: type (dynamodb | redis), redis_url, ttl, retry_count, delay."
+  type        = any
+}
+
+variable "session_store" {
+  description = "Session store settings: type (dynamodb | redis | in_memory), redis_url, ttl."
+  type        = any
+}
+
+variable "names" {
+  description = "Resource names: input_queue, output_queue, response_table, session_table."
+  type        = map(string)
+}
+
+variable "queue_urls" {
+  description = "Queue URLs once created (input, output); empty strings in direct mode."
+  type        = map(string)
+  default     = { input = "", output = "" }
+}
+
+variable "api" {
+  description = "api_base_path, api_version, agent_endpoint."
+  type        = map(string)
+}
+
+variable "max_receive_count" {
+  description = "Receives before a message is answered as a permanent failure (and the DLQ redrive)."
+  type        = number
+}
+
+variable "log_level" {
+  description = "log.level of the functions."
+  type        = string
+}
+
+locals {
+  queue_mode = contains(["rest_sync", "rest_async"], var.execution_mode)
+
+  authorizer_required = ["function_name", "handler_path", "package_type", "package_path", "module_name"]
+  authorizer_fields   = var.authorizer == null ? {} : { for k, v in var.authorizer : k => v if v != null && v != "" }
+  create_authorizer   = alltrue([for f in local.authorizer_required : contains(keys(local.authorizer_fields), f)])
+
+  response_dynamodb = local.queue_mode && try(var.response_store.type, "dynamodb") == "dynamodb"
+  session_dynamodb  = try(var.session_store.type, "dynamodb") == "dynamodb"
+
+  common_env = {
+    API_BASE_PATH  = var.api.api_base_path
+    API_VERSION    = var.api.api_version
+    AGENT_ENDPOINT = var.api.agent_endpoint
+    AK_LOG__LEVEL  = var.log_level
+  }
+
+  store_env = !local.queue_mode ? {} : merge(
+    {
+      AK_EXECUTION__RESPONSE_STORE__TYPE        = try(var.response_store.type, "dynamodb")
+      AK_EXECUTION__RESPONSE_STORE__RETRY_COUNT = tostring(try(var.response_store.retry_count, 5))
+      AK_EXECUTION__RESPONSE_STORE__DELAY       = tostring(try(var.response_store.delay, 5))
+    },
+    local.response_dynamodb ? {
+      AK_EXECUTION__RESPONSE_STORE__DYNAMODB__TABLE_NAME = var.names.response_table
+      AK_EXECUTION__RESPONSE_STORE__DYNAMODB__TTL        = tostring(try(var.response_store.ttl, 604800))
+      } : {
+      AK_EXECUTION__RESPONSE_STORE__REDIS__URL = try(var.response_store.redis_url, "")
+      AK_EXECUTION__RESPONSE_STORE__REDIS__TTL = tostring(try(var.response_store.ttl, 604800))
+    },
+  )
+
+  session_env = merge(
+    { AK_SESSION__TYPE = try(var.session_store.type, "dynamodb") },
+    local.session_dynamodb ? {
+      AK_SESSION__DYNAMODB__TABLE_NAME = var.names.session_table
+      AK_SESSION__DYNAMODB__TTL        = tostring(try(var.session_store.ttl, 604800))
+    } : {},
+    try(var.session_store.type, "") == "redis" ? {
+      AK_SESSION__REDIS__URL = try(var.session_store.redis_url, "")
+    } : {},
+  )
+
+  queue_env = !local.queue_mode ? {} : {
+    AK_EXECUTION__MODE                             = var.execution_mode
+    AK_EXECUTION__QUEUES__INPUT__URL               = var.queue_urls.input
+    AK_EXECUTION__QUEUES__OUTPUT__URL              = var.queue_urls.output
+    AK_EXECUTION__QUEUES__INPUT__MAX_RECEIVE_COUNT = tostring(var.max_receive_count)
+  }
+
+  function_env = {
+    # Direct mode runs the agents in the request handler, which then needs the sessions.
+    request_handler  = merge(local.common_env, local.queue_mode ? merge(local.queue_env, local.store_env) : merge({ AK_EXECUTION__MODE = "direct" }, local.session_env))
+    agent_runner     = merge(local.common_env, local.queue_env, local.store_env, local.session_env)
+    response_handler = merge(local.common_env, local.store_env)
+  }
+}
+
+output "queue_mode" {
+  description = "Whether the queues, the runner and the response handler exist."
+  value       = local.queue_mode
+}
+
+output "create_authorizer" {
+  description = "Whether every required authorizer field is set."
+  value       = local.create_authorizer
+}
+
+output "authorizer_ttl" {
+  description = "Authorizer result cache TTL in seconds."
+  value       = local.create_authorizer ? try(tonumber(local.authorizer_fields.result_ttl_in_seconds), 150) : null
+}
+
+output "authorizer_description" {
+  description = "Description of the authorizer function."
+  value       = try(local.authorizer_fields.description, "API Gateway Lambda Authorizer")
+}
+
+output "functions" {
+  description = "The functions to create."
+  value       = local.queue_mode ? ["request_handler", "agent_runner", "response_handler"] : ["request_handler"]
+}
+
+output "create_response_table" {
+  description = "Whether the DynamoDB response table exists."
+  value       = local.response_dynamodb
+}
+
+output "create_session_table" {
+  description = "Whether the DynamoDB session table exists."
+  value       = local.session_dynamodb
+}
+
+output "environment" {
+  description = "Environment variables per function."
+  value       = local.function_env
+}

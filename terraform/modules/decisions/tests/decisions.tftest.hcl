@@ -1,0 +1,159 @@
+# What the module decides from its inputs, checked without any provider.
+
+variables {
+  execution_mode    = "direct"
+  authorizer        = null
+  response_store    = { type = "dynamodb", ttl = 3600, retry_count = 5, delay = 5 }
+  session_store     = { type = "dynamodb", ttl = 3600 }
+  names             = { input_queue = "ak-input.fifo", output_queue = "ak-output.fifo", response_table = "ak-responses", session_table = "ak-sessions" }
+  queue_urls        = { input = "", output = "" }
+  api               = { api_base_path = "api", api_version = "v1", agent_endpoint = "chat" }
+  max_receive_count = 3
+  log_level         = "info"
+}
+
+run "direct_mode_creates_no_queues" {
+  command = plan
+
+  assert {
+    condition     = output.queue_mode == false
+    error_message = "direct mode must not create queues"
+  }
+  assert {
+    condition     = length(output.functions) == 1 && output.functions[0] == "request_handler"
+    error_message = "direct mode has only the request handler"
+  }
+  assert {
+    condition     = output.create_response_table == false
+    error_message = "direct mode stores no responses"
+  }
+  assert {
+    condition     = output.environment.request_handler.AK_EXECUTION__MODE == "direct"
+    error_message = "the request handler runs in direct mode"
+  }
+  assert {
+    condition     = output.environment.request_handler.AK_SESSION__DYNAMODB__TABLE_NAME == "ak-sessions"
+    error_message = "direct mode's request handler keeps the sessions"
+  }
+}
+
+run "rest_sync_creates_queues_runner_and_response_handler" {
+  command = plan
+
+  variables {
+    execution_mode = "rest_sync"
+    queue_urls     = { input = "https://sqs/in.fifo", output = "https://sqs/out.fifo" }
+  }
+
+  assert {
+    condition     = output.queue_mode && length(output.functions) == 3
+    error_message = "queue modes create the three functions"
+  }
+  assert {
+    condition     = output.create_response_table
+    error_message = "a dynamodb response store creates its table"
+  }
+  assert {
+    condition     = output.environment.request_handler.AK_EXECUTION__QUEUES__INPUT__URL == "https://sqs/in.fifo"
+    error_message = "the request handler gets the input queue"
+  }
+  assert {
+    condition     = output.environment.agent_runner.AK_EXECUTION__QUEUES__OUTPUT__URL == "https://sqs/out.fifo"
+    error_message = "the runner gets the output queue"
+  }
+  assert {
+    condition     = output.environment.response_handler.AK_EXECUTION__RESPONSE_STORE__DYNAMODB__TABLE_NAME == "ak-responses"
+    error_message = "the response handler gets the table"
+  }
+  assert {
+    condition     = !contains(keys(output.environment.request_handler), "AK_SESSION__TYPE")
+    error_message = "in queue modes the request handler does not touch sessions"
+  }
+}
+
+run "rest_async_with_redis_store" {
+  command = plan
+
+  variables {
+    execution_mode = "rest_async"
+    response_store = { type = "redis", redis_url = "rediss://cache:6379", ttl = 600 }
+  }
+
+  assert {
+    condition     = output.queue_mode && !output.create_response_table
+    error_message = "a redis store creates no table"
+  }
+  assert {
+    condition     = output.environment.agent_runner.AK_EXECUTION__RESPONSE_STORE__REDIS__URL == "rediss://cache:6379"
+    error_message = "the runner gets the redis URL"
+  }
+  assert {
+    condition     = output.environment.agent_runner.AK_EXECUTION__MODE == "rest_async"
+    error_message = "the mode is passed on"
+  }
+}
+
+run "authorizer_missing_a_required_field_is_not_created" {
+  command = plan
+
+  variables {
+    authorizer = {
+      function_name = "gtwy-auth"
+      handler_path  = "bootstrap"
+      package_type  = "LocalZip"
+      package_path  = "../../target/lambda/authorizer/bootstrap.zip"
+    }
+  }
+
+  assert {
+    condition     = output.create_authorizer == false
+    error_message = "module_name is missing: no authorizer"
+  }
+}
+
+run "authorizer_with_every_required_field_is_created_with_ttl_150" {
+  command = plan
+
+  variables {
+    authorizer = {
+      function_name = "gtwy-auth"
+      handler_path  = "bootstrap"
+      package_type  = "LocalZip"
+      package_path  = "../../target/lambda/authorizer/bootstrap.zip"
+      module_name   = "authorizer"
+    }
+  }
+
+  assert {
+    condition     = output.create_authorizer
+    error_message = "all required fields: authorizer created"
+  }
+  assert {
+    condition     = output.authorizer_ttl == 150
+    error_message = "result_ttl_in_seconds defaults to 150"
+  }
+  assert {
+    condition     = output.authorizer_description == "API Gateway Lambda Authorizer"
+    error_message = "description has its default"
+  }
+}
+
+run "authorizer_ttl_can_be_set" {
+  command = plan
+
+  variables {
+    authorizer = {
+      function_name         = "gtwy-auth"
+      handler_path          = "bootstrap"
+      package_type          = "S3Zip"
+      package_path          = "builds/authorizer.zip"
+      module_name           = "authorizer"
+      result_ttl_in_seconds = 0
+    }
+  }
+
+  assert {
+    condition     = output.create_authorizer && output.authorizer_ttl == 0
+    error_message = "an explicit TTL wins"
+  }
+}

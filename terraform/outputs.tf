@@ -1,0 +1,44 @@
+output "agent_invoke_url" {
+  description = "The chat endpoint: POST to ask, GET ?request_id= to poll."
+  value       = "${aws_api_gateway_stage.this.invoke_url}/${var.api_base_path}/${var.api_version}/${var.agent_endpoint}"
+}
+
+output "api_id" {
+  description = "REST API id."
+  value       = aws_api_gateway_rest_api.this.id
+}
+
+output "function_names" {
+  description = "Lambda function names by role."
+  value       = { for k, f in aws_lambda_function.this : k => f.function_name }
+}
+
+output "function_arns" {
+  description = "Lambda function ARNs by role."
+  value       = { for k, f in aws_lambda_function.this : k => f.arn }
+}
+
+output "input_queue_url" {
+  description = "Input queue (queue modes)."
+  value       = try(aws_sqs_queue.input[0].url, null)
+}
+
+output "output_queue_url" {
+  description = "Output queue (queue modes)."
+  value       = try(aws_sqs_queue.output[0].url, null)
+}
+
+output "response_table_name" {
+  description = "DynamoDB response table, when created."
+  value       = try(aws_dynamodb_table.responses[0].name, null)
+}
+
+output "session_table_name" {
+  description = "DynamoDB session table, when created."
+  value       = try(aws_dynamodb_table.sessions[0].name, null)
+}
+
+output "authorizer_enabled" {
+  description = "Whether the Lambda authorizer protects the API."
+  value       = module.decisions.create_authorizer
+}

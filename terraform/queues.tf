@@ -1,0 +1,77 @@
+resource "aws_sqs_queue" "input_dlq" {
+  count = module.decisions.queue_mode ? 1 : 0
+
+  name                      = "${var.name}-input-dlq${local.fifo_suffix}"
+  fifo_queue                = var.queue.fifo
+  message_retention_seconds = 1209600
+  sqs_managed_sse_enabled   = true
+  tags                      = var.tags
+}
+
+resource "aws_sqs_queue" "input" {
+  count = module.decisions.queue_mode ? 1 : 0
+
+  name                        = local.names.input_queue
+  fifo_queue                  = var.queue.fifo
+  content_based_deduplication = false
+  visibility_timeout_seconds  = local.visibility_timeout
+  message_retention_seconds   = var.queue.message_retention_seconds
+  sqs_managed_sse_enabled     = true
+  redrive_policy = jsonencode({
+    deadLetterTargetArn = aws_sqs_queue.input_dlq[0].arn
+    maxReceiveCount     = var.queue.max_receive_count + 1
+  })
+  tags = var.tags
+}
+
+resource "aws_sqs_queue" "output_dlq" {
+  count = module.decisions.queue_mode ? 1 : 0
+
+  name                      = "${var.name}-output-dlq${local.fifo_suffix}"
+  fifo_queue                = var.queue.fifo
+  message_retention_seconds = 1209600
+  sqs_managed_sse_enabled   = true
+  tags                      = var.tags
+}
+
+resource "aws_sqs_queue" "output" {
+  count = module.decisions.queue_mode ? 1 : 0
+
+  name                        = local.names.output_queue
+  fifo_queue                  = var.queue.fifo
+  content_based_deduplication = false
+  visibility_timeout_seconds  = 6 * try(var.functions.response_handler.timeout, 30)
+  message_retention_seconds   = var.queue.message_retention_seconds
+  sqs_managed_sse_enabled     = true
+  redrive_policy = jsonencode({
+    deadLetterTargetArn = aws_sqs_queue.output_dlq[0].arn
+    maxReceiveCount     = var.queue.max_receive_count
+  })
+  tags = var.tags
+}
+
+resource "aws_lambda_event_source_mapping" "agent_runner" {
+  count = module.decisions.queue_mode ? 1 : 0
+
+  event_source_arn        = aws_sqs_queue.input[0].arn
+  function_name           = aws_lambda_function.this["agent_runner"].arn
+  batch_size              = var.queue.batch_size
+  function_response_types = ["ReportBatchItemFailures"]
+
+  scaling_config {
+    maximum_concurrency = max(2, var.queue.maximum_concurrency)
+  }
+}
+
+resource "aws_lambda_event_source_mapping" "response_handler" {
+  count = module.decisions.queue_mode ? 1 : 0
+
+  event_source_arn        = aws_sqs_queue.output[0].arn
+  function_name           = aws_lambda_function.this["response_handler"].arn
+  batch_size              = var.queue.batch_size
+  function_response_types = ["ReportBatchItemFailures"]
+
+  scaling_config {
+    maximum_concurrency = max(2, var.queue.maximum_concurrency)
+  }
+}

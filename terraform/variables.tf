@@ -1,0 +1,209 @@
+variable "name" {
+  description = "Prefix of every resource name."
+  type        = string
+  default     = "agent-kernel"
+
+  validation {
+    condition     = can(regex("^[a-zA-Z0-9-]{1,40}$", var.name))
+    error_message = "name: 1-40 letters, digits and hyphens."
+  }
+}
+
+variable "execution_mode" {
+  description = "direct (agents in the request handler), rest_sync or rest_async (through SQS)."
+  type        = string
+  default     = "rest_sync"
+
+  validation {
+    condition     = contains(["direct", "rest_sync", "rest_async"], var.execution_mode)
+    error_message = "execution_mode: direct, rest_sync or rest_async."
+  }
+}
+
+variable "api_base_path" {
+  description = "First path segment of the API (API_BASE_PATH)."
+  type        = string
+  default     = "api"
+}
+
+variable "api_version" {
+  description = "Second path segment (API_VERSION)."
+  type        = string
+  default     = "v1"
+}
+
+variable "agent_endpoint" {
+  description = "The chat path segment (AGENT_ENDPOINT)."
+  type        = string
+  default     = "chat"
+}
+
+variable "stage_name" {
+  description = "API Gateway stage; the chat URL is .../<stage>/<api_base_path>/<api_version>/<agent_endpoint>."
+  type        = string
+  default     = "agents"
+}
+
+variable "gateway_endpoints" {
+  description = "Custom routes served by the request handler under /<api_base_path>/<api_version>: path (without leading slash) => HTTP methods."
+  type        = map(list(string))
+  default     = { app = ["GET"], app_info = ["POST"] }
+}
+
+variable "architecture" {
+  description = "Lambda architecture: arm64 or x86_64 (must match how the packages were built)."
+  type        = string
+  default     = "arm64"
+
+  validation {
+    condition     = contains(["arm64", "x86_64"], var.architecture)
+    error_message = "architecture: arm64 or x86_64."
+  }
+}
+
+variable "functions" {
+  description = <<-EOT
+    Per function (request_handler, agent_runner, response_handler): package_type (LocalZip | S3Zip | Image),
+    package_path (zip path, S3 key or image URI), s3_bucket (S3Zip), memory_size, timeout, reserved_concurrency
+    (-1: unreserved), provisioned_concurrency (0: none), environment (extra variables).
+  EOT
+  type = map(object({
+    package_type            = optional(string, "LocalZip")
+    package_path            = string
+    s3_bucket               = optional(string)
+    memory_size             = optional(number, 128)
+    timeout                 = optional(number, 30)
+    reserved_concurrency    = optional(number, -1)
+    provisioned_concurrency = optional(number, 0)
+    environment             = optional(map(string), {})
+  }))
+
+  validation {
+    condition     = alltrue([for f in values(var.functions) : contains(["LocalZip", "S3Zip", "Image"], f.package_type)])
+    error_message = "package_type: LocalZip, S3Zip or Image."
+  }
+  validation {
+    condition     = contains(keys(var.functions), "request_handler")
+    error_message = "functions.request_handler is required."
+  }
+}
+
+variable "authorizer" {
+  description = "Optional Lambda authorizer, created only when every required field (function_name, handler_path, package_type, package_path, module_name) is set."
+  type = object({
+    function_name         = optional(string)
+    handler_path          = optional(string)
+    package_type          = optional(string)
+    package_path          = optional(string)
+    module_name           = optional(string)
+    s3_bucket             = optional(string)
+    description           = optional(string, "API Gateway Lambda Authorizer")
+    result_ttl_in_seconds = optional(number, 150)
+    environment_variables = optional(map(string), {})
+  })
+  default = null
+}
+
+variable "queue" {
+  description = "Queue settings: fifo, max_receive_count (then the DLQ), batch_size, maximum_concurrency of the runner's event source, visibility_timeout (0: six times the runner timeout), message_retention_seconds."
+  type = object({
+    fifo                      = optional(bool, true)
+    max_receive_count         = optional(number, 3)
+    batch_size                = optional(number, 10)
+    maximum_concurrency       = optional(number, 10)
+    visibility_timeout        = optional(number, 0)
+    message_retention_seconds = optional(number, 345600)
+  })
+  default = {}
+
+  validation {
+    condition     = var.queue.max_receive_count >= 1 && var.queue.batch_size >= 1 && var.queue.batch_size <= 10
+    error_message = "queue.max_receive_count >= 1 and queue.batch_size 1-10."
+  }
+}
+
+variable "response_store" {
+  description = "Response store: type (dynamodb | redis), redis_url (an existing Redis, e.g. ElastiCache), ttl, retry_count, delay."
+  type = object({
+    type        = optional(string, "dynamodb")
+    redis_url   = optional(string, "")
+    ttl         = optional(number, 604800)
+    retry_count = optional(number, 5)
+    delay       = optional(number, 5)
+  })
+  default = {}
+
+  validation {
+    condition     = contains(["dynamodb", "redis"], var.response_store.type)
+    error_message = "response_store.type: dynamodb or redis."
+  }
+}
+
+variable "session_store" {
+  description = "Session store: type (dynamodb | redis | in_memory), redis_url, ttl."
+  type = object({
+    type      = optional(string, "dynamodb")
+    redis_url = optional(string, "")
+    ttl       = optional(number, 604800)
+  })
+  default = {}
+}
+
+variable "vpc" {
+  description = "Optional VPC attachment for functions that must reach ElastiCache: subnet_ids and security_group_ids."
+  type = object({
+    subnet_ids         = list(string)
+    security_group_ids = list(string)
+  })
+  default = null
+}
+
+variable "log_level" {
+  description = "log.level of the functions."
+  type        = string
+  default     = "info"
+}
+
+variable "log_retention_days" {
+  description = "CloudWatch Logs retention of every log group."
+  type        = number
+  default     = 30
+}
+
+variable "throttling" {
+  description = "API Gateway stage throttling: burst_limit and rate_limit."
+  type = object({
+    burst_limit = optional(number, 100)
+    rate_limit  = optional(number, 50)
+  })
+  default = {}
+}
+
+variable "keep_warm" {
+  description = "Optional EventBridge schedule pinging the request handler (e.g. rate(5 minutes)); null: none."
+  type        = string
+  default     = null
+}
+
+variable "alarm_sns_topic_arn" {
+  description = "Optional SNS topic for the alarms (DLQ depth, function errors)."
+  type        = string
+  default     = null
+}
+
+variable "model" {
+  description = "Model settings passed to the functions that run agents: OPENAI_API_KEY (sensitive), OPENAI_BASE_URL, model name."
+  type = object({
+    api_key  = optional(string, "")
+    base_url = optional(string, "")
+    name     = optional(string, "")
+  })
+  default   = {}
+  sensitive = true
+}
+
+variable "tags" {
+  description = "Tags on every resource."
+  type        = map(string)
+  default     = {}
+}
