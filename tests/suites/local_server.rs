@@ -157,3 +157,108 @@ async fn the_local_server_drives_real_sqs_and_redis() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"], "[offline model] math: 12 * 7 = 84");
 }
+
+#[tokio::test]
+async fn ak_local_under_load_answers_every_request_once_over_moto_and_redis() {
+    use ak_tests::model_server::{Reply, ScriptedModel};
+    const REQUESTS: usize = 80;
+    const CLIENTS: usize = 16;
+    let model = ScriptedModel::constant(Reply::Text("ok".into()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sqs = sqs_client().await;
+    let mut urls = Vec::new();
+    for _ in 0..2 {
+        let url = sqs
+            .create_queue()
+            .queue_name(unique_name("load"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .queue_url
+            .unwrap_or_default();
+        urls.push(url);
+    }
+    let redis = redis_url();
+    let prefix = format!("{}:", unique_name("load"));
+    for mode in ["rest_sync", "rest_async"] {
+        let server = serve(&[
+            ("AK_EXECUTION__MODE", mode),
+            ("AK_EXECUTION__QUEUES__INPUT__URL", &urls[0]),
+            ("AK_EXECUTION__QUEUES__OUTPUT__URL", &urls[1]),
+            ("AK_EXECUTION__RESPONSE_STORE__TYPE", "redis"),
+            ("AK_EXECUTION__RESPONSE_STORE__REDIS__URL", &redis),
+            ("AK_EXECUTION__RESPONSE_STORE__REDIS__PREFIX", &prefix),
+            ("AK_LOG__LEVEL", "warn"),
+            ("OPENAI_BASE_URL", &model.base_url),
+            ("OPENAI_API_KEY", "sk-load"),
+        ])
+        .await;
+        let calls_before = model.calls();
+        let started = std::time::Instant::now();
+        let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut clients = Vec::new();
+        for _ in 0..CLIENTS {
+            let (base, next) = (server.base.clone(), next.clone());
+            let mode = mode.to_owned();
+            clients.push(tokio::spawn(async move {
+                let mut answered = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if i >= REQUESTS {
+                        return answered;
+                    }
+                    let id = format!("{mode}-{i}-{}", unique_name("r"));
+                    let body =
+                        json!({"request_id": id, "body": {"prompt": "hi", "agent": "history"}});
+                    let (status, reply) = http_json(&base, "POST", "/api/v1/chat", Some(&body))
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    let reply = if mode == "rest_async" {
+                        assert_eq!(status, 202, "{reply}");
+                        let path = format!("/api/v1/chat?request_id={id}");
+                        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                        loop {
+                            let (status, reply) = http_json(&base, "GET", &path, None)
+                                .await
+                                .unwrap_or_else(|e| panic!("{e}"));
+                            if status == 200 {
+                                break reply;
+                            }
+                            assert_eq!(status, 404, "{reply}");
+                            assert!(std::time::Instant::now() < deadline, "{id} never answered");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    } else {
+                        assert_eq!(status, 200, "{reply}");
+                        reply
+                    };
+                    assert_eq!(
+                        reply["request_id"],
+                        id.as_str(),
+                        "an answer for another request"
+                    );
+                    answered.push(id);
+                }
+            }));
+        }
+        let mut answered = std::collections::HashSet::new();
+        for client in clients {
+            for id in client.await.unwrap_or_else(|e| panic!("{e}")) {
+                assert!(answered.insert(id), "an answer came twice");
+            }
+        }
+        let elapsed = started.elapsed();
+        assert_eq!(answered.len(), REQUESTS, "{mode}: requests lost");
+        assert_eq!(
+            model.calls() - calls_before,
+            REQUESTS,
+            "{mode}: a request ran twice"
+        );
+        eprintln!(
+            "load through ak-local ({mode}, moto SQS + Redis): {REQUESTS} requests, {CLIENTS} clients, {:.2} s ({:.1}/s), lost 0, duplicated 0",
+            elapsed.as_secs_f64(),
+            REQUESTS as f64 / elapsed.as_secs_f64()
+        );
+    }
+}
