@@ -27,6 +27,8 @@ pub struct RunOutcome {
     pub usage: Usage,
     /// Model calls made.
     pub turns: u32,
+    /// Time spent waiting for the model, over all calls.
+    pub model_ms: f64,
 }
 
 /// A run that did not produce an answer.
@@ -213,6 +215,7 @@ impl AgentRuntime {
         };
         let mut new_items = vec![json!({"role": "user", "content": request.prompt})];
         let mut usage = Usage::default();
+        let mut model_ms = 0.0;
 
         for turn in 1..=self.max_turns {
             let model_request = ModelRequest {
@@ -224,7 +227,9 @@ impl AgentRuntime {
                 messages: self.messages(agent, &request.context, &history, &new_items),
                 tools: tool_specs(agent, &self.agents),
             };
+            let called = std::time::Instant::now();
             let reply = self.model.complete(&model_request).await?;
+            model_ms += called.elapsed().as_secs_f64() * 1000.0;
             usage += reply.usage;
 
             if reply.tool_calls.is_empty() {
@@ -243,6 +248,7 @@ impl AgentRuntime {
                     agent: agent.name.clone(),
                     usage,
                     turns: turn,
+                    model_ms,
                 });
             }
 
@@ -430,6 +436,7 @@ impl ak_core::ports::AgentRunner for AgentRuntime {
                 text: outcome.text,
                 agent: outcome.agent,
                 total_tokens: outcome.usage.total_tokens,
+                model_ms: outcome.model_ms,
             }),
             Err(e) => Err(ak_core::ports::AgentFailure {
                 transient: e.is_transient(),

@@ -51,6 +51,7 @@ impl Api {
                     }
                     _ => tracing::info!(class = error.class(), error = %error, "request refused"),
                 }
+                crate::metrics::error_class(error.class());
                 let mut response = error.to_response();
                 response.outcome = error.class();
                 response

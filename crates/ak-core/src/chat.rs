@@ -148,9 +148,9 @@ impl ChatService {
             Execution::Direct(runner) => {
                 let started = std::time::Instant::now();
                 let result = runner.run(&request).await;
-                let (agent, tokens, outcome) = match &result {
-                    Ok(a) => (a.agent.as_str(), a.total_tokens, "ok"),
-                    Err(f) => ("", 0, f.error.class()),
+                let (agent, tokens, model_ms, outcome) = match &result {
+                    Ok(a) => (a.agent.as_str(), a.total_tokens, a.model_ms, "ok"),
+                    Err(f) => ("", 0, 0.0, f.error.class()),
                 };
                 crate::metrics::agent_run(&crate::metrics::AgentRun {
                     request_id: &id,
@@ -159,6 +159,7 @@ impl ChatService {
                     agent,
                     tokens,
                     duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+                    model_ms,
                     outcome,
                 });
                 let answer = result.map_err(|f| f.error.with_request_id(&id))?;

@@ -89,11 +89,14 @@ pub struct AgentRun<'a> {
     pub tokens: u64,
     /// Wall time of the run.
     pub duration_ms: f64,
+    /// Time spent waiting for the model.
+    pub model_ms: f64,
     /// `ok` or the error class.
     pub outcome: &'a str,
 }
 
-/// Logs an agent run and emits `AgentRuns`, `AgentErrors`, `RunLatency` and `Tokens`.
+/// Logs an agent run and emits `AgentRuns`, `AgentErrors`, `RunLatency`, `ModelLatency` and
+/// `Tokens`, and `Errors` by error class when it failed.
 pub fn agent_run(run: &AgentRun<'_>) {
     tracing::info!(
         request_id = run.request_id,
@@ -102,6 +105,7 @@ pub fn agent_run(run: &AgentRun<'_>) {
         agent = run.agent,
         tokens = run.tokens,
         duration_ms = run.duration_ms,
+        model_ms = run.model_ms,
         outcome = run.outcome,
         "agent run"
     );
@@ -112,9 +116,23 @@ pub fn agent_run(run: &AgentRun<'_>) {
             ("AgentRuns", 1.0, Unit::Count),
             ("AgentErrors", failed, Unit::Count),
             ("RunLatency", run.duration_ms, Unit::Milliseconds),
+            ("ModelLatency", run.model_ms, Unit::Milliseconds),
             ("Tokens", run.tokens as f64, Unit::Count),
         ],
         &[("outcome", run.outcome.into()), ("agent", run.agent.into())],
+    );
+    if run.outcome != "ok" {
+        error_class(run.outcome);
+    }
+}
+
+/// Emits `Errors` = 1 with the error class as a dimension (`model_provider`,
+/// `service_unavailable`, `bad_request`, ...).
+pub fn error_class(class: &str) {
+    emit(
+        &[("Function", &function_name()), ("ErrorClass", class)],
+        &[("Errors", 1.0, Unit::Count)],
+        &[],
     );
 }
 

@@ -183,7 +183,7 @@ impl AgentRunnerHandler {
         };
         let started = std::time::Instant::now();
         let result = self.runner.run(&request).await;
-        let run = |agent: &str, tokens: u64, outcome: &str| {
+        let run = |agent: &str, tokens: u64, model_ms: f64, outcome: &str| {
             crate::metrics::agent_run(&crate::metrics::AgentRun {
                 request_id: id,
                 session_id: &request.session_id,
@@ -191,12 +191,13 @@ impl AgentRunnerHandler {
                 agent,
                 tokens,
                 duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+                model_ms,
                 outcome,
             });
         };
         let answer = match result {
             Ok(answer) => {
-                run(&answer.agent, answer.total_tokens, "ok");
+                run(&answer.agent, answer.total_tokens, answer.model_ms, "ok");
                 (
                     200,
                     json!(ChatAnswer {
@@ -208,7 +209,7 @@ impl AgentRunnerHandler {
                 )
             }
             Err(failure) => {
-                run("", 0, failure.error.class());
+                run("", 0, 0.0, failure.error.class());
                 let last_try = delivery.receive_count >= self.max_receive_count;
                 if failure.transient && !last_try {
                     tracing::warn!(request_id = %id, error = %failure.error, receives = delivery.receive_count, "transient failure; will retry");

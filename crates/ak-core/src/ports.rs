@@ -379,6 +379,8 @@ pub struct AgentAnswer {
     pub agent: String,
     /// Tokens used by the run.
     pub total_tokens: u64,
+    /// Time spent waiting for the model.
+    pub model_ms: f64,
 }
 
 /// Why a run produced no answer, as the client will see it, and whether a retry may help.
