@@ -11,12 +11,7 @@ cd "$ROOT"
 source "$ROOT/scripts/services.sh"
 trap stop_services EXIT
 
-while IFS='=' read -r name _; do
-  case "${name^^}" in AK_*) unset "$name" ;; esac
-done < <(env)
-
 start_services
-export PATH="$VENV/bin:$PATH"
 
 log "building the release packages (cargo lambda build) and the bench tools"
 cargo lambda build --release --locked --output-format zip \

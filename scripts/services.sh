@@ -4,7 +4,9 @@
 # started gets stopped.
 #
 # After `start_services`: TEST_REDIS_URL, AWS_ENDPOINT_URL (moto: SQS and DynamoDB) and dummy AWS
-# credentials are exported. `stop_services` (run from an EXIT trap) stops them.
+# credentials are exported, the venv's tools (cargo-lambda, zig) are on PATH, and no AK_
+# variable of the caller's shell is left to leak into what runs. `stop_services` (run from an
+# EXIT trap) stops them.
 
 ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 TOOLS="$ROOT/.tools"
@@ -59,6 +61,11 @@ wait_for_port() {
 start_services() {
   install_redis
   install_python_tools
+  export PATH="$VENV/bin:$PATH"
+  local name
+  while IFS='=' read -r name _; do
+    case "${name^^}" in AK_*) unset "$name" ;; esac
+  done < <(env)
   RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/ak-services.XXXXXX")
 
   local redis_port moto_port

@@ -11,13 +11,7 @@ cd "$ROOT"
 source "$ROOT/scripts/services.sh"
 trap stop_services EXIT
 
-# Configuration from the caller's shell must not leak into the tests.
-while IFS='=' read -r name _; do
-  case "${name^^}" in AK_*) unset "$name" ;; esac
-done < <(env)
-
 start_services
-export PATH="$VENV/bin:$PATH"
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
