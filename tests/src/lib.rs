@@ -57,6 +57,26 @@ pub async fn sqs_client() -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(&ak_core::aws::load_sdk_config().await)
 }
 
+/// Creates a standard SQS queue on moto named `<prefix>-<8 hex digits>`, with this visibility
+/// timeout in seconds (SQS's 30 when `None`), and returns its URL.
+pub async fn create_queue(prefix: &str, visibility_secs: Option<u32>) -> anyhow::Result<String> {
+    let mut request = sqs_client()
+        .await
+        .create_queue()
+        .queue_name(unique_name(prefix));
+    if let Some(secs) = visibility_secs {
+        request = request.attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            secs.to_string(),
+        );
+    }
+    request
+        .send()
+        .await?
+        .queue_url
+        .ok_or_else(|| anyhow::anyhow!("moto returned no queue URL"))
+}
+
 /// A multiplexed Redis connection with a short response timeout.
 pub async fn redis_connection() -> anyhow::Result<redis::aio::MultiplexedConnection> {
     let client = redis::Client::open(redis_url())?;

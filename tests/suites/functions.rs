@@ -55,15 +55,9 @@ async fn invoke(api: &RuntimeApi, event: Value) -> Outcome {
 }
 
 async fn queue() -> (String, SqsQueue) {
-    let url = sqs_client()
+    let url = ak_tests::create_queue("fn", None)
         .await
-        .create_queue()
-        .queue_name(unique_name("fn"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"))
-        .queue_url
-        .unwrap_or_default();
+        .unwrap_or_else(|e| panic!("{e:?}"));
     (url.clone(), SqsQueue::new(sqs_client().await, &url))
 }
 

@@ -2,7 +2,7 @@
 //! in-memory queues and stores and the offline model, and the same code over moto and Redis.
 
 use ak_tests::runtime_api::function_binary;
-use ak_tests::{http_json, redis_url, sqs_client, unique_name};
+use ak_tests::{create_queue, http_json, redis_url, unique_name};
 use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -126,18 +126,13 @@ async fn rest_async_locally_accepts_then_answers_the_poll() {
 
 #[tokio::test]
 async fn the_local_server_drives_real_sqs_and_redis() {
-    let sqs = sqs_client().await;
     let mut urls = Vec::new();
     for _ in 0..2 {
-        let url = sqs
-            .create_queue()
-            .queue_name(unique_name("local"))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e:?}"))
-            .queue_url
-            .unwrap_or_default();
-        urls.push(url);
+        urls.push(
+            create_queue("local", None)
+                .await
+                .unwrap_or_else(|e| panic!("{e:?}")),
+        );
     }
     let redis = redis_url();
     let prefix = format!("{}:", unique_name("local"));
@@ -166,18 +161,13 @@ async fn ak_local_under_load_answers_every_request_once_over_moto_and_redis() {
     let model = ScriptedModel::constant(Reply::Text("ok".into()))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let sqs = sqs_client().await;
     let mut urls = Vec::new();
     for _ in 0..2 {
-        let url = sqs
-            .create_queue()
-            .queue_name(unique_name("load"))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e:?}"))
-            .queue_url
-            .unwrap_or_default();
-        urls.push(url);
+        urls.push(
+            create_queue("load", None)
+                .await
+                .unwrap_or_else(|e| panic!("{e:?}")),
+        );
     }
     let redis = redis_url();
     let prefix = format!("{}:", unique_name("load"));

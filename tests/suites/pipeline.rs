@@ -17,8 +17,7 @@ use ak_core::ports::{AgentRunner, Queue, QueueMessage, ResponseStore};
 use ak_core::secret::Secret;
 use ak_core::{RoutePaths, Router};
 use ak_tests::model_server::{Reply, ScriptedModel};
-use ak_tests::{create_response_table, redis_settings, sqs_client, unique_name};
-use aws_sdk_sqs::types::QueueAttributeName;
+use ak_tests::{create_response_table, redis_settings, unique_name};
 use lambda_http::{Body, Request};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -41,19 +40,9 @@ pub(crate) struct System {
 }
 
 async fn create_queue(visibility_secs: u32) -> String {
-    sqs_client()
-        .await
-        .create_queue()
-        .queue_name(unique_name("pipe"))
-        .attributes(
-            QueueAttributeName::VisibilityTimeout,
-            visibility_secs.to_string(),
-        )
-        .send()
+    ak_tests::create_queue("pipe", Some(visibility_secs))
         .await
         .unwrap_or_else(|e| panic!("create queue: {e:?}"))
-        .queue_url
-        .unwrap_or_default()
 }
 
 fn agents() -> Vec<AgentDefinition> {

@@ -24,7 +24,7 @@ use ak_core::{RoutePaths, Router};
 use ak_tests::model_server::{Reply, ScriptedModel};
 use ak_tests::runtime_api::{RuntimeApi, spawn_function};
 use ak_tests::{
-    create_response_table, dynamodb_client, http_json, redis_settings, sqs_client, unique_name,
+    create_queue, create_response_table, dynamodb_client, http_json, redis_settings, unique_name,
 };
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -141,18 +141,9 @@ async fn function_setup(name: &str) -> (Vec<(String, String)>, Value) {
             fixture("apigw_v1_post_chat.json"),
         ),
         "agent-runner" => {
-            let sqs = sqs_client().await;
             let mut urls = Vec::new();
             for _ in 0..2 {
-                let url = sqs
-                    .create_queue()
-                    .queue_name(unique_name("bench"))
-                    .send()
-                    .await
-                    .ok()
-                    .and_then(|o| o.queue_url)
-                    .unwrap_or_default();
-                urls.push(url);
+                urls.push(create_queue("bench", None).await.unwrap_or_default());
             }
             let mut env = vec![
                 ("AK_CONFIG_PATH_OVERRIDE".into(), config),
@@ -477,17 +468,9 @@ async fn main() -> anyhow::Result<()> {
         ),
         ("AK_EXECUTION__RESPONSE_STORE__TYPE".into(), "memory".into()),
     ];
-    let sqs = sqs_client().await;
     let mut urls = Vec::new();
     for _ in 0..2 {
-        urls.push(
-            sqs.create_queue()
-                .queue_name(unique_name("tput"))
-                .send()
-                .await?
-                .queue_url
-                .unwrap_or_default(),
-        );
+        urls.push(create_queue("tput", None).await?);
     }
     let redis = redis_settings(600);
     let real_env = vec![
