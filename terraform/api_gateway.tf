@@ -43,7 +43,7 @@ resource "aws_api_gateway_authorizer" "this" {
   name                             = "${var.name}-authorizer"
   rest_api_id                      = aws_api_gateway_rest_api.this.id
   type                             = "REQUEST"
-  identity_source                  = "method.request.header.Authorization"
+  identity_source                  = "method.request.header.${local.authorizer_header}"
   authorizer_uri                   = aws_lambda_function.authorizer[0].invoke_arn
   authorizer_result_ttl_in_seconds = module.decisions.authorizer_ttl
 }

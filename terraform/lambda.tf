@@ -108,7 +108,10 @@ resource "aws_lambda_function" "authorizer" {
   image_uri        = var.authorizer.package_type == "Image" ? var.authorizer.package_path : null
 
   environment {
-    variables = merge({ AK_LOG__LEVEL = var.log_level }, var.authorizer.environment_variables)
+    variables = merge(
+      { AK_LOG__LEVEL = var.log_level, AK_AUTH__TOKEN_HEADER = local.authorizer_header },
+      var.authorizer.environment_variables,
+    )
   }
 
   tracing_config {

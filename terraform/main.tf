@@ -16,6 +16,9 @@ locals {
   # SQS must hide a message longer than the runner may work on it.
   visibility_timeout = var.queue.visibility_timeout > 0 ? var.queue.visibility_timeout : 6 * local.runner_timeout
 
+  # The header the authorizer reads the token from (API Gateway's identity source).
+  authorizer_header = coalesce(try(var.authorizer.identity_header, null), "Authorization")
+
   model_env = merge(
     var.model.api_key != "" ? { OPENAI_API_KEY = var.model.api_key } : {},
     var.model.base_url != "" ? { OPENAI_BASE_URL = var.model.base_url } : {},
@@ -41,12 +44,5 @@ module "decisions" {
   queue_urls = {
     input  = try(aws_sqs_queue.input[0].url, "")
     output = try(aws_sqs_queue.output[0].url, "")
-  }
-}
-
-check "visibility_covers_the_runner" {
-  assert {
-    condition     = local.visibility_timeout >= local.runner_timeout
-    error_message = "queue.visibility_timeout must be at least the agent runner's timeout, or messages are delivered twice while still in work."
   }
 }

@@ -22,6 +22,15 @@ resource "aws_sqs_queue" "input" {
     maxReceiveCount     = var.queue.max_receive_count + 1
   })
   tags = var.tags
+
+  lifecycle {
+    # Stops the plan (a `check` block would only warn): a message hidden for less time than
+    # the runner may work on it is delivered again while still in work.
+    precondition {
+      condition     = local.visibility_timeout >= local.runner_timeout
+      error_message = "queue.visibility_timeout must be at least the agent runner's timeout (functions.agent_runner.timeout), or messages are delivered twice while still in work; 0 picks six times the runner timeout."
+    }
+  }
 }
 
 resource "aws_sqs_queue" "output_dlq" {

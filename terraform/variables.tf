@@ -89,7 +89,7 @@ variable "functions" {
 }
 
 variable "authorizer" {
-  description = "Optional Lambda authorizer, created only when every required field (function_name, handler_path, package_type, package_path, module_name) is set."
+  description = "Optional Lambda authorizer, created only when every required field (function_name, handler_path, package_type, package_path, module_name) is set. identity_header names the header carrying the token (default Authorization)."
   type = object({
     function_name         = optional(string)
     handler_path          = optional(string)
@@ -99,9 +99,15 @@ variable "authorizer" {
     s3_bucket             = optional(string)
     description           = optional(string, "API Gateway Lambda Authorizer")
     result_ttl_in_seconds = optional(number, 150)
+    identity_header       = optional(string, "Authorization")
     environment_variables = optional(map(string), {})
   })
   default = null
+
+  validation {
+    condition     = var.authorizer == null || can(regex("^[A-Za-z0-9-]+$", coalesce(try(var.authorizer.identity_header, null), "Authorization")))
+    error_message = "authorizer.identity_header is an HTTP header name (letters, digits, -), e.g. Authorization or X-Api-Token."
+  }
 }
 
 variable "queue" {

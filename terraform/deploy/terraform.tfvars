@@ -28,6 +28,7 @@ session_store  = { type = "dynamodb", ttl = 604800 }
 #   package_path          = "../../target/lambda/authorizer/bootstrap.zip"
 #   module_name           = "authorizer"
 #   result_ttl_in_seconds = 150
+#   identity_header       = "Authorization"   # the header carrying the token
 #   environment_variables = { AK_AUTH__JWT__JWKS_URL = "https://issuer.example/.well-known/jwks.json", AK_AUTH__JWT__ALGORITHMS = "RS256" }
 # }
 

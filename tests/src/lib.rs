@@ -13,6 +13,15 @@ pub mod runtime_api;
 
 use std::time::Duration;
 
+/// SQS records as the JSON a Lambda SQS event carries (what the runner and response handler
+/// take).
+pub fn records_json(records: Vec<aws_lambda_events::sqs::SqsMessage>) -> Vec<serde_json::Value> {
+    records
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap_or_default())
+        .collect()
+}
+
 /// A variable `scripts/test.sh` sets, or a panic explaining how to get it.
 fn required_env(name: &str) -> String {
     match std::env::var(name) {

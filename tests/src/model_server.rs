@@ -31,6 +31,16 @@ pub enum Reply {
     Hang(Duration),
     /// The connection is closed without an answer.
     Drop,
+    /// Exactly this answer: status, content type and body bytes (a reply in the shape some
+    /// server really sends, from the conformance corpus).
+    Raw {
+        /// HTTP status.
+        status: u16,
+        /// `Content-Type` header.
+        content_type: String,
+        /// The body as sent.
+        body: String,
+    },
 }
 
 #[derive(Default)]
@@ -163,6 +173,21 @@ async fn answer(
                 status,
                 &json!({"error": {"message": format!("scripted status {code}"), "type": "scripted_error", "code": code}}),
             ));
+        }
+        Some(Reply::Raw {
+            status,
+            content_type,
+            body,
+        }) => {
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            *response.status_mut() =
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            if let Ok(v) = hyper::header::HeaderValue::from_str(&content_type) {
+                response
+                    .headers_mut()
+                    .insert(hyper::header::CONTENT_TYPE, v);
+            }
+            return Ok(response);
         }
         Some(Reply::Drop) => {
             return Err(std::io::Error::new(

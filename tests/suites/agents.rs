@@ -109,7 +109,7 @@ async fn setup(replies: Vec<Reply>, max_turns: u32, timeout: Duration, max_retri
 fn ask(prompt: &str, session: &str) -> RunRequest {
     RunRequest::from_value(
         json!({"prompt": prompt, "session_id": session, "locale": "en-GB"}),
-        None,
+        &ak_core::request::Caller::Anonymous,
     )
     .unwrap_or_else(|e| panic!("{e}"))
 }
@@ -408,7 +408,8 @@ async fn server_errors_and_hangs_are_retried_then_reported() {
             err,
             Some(RunError::Model(ModelError::Unavailable {
                 status: 502,
-                attempts: 3
+                attempts: 3,
+                ..
             }))
         ),
         "{err:?}"

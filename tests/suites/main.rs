@@ -4,9 +4,11 @@
 mod agents;
 mod authorizer;
 mod backend_faults;
+mod front_doors;
 mod functions;
 mod harness;
 mod local_server;
+mod model_interop;
 mod pipeline;
 mod queues;
 mod reliability;

@@ -187,7 +187,15 @@ pub(crate) fn authorized_event(
     if let Some(authorizer) = authorizer {
         e["requestContext"]["authorizer"] = authorizer;
     }
-    lambda_http::request::from_str(&e.to_string()).unwrap_or_else(|err| panic!("{err}"))
+    decode(&e)
+}
+
+/// A request from an event, as the request handler reads it.
+pub(crate) fn decode(event: &Value) -> Request {
+    match ak_core::event::decode(event, "sub", "/api/v1/chat") {
+        ak_core::event::Incoming::Request { request, .. } => *request,
+        other => panic!("not a request: {other:?}"),
+    }
 }
 
 pub(crate) async fn call(api: &Api, request: Request) -> (u16, Option<String>, Value) {
@@ -502,7 +510,10 @@ async fn a_poison_record_does_not_fail_the_rest_of_its_batch() {
     nameless.message_attributes.clear();
     let response = s
         .runner
-        .handle(vec![poison, good_record, nameless], None)
+        .handle(
+            ak_tests::records_json(vec![poison, good_record, nameless]),
+            None,
+        )
         .await;
     let mut failed: Vec<String> = response
         .batch_item_failures
@@ -516,11 +527,11 @@ async fn a_poison_record_does_not_fail_the_rest_of_its_batch() {
 
     let response = s
         .responses
-        .handle(vec![{
+        .handle(ak_tests::records_json(vec![{
             let mut r = good.to_sqs_record("bad-out", "r", 1);
             r.body = None;
             r
-        }])
+        }]))
         .await;
     assert_eq!(
         response.batch_item_failures.len(),

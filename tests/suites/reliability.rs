@@ -82,7 +82,10 @@ async fn a_batch_near_the_deadline_hands_back_what_it_cannot_finish() {
         second.to_sqs_record("m-2", "r-2", 1),
     ];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let response = s.runner.handle(records.clone(), Some(deadline)).await;
+    let response = s
+        .runner
+        .handle(ak_tests::records_json(records.clone()), Some(deadline))
+        .await;
     let failed: Vec<String> = response
         .batch_item_failures
         .iter()
@@ -99,7 +102,7 @@ async fn a_batch_near_the_deadline_hands_back_what_it_cannot_finish() {
     let response = s
         .runner
         .handle(
-            vec![message("x").to_sqs_record("m-3", "r-3", 1)],
+            ak_tests::records_json(vec![message("x").to_sqs_record("m-3", "r-3", 1)]),
             Some(soon),
         )
         .await;

@@ -29,7 +29,7 @@ pub struct ModelRequest {
 }
 
 /// A function call requested by the model.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ToolCall {
     /// Call id, echoed in the tool result.
     pub id: String,
@@ -37,6 +37,9 @@ pub struct ToolCall {
     pub name: String,
     /// Arguments as JSON text.
     pub arguments: String,
+    /// Provider data that must travel back with the call in later requests (the tool call's
+    /// `extra_content`: Gemini 3 refuses a conversation whose calls lost their thought signature).
+    pub extra: Option<Value>,
 }
 
 /// Tokens used, summed over a run's model calls.
@@ -58,14 +61,34 @@ impl std::ops::AddAssign for Usage {
     }
 }
 
+/// Why the model stopped writing, as far as the run loop cares. Servers name it in many ways
+/// (`stop`, `eos_token`, `end_turn`, `max_tokens`, `model_length`, `""`, none at all); the
+/// reader maps them onto these.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum FinishReason {
+    /// A normal end (also: no reason given, or one this runtime does not know).
+    #[default]
+    Stop,
+    /// The token limit cut the answer off (`length`).
+    Length,
+    /// The model asked for tool calls.
+    ToolCalls,
+    /// The provider's content filter stopped the answer (`content_filter`).
+    ContentFilter,
+}
+
 /// The model's answer to one call.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ModelReply {
-    /// Text, when the model wrote any.
+    /// Text, when the model wrote any (reasoning and thinking kept out).
     pub content: Option<String>,
+    /// The model declined to answer; this is its explanation (OpenAI's `message.refusal`).
+    pub refusal: Option<String>,
     /// Function calls, when the model made any.
     pub tool_calls: Vec<ToolCall>,
-    /// Tokens this call used.
+    /// Why the model stopped.
+    pub finish: FinishReason,
+    /// Tokens this call used (0 where the server did not say).
     pub usage: Usage,
 }
 
@@ -81,12 +104,14 @@ pub enum ModelError {
         detail: Option<String>,
     },
     /// 429 or 5xx on every attempt.
-    #[error("the model provider answered HTTP {status} {attempts} times in a row")]
+    #[error("the model provider answered HTTP {status} {attempts} times in a row{}", detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
     Unavailable {
         /// Last HTTP status.
         status: u16,
         /// Attempts made.
         attempts: u32,
+        /// Error type or code the provider named in its last answer.
+        detail: Option<String>,
     },
     /// No answer within the timeout, on every attempt.
     #[error("the model provider did not answer within {timeout_secs} s ({attempts} attempts)")]
@@ -107,6 +132,14 @@ pub enum ModelError {
     /// The answer is not a Chat Completions response.
     #[error("the model provider's answer is not a Chat Completions response: {0}")]
     InvalidResponse(String),
+}
+
+impl ModelError {
+    /// Whether the provider's content filter refused the request (an error whose code is
+    /// `content_filter`, as Azure OpenAI answers a filtered prompt).
+    pub fn is_content_filter(&self) -> bool {
+        matches!(self, ModelError::Rejected { detail: Some(code), .. } if code == "content_filter")
+    }
 }
 
 /// A source of model answers: an OpenAI-compatible API, or the offline model.

@@ -8,7 +8,9 @@
 //! about history. Otherwise the agent answers: arithmetic is worked out, anything else is
 //! echoed with a note on how to get real answers.
 
-use crate::model::{ModelError, ModelProvider, ModelReply, ModelRequest, ToolCall, Usage};
+use crate::model::{
+    FinishReason, ModelError, ModelProvider, ModelReply, ModelRequest, ToolCall, Usage,
+};
 use async_trait::async_trait;
 use serde_json::Value;
 
@@ -228,8 +230,11 @@ impl ModelProvider for OfflineModel {
                         id: format!("offline-{name}"),
                         name,
                         arguments: "{}".to_owned(),
+                        extra: None,
                     }],
+                    finish: FinishReason::ToolCalls,
                     usage,
+                    ..ModelReply::default()
                 });
             }
         }
@@ -247,12 +252,12 @@ impl ModelProvider for OfflineModel {
         };
         Ok(ModelReply {
             content: Some(text),
-            tool_calls: Vec::new(),
             usage: Usage {
                 completion_tokens: 1,
                 total_tokens: usage.total_tokens + 1,
                 ..usage
             },
+            ..ModelReply::default()
         })
     }
 }

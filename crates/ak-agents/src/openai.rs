@@ -1,19 +1,19 @@
-//! Any OpenAI-compatible Chat Completions endpoint (OpenAI, Azure-style gateways, vLLM, Ollama,
-//! LM Studio, ...). Requests and responses go through `async-openai`'s Chat Completions types,
-//! over the shared [`ak_core::https`] client, built on first use so a cold start does not pay
-//! for loading root certificates. Retries with exponential backoff on 429, 5xx, timeouts and
-//! connection errors (honouring `Retry-After`), never on other 4xx.
+//! Any OpenAI-compatible Chat Completions endpoint (OpenAI, Azure OpenAI, vLLM, Ollama,
+//! llama.cpp, text-generation-inference, LM Studio, Groq, Mistral, DeepSeek, Gemini, OpenRouter,
+//! LiteLLM, ...), over the shared [`ak_core::https`] client, built on first use so a cold start
+//! does not pay for loading root certificates. Requests use only the standard fields every
+//! server accepts; replies are read tolerantly ([`reply`]). Retries with exponential backoff on
+//! 429, 5xx, timeouts and connection errors (honouring `Retry-After`), never on other 4xx.
 
-use crate::model::{ModelError, ModelProvider, ModelReply, ModelRequest, ToolCall, Usage};
+mod reply;
+
+use crate::model::{ModelError, ModelProvider, ModelReply, ModelRequest};
 use ak_core::https::{HttpsClient, root_cause};
 use ak_core::secret::Secret;
-use async_openai::types::chat::{
-    ChatCompletionMessageToolCalls, CreateChatCompletionRequest, CreateChatCompletionResponse,
-};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
@@ -121,8 +121,9 @@ fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
     exp + exp.mul_f64(f64::from(nanos % 1000) / 4000.0)
 }
 
-/// The request body, checked against the Chat Completions types.
-fn request_body(request: &ModelRequest) -> Result<Bytes, ModelError> {
+/// The request body: `model`, `messages`, and `tools` only when there are any (strict servers
+/// refuse `tools: []`), nothing null or empty.
+fn request_body(request: &ModelRequest) -> Bytes {
     let mut body = json!({"model": request.model, "messages": request.messages});
     if !request.tools.is_empty() {
         body["tools"] = request
@@ -135,65 +136,7 @@ fn request_body(request: &ModelRequest) -> Result<Bytes, ModelError> {
             })
             .collect();
     }
-    let typed: CreateChatCompletionRequest = serde_json::from_value(body).map_err(|e| {
-        ModelError::InvalidResponse(format!(
-            "the conversation is not valid Chat Completions input: {e}"
-        ))
-    })?;
-    serde_json::to_vec(&typed)
-        .map(Bytes::from)
-        .map_err(|e| ModelError::InvalidResponse(e.to_string()))
-}
-
-fn parse_reply(bytes: &[u8]) -> Result<ModelReply, ModelError> {
-    let response: CreateChatCompletionResponse =
-        serde_json::from_slice(bytes).map_err(|e| ModelError::InvalidResponse(e.to_string()))?;
-    let choice = response
-        .choices
-        .into_iter()
-        .next()
-        .ok_or_else(|| ModelError::InvalidResponse("no choices".to_owned()))?;
-    let tool_calls = choice
-        .message
-        .tool_calls
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|call| match call {
-            ChatCompletionMessageToolCalls::Function(f) => Some(ToolCall {
-                id: f.id,
-                name: f.function.name,
-                arguments: f.function.arguments,
-            }),
-            ChatCompletionMessageToolCalls::Custom(_) => None,
-        })
-        .collect();
-    let usage = response
-        .usage
-        .map(|u| Usage {
-            prompt_tokens: u64::from(u.prompt_tokens),
-            completion_tokens: u64::from(u.completion_tokens),
-            total_tokens: u64::from(u.total_tokens),
-        })
-        .unwrap_or_default();
-    Ok(ModelReply {
-        content: choice.message.content,
-        tool_calls,
-        usage,
-    })
-}
-
-/// The error type or code a provider named in a 4xx body, never its free text (which may
-/// quote the request).
-fn error_detail(bytes: &[u8]) -> Option<String> {
-    let body: Value = serde_json::from_slice(bytes).ok()?;
-    let error = body.get("error")?;
-    ["code", "type"].iter().find_map(|k| {
-        error.get(*k).and_then(|v| {
-            v.as_str()
-                .map(str::to_owned)
-                .or_else(|| v.as_u64().map(|n| n.to_string()))
-        })
-    })
+    Bytes::from(body.to_string())
 }
 
 #[async_trait]
@@ -203,7 +146,7 @@ impl ModelProvider for OpenAiProvider {
     }
 
     async fn complete(&self, request: &ModelRequest) -> Result<ModelReply, ModelError> {
-        let body = request_body(request)?;
+        let body = request_body(request);
         let attempts = self.config.max_retries + 1;
         let mut last = ModelError::Connection {
             detail: "no attempt made".to_owned(),
@@ -225,11 +168,16 @@ impl ModelProvider for OpenAiProvider {
                     };
                 }
                 Ok(Ok((status, after, bytes))) => {
-                    if (200..300).contains(&status) {
-                        return parse_reply(&bytes);
-                    }
+                    let (status, detail) = if (200..300).contains(&status) {
+                        match reply::read_reply(&bytes) {
+                            Ok(reply) => return Ok(reply),
+                            Err(reply::ReadError::Embedded { status, code }) => (status, code),
+                            Err(invalid) => return Err(invalid.into()),
+                        }
+                    } else {
+                        (status, reply::error_code(&bytes, status))
+                    };
                     if status != 429 && status < 500 {
-                        let detail = error_detail(&bytes);
                         tracing::warn!(
                             status,
                             detail = detail.as_deref().unwrap_or(""),
@@ -241,6 +189,7 @@ impl ModelProvider for OpenAiProvider {
                     last = ModelError::Unavailable {
                         status,
                         attempts: attempt + 1,
+                        detail,
                     };
                 }
             }
@@ -286,11 +235,27 @@ mod tests {
     #[test]
     fn rejected_requests_name_the_code_not_the_message() {
         let body = br#"{"error": {"message": "Incorrect API key provided: sk-abc***xyz", "type": "invalid_request_error", "code": "invalid_api_key"}}"#;
-        assert_eq!(error_detail(body).as_deref(), Some("invalid_api_key"));
         let e = ModelError::Rejected {
             status: 401,
-            detail: error_detail(body),
+            detail: reply::error_code(body, 401),
         };
+        assert!(e.to_string().contains("invalid_api_key"), "{e}");
         assert!(!e.to_string().contains("sk-"));
+    }
+
+    #[test]
+    fn requests_carry_only_standard_non_empty_fields() {
+        let request = ModelRequest {
+            model: "m".into(),
+            agent: "a".into(),
+            messages: vec![json!({"role": "user", "content": "hi"})],
+            tools: Vec::new(),
+        };
+        let body: serde_json::Value =
+            serde_json::from_slice(&request_body(&request)).unwrap_or_default();
+        assert_eq!(
+            body,
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        );
     }
 }

@@ -4,7 +4,7 @@
 //! a successful run.
 
 use crate::agent::{Agent, AgentError, AgentSet, handoff_tool_name};
-use crate::model::{ModelError, ModelProvider, ModelRequest, ToolSpec, Usage};
+use crate::model::{FinishReason, ModelError, ModelProvider, ModelRequest, ToolSpec, Usage};
 use crate::offline::OfflineModel;
 use crate::openai::{OPENAI_BASE_URL, OpenAiConfig, OpenAiProvider};
 use crate::tool::{ToolContext, ToolRegistry};
@@ -29,6 +29,10 @@ pub struct RunOutcome {
     pub turns: u32,
     /// Time spent waiting for the model, over all calls.
     pub model_ms: f64,
+    /// The model declined; `text` is its refusal.
+    pub refusal: bool,
+    /// The token limit cut the answer off (`finish_reason: length`); `text` is what was written.
+    pub truncated: bool,
 }
 
 /// A run that did not produce an answer.
@@ -48,6 +52,21 @@ pub enum RunError {
     /// The agents kept calling tools past the limit.
     #[error("the agent did not finish within max_turns = {0} model calls")]
     MaxTurns(u32),
+    /// The provider's content filter stopped the answer (or refused the prompt).
+    #[error(
+        "the model provider's content filter blocked this {0}; rephrase the message (finish_reason content_filter)"
+    )]
+    Filtered(&'static str),
+    /// The model answered with no text, no refusal and no tool call.
+    #[error("{}", if *cut_off {
+        "the model reached its token limit before writing any answer (finish_reason length); raise the model's output limit or shorten the conversation"
+    } else {
+        "the model answered with no text and no tool call"
+    })]
+    EmptyAnswer {
+        /// It stopped at the token limit (while reasoning, typically).
+        cut_off: bool,
+    },
     /// The session belongs to another user.
     #[error("session {0} belongs to another user; start a new session (omit session_id)")]
     SessionOwned(String),
@@ -63,9 +82,11 @@ impl RunError {
             RunError::Session(e) => e.is_transient(),
             RunError::Model(ModelError::Rejected { .. } | ModelError::InvalidResponse(_)) => false,
             RunError::Model(_) => true,
-            RunError::UnknownAgent { .. } | RunError::MaxTurns(_) | RunError::SessionOwned(_) => {
-                false
-            }
+            RunError::UnknownAgent { .. }
+            | RunError::MaxTurns(_)
+            | RunError::SessionOwned(_)
+            | RunError::Filtered(_)
+            | RunError::EmptyAnswer { .. } => false,
         }
     }
 }
@@ -75,10 +96,20 @@ impl From<RunError> for ApiError {
         match e {
             RunError::UnknownAgent { .. } => ApiError::BadRequest(e.to_string()),
             RunError::SessionOwned(_) => ApiError::Forbidden(e.to_string()),
-            RunError::Model(_) | RunError::MaxTurns(_) => ApiError::ModelProvider {
+            RunError::Filtered(_) => ApiError::ContentFiltered {
                 request_id: None,
                 message: e.to_string(),
             },
+            RunError::Model(model) if model.is_content_filter() => ApiError::ContentFiltered {
+                request_id: None,
+                message: RunError::Filtered("request").to_string(),
+            },
+            RunError::Model(_) | RunError::MaxTurns(_) | RunError::EmptyAnswer { .. } => {
+                ApiError::ModelProvider {
+                    request_id: None,
+                    message: e.to_string(),
+                }
+            }
             RunError::Session(port) => port.into(),
         }
     }
@@ -232,9 +263,27 @@ impl AgentRuntime {
             model_ms += called.elapsed().as_secs_f64() * 1000.0;
             usage += reply.usage;
 
+            if reply.finish == FinishReason::ContentFilter {
+                tracing::warn!(request_id = %request.request_id, agent = %agent.name, "the model provider's content filter blocked the answer");
+                return Err(RunError::Filtered("answer"));
+            }
             if reply.tool_calls.is_empty() {
-                let text = reply.content.unwrap_or_default();
-                new_items.push(json!({"role": "assistant", "content": text, "agent": agent.name}));
+                let truncated = reply.finish == FinishReason::Length;
+                let (text, refusal) = match (reply.refusal, reply.content) {
+                    (Some(refusal), _) => (refusal, true),
+                    (None, Some(text)) => (text, false),
+                    (None, None) => return Err(RunError::EmptyAnswer { cut_off: truncated }),
+                };
+                let truncated = truncated && !refusal;
+                let mut answer = json!({"role": "assistant", "content": text, "agent": agent.name});
+                if refusal {
+                    tracing::warn!(request_id = %request.request_id, agent = %agent.name, "the model refused to answer");
+                    answer["outcome"] = json!("refusal");
+                } else if truncated {
+                    tracing::warn!(request_id = %request.request_id, agent = %agent.name, "the answer was cut off at the model's token limit");
+                    answer["outcome"] = json!("cut_off");
+                }
+                new_items.push(answer);
                 let mut items = history;
                 items.extend(new_items);
                 let session = StoredSession {
@@ -249,17 +298,30 @@ impl AgentRuntime {
                     usage,
                     turns: turn,
                     model_ms,
+                    refusal,
+                    truncated,
                 });
             }
 
             let calls: Vec<Value> = reply
                 .tool_calls
                 .iter()
-                .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+                .map(|c| {
+                    let mut call = json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}});
+                    if let Some(extra) = &c.extra {
+                        call["extra_content"] = extra.clone();
+                    }
+                    call
+                })
                 .collect();
-            new_items.push(json!({
-                "role": "assistant", "content": reply.content, "tool_calls": calls, "agent": agent.name,
-            }));
+            // No `content: null` beside tool calls: the field is optional there, and some strict
+            // servers refuse null.
+            let mut call_message =
+                json!({"role": "assistant", "tool_calls": calls, "agent": agent.name});
+            if let Some(text) = reply.content {
+                call_message["content"] = json!(text);
+            }
+            new_items.push(call_message);
             let mut next: Option<&Agent> = None;
             for call in &reply.tool_calls {
                 let target = agent
@@ -322,13 +384,19 @@ impl AgentRuntime {
         for item in history.iter().chain(new_items) {
             let mut message = item.clone();
             if let Value::Object(map) = &mut message {
-                map.remove("agent");
+                for field in BOOKKEEPING_FIELDS {
+                    map.remove(*field);
+                }
             }
             messages.push(message);
         }
         messages
     }
 }
+
+/// Fields the session keeps on its items for this runtime (which agent acted, how a turn
+/// ended), never sent to the model.
+const BOOKKEEPING_FIELDS: &[&str] = &["agent", "outcome"];
 
 /// The function tools an agent offers: one `transfer_to_<name>` per handoff, then its tools.
 fn tool_specs(agent: &Agent, agents: &AgentSet) -> Vec<ToolSpec> {
@@ -437,6 +505,8 @@ impl ak_core::ports::AgentRunner for AgentRuntime {
                 agent: outcome.agent,
                 total_tokens: outcome.usage.total_tokens,
                 model_ms: outcome.model_ms,
+                refusal: outcome.refusal,
+                truncated: outcome.truncated,
             }),
             Err(e) => Err(ak_core::ports::AgentFailure {
                 transient: e.is_transient(),

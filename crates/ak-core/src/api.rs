@@ -4,12 +4,13 @@
 
 use crate::chat::ChatService;
 use crate::error::ApiError;
-use crate::request::{RunRequest, poll_request_id};
+use crate::event::{self, Incoming, Problem};
+use crate::request::{Caller, RunRequest, poll_request_id};
 use crate::response::ApiResponse;
 use crate::router::{Route, Router};
 use http::Method;
-use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt};
+use serde_json::Value;
 use std::time::Instant;
 
 /// The request handler's HTTP API.
@@ -17,6 +18,7 @@ pub struct Api {
     router: Router,
     chat: ChatService,
     max_body_bytes: usize,
+    principal_claim: String,
 }
 
 impl Api {
@@ -26,6 +28,34 @@ impl Api {
             router,
             chat,
             max_body_bytes,
+            principal_claim: "sub".to_owned(),
+        }
+    }
+
+    /// Reads the user from this claim of Cognito and JWT authorizers (`auth.principal_claim`,
+    /// default `sub`).
+    pub fn with_principal_claim(mut self, claim: &str) -> Self {
+        self.principal_claim = claim.to_owned();
+        self
+    }
+
+    /// Answers one Lambda event from any front door, in that door's format (see
+    /// [`crate::event`]). Never fails: an event that cannot be read is answered 400.
+    pub async fn handle_event(&self, event: Value) -> Value {
+        match event::decode(&event, &self.principal_claim, self.router.paths().chat()) {
+            Incoming::Request { door, request } => event::encode(door, self.handle(*request).await),
+            Incoming::KeepWarm => serde_json::json!({"status": "warm"}),
+            Incoming::Malformed { door, problem } => {
+                tracing::warn!(door = door.as_str(), problem = %problem, "malformed event");
+                event::encode(
+                    door,
+                    ApiError::bad_request(problem).to_response().into_http(),
+                )
+            }
+            Incoming::Unrecognised(problem) => {
+                tracing::warn!(problem = %problem, "unrecognised event");
+                event::unrecognised_answer(&problem)
+            }
         }
     }
 
@@ -110,19 +140,34 @@ impl Api {
                 limit: self.max_body_bytes,
             });
         }
-        if is_keep_warm_ping(&request) {
-            return Ok(ApiResponse::ok(serde_json::json!({"status": "warm"})));
-        }
+        // A body the event could not deliver (bad base64) matters only where a body is read.
+        let body_problem = request.extensions().get::<Problem>().cloned();
+        let reads_body = |has_query_id: bool| {
+            !matches!(
+                *request.method(),
+                Method::GET | Method::HEAD | Method::DELETE
+            ) || !has_query_id
+        };
         match self.router.resolve(&request)? {
-            Route::Custom(handler) => handler.call(request).await,
+            Route::Custom(handler) => {
+                if let Some(Problem(problem)) = body_problem.filter(|_| reads_body(true)) {
+                    return Err(ApiError::bad_request(problem));
+                }
+                handler.call(request).await
+            }
             Route::Chat => {
-                let user = principal(&request);
+                let caller = caller(&request);
+                let query_id = query_param(&request, "request_id");
+                if let Some(Problem(problem)) =
+                    body_problem.filter(|_| reads_body(query_id.is_some()))
+                {
+                    return Err(ApiError::bad_request(problem));
+                }
                 if request.method() == Method::GET {
-                    let query_id = query_param(&request, "request_id");
                     let id = poll_request_id(query_id.as_deref(), request.body().as_ref())?;
-                    self.chat.poll(&id, user.as_deref()).await
+                    self.chat.poll(&id, caller.principal()).await
                 } else {
-                    let run = RunRequest::from_json(request.body().as_ref(), user.as_deref())?;
+                    let run = RunRequest::from_json(request.body().as_ref(), &caller)?;
                     self.chat.post(run).await
                 }
             }
@@ -130,46 +175,19 @@ impl Api {
     }
 }
 
-/// A scheduled keep-warm invoke (`{"warmup": true}` or an EventBridge scheduled event) rather
-/// than a request: answered at once, without touching agents, queues or stores.
-fn is_keep_warm_ping(request: &Request) -> bool {
-    if !matches!(
-        request.request_context_ref(),
-        Some(RequestContext::PassThrough)
-    ) {
-        return false;
-    }
-    let Ok(body) = serde_json::from_slice::<serde_json::Value>(request.body().as_ref()) else {
-        return false;
-    };
-    body.get("warmup").and_then(serde_json::Value::as_bool) == Some(true)
-        || body.get("detail-type").and_then(serde_json::Value::as_str) == Some("Scheduled Event")
+/// Who is calling, as the event's front door vouched for it ([`crate::event`] puts it in the
+/// request's extensions); anonymous for requests that carry none (the local server).
+pub fn caller(request: &Request) -> Caller {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or(Caller::Anonymous)
 }
 
-/// The authorizer's identity for this request: `user_id` from the authorizer context, else
-/// its `principalId` (REST API), else the `sub` claim of an HTTP API JWT authorizer.
+/// The authenticated user of this request, if any.
 pub fn principal(request: &Request) -> Option<String> {
-    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned).filter(|s| !s.is_empty());
-    match request.request_context_ref()? {
-        RequestContext::ApiGatewayV1(ctx) => {
-            let fields = &ctx.authorizer.fields;
-            fields
-                .get("user_id")
-                .and_then(text)
-                .or_else(|| fields.get("principalId").and_then(text))
-        }
-        RequestContext::ApiGatewayV2(ctx) => {
-            let authorizer = ctx.authorizer.as_ref()?;
-            authorizer.fields.get("user_id").and_then(text).or_else(|| {
-                authorizer
-                    .jwt
-                    .as_ref()
-                    .and_then(|jwt| jwt.claims.get("sub").cloned())
-                    .filter(|s| !s.is_empty())
-            })
-        }
-        _ => None,
-    }
+    caller(request).principal().map(str::to_owned)
 }
 
 /// A query parameter, from the event's parsed parameters or, for plain HTTP requests (the local
@@ -178,48 +196,14 @@ fn query_param(request: &Request, name: &str) -> Option<String> {
     if let Some(params) = request.query_string_parameters_ref() {
         return params.first(name).map(str::to_owned);
     }
-    request.uri().query().and_then(|query| {
-        query.split('&').find_map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (key == name).then(|| percent_decode(value))
-        })
-    })
-}
-
-fn percent_decode(text: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        char::from(b)
-            .to_digit(16)
-            .and_then(|d| u8::try_from(d).ok())
-    }
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let decoded = match bytes[i] {
-            b'%' => {
-                let hi = bytes.get(i + 1).copied().and_then(hex);
-                let lo = bytes.get(i + 2).copied().and_then(hex);
-                match (hi, lo) {
-                    (Some(hi), Some(lo)) => {
-                        i += 2;
-                        hi * 16 + lo
-                    }
-                    _ => b'%',
-                }
-            }
-            b'+' => b' ',
-            b => b,
-        };
-        out.push(decoded);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let query = event::parse_query(request.uri().query()?);
+    query.get(name)?.first().cloned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::percent_decode;
 
     #[test]
     fn query_parameters_come_from_the_uri_when_not_parsed() {
@@ -242,22 +226,27 @@ mod tests {
         );
     }
 
+    fn decoded(fixture: &str) -> Request {
+        let event: Value = serde_json::from_str(fixture).unwrap_or_default();
+        match event::decode(&event, "sub", "/api/v1/chat") {
+            Incoming::Request { request, .. } => *request,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn principals_come_from_the_authorizer_context() {
-        let v1 = lambda_http::request::from_str(include_str!(
+        let v1 = decoded(include_str!(
             "../../../tests/fixtures/apigw_v1_post_chat_authorized.json"
-        ))
-        .unwrap_or_default();
+        ));
         assert_eq!(principal(&v1).as_deref(), Some("user-a"));
-        let v2 = lambda_http::request::from_str(include_str!(
+        let v2 = decoded(include_str!(
             "../../../tests/fixtures/apigw_v2_post_chat.json"
-        ))
-        .unwrap_or_default();
+        ));
         assert_eq!(principal(&v2).as_deref(), Some("user-b"));
-        let public = lambda_http::request::from_str(include_str!(
+        let public = decoded(include_str!(
             "../../../tests/fixtures/apigw_v1_post_chat.json"
-        ))
-        .unwrap_or_default();
+        ));
         assert_eq!(principal(&public), None);
     }
 }

@@ -163,12 +163,11 @@ impl ChatService {
                     outcome,
                 });
                 let answer = result.map_err(|f| f.error.with_request_id(&id))?;
-                Ok(ApiResponse::ok(json!(ChatAnswer {
-                    result: answer.text,
-                    session_id: request.session_id,
-                    request_id: id,
-                    agent: answer.agent,
-                })))
+                Ok(ApiResponse::ok(json!(ChatAnswer::of(
+                    answer,
+                    &request.session_id,
+                    &id
+                ))))
             }
             Execution::Sync { input, store, wait } => {
                 enqueue(input.as_ref(), &request).await?;

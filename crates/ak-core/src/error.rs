@@ -64,6 +64,14 @@ pub enum ApiError {
         /// What failed, without secrets or request bodies.
         message: String,
     },
+    /// The model provider's content filter blocked the prompt or the answer.
+    #[error("{message}")]
+    ContentFiltered {
+        /// The request that was filtered.
+        request_id: Option<String>,
+        /// What happened and what the client can do.
+        message: String,
+    },
     /// A queue or store could not be reached.
     #[error("{backend} is unavailable; try again shortly")]
     ServiceUnavailable {
@@ -108,6 +116,7 @@ impl ApiError {
     pub fn with_request_id(mut self, id: &str) -> Self {
         match &mut self {
             ApiError::ModelProvider { request_id, .. }
+            | ApiError::ContentFiltered { request_id, .. }
             | ApiError::ServiceUnavailable { request_id, .. }
             | ApiError::Internal { request_id, .. } => {
                 request_id.get_or_insert_with(|| id.to_owned());
@@ -128,6 +137,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::ModelProvider { .. } => StatusCode::BAD_GATEWAY,
+            ApiError::ContentFiltered { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::ServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -145,6 +155,7 @@ impl ApiError {
             ApiError::ResponseNotFound { .. } => "response_not_found",
             ApiError::ResponseTimeout { .. } => "response_timeout",
             ApiError::ModelProvider { .. } => "model_provider",
+            ApiError::ContentFiltered { .. } => "content_filtered",
             ApiError::ServiceUnavailable { .. } => "service_unavailable",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::Conflict(_) => "conflict",
@@ -173,6 +184,10 @@ impl ApiError {
             ApiError::ServiceUnavailable { request_id, .. } => {
                 with_id(json!({"error": self.to_string()}), request_id)
             }
+            ApiError::ContentFiltered { request_id, .. } => with_id(
+                json!({"error": self.to_string(), "reason": "content_filter"}),
+                request_id,
+            ),
             ApiError::Internal { request_id, .. } => {
                 with_id(json!({"error": "internal error"}), request_id)
             }

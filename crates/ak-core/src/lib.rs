@@ -4,6 +4,8 @@
 //!   and `AK_` environment variables, validated at cold start.
 //! - [`request`]: chat requests in both payload shapes, their validation and ids.
 //! - [`response`] and [`error`]: JSON answers, and the one error type mapped to HTTP statuses.
+//! - [`event`]: the Lambda events of every front door (REST and HTTP APIs, function URLs, ALB,
+//!   direct invokes) read tolerantly into requests, and answers in each door's format.
 //! - [`router`]: the chat endpoint and custom routes on `lambda_http` requests.
 //! - [`api`], [`chat`] and [`pipeline`]: the request handler in each execution mode, the agent
 //!   runner and the response handler, as the Lambda functions and the local server run them.
@@ -22,6 +24,7 @@ pub mod aws;
 pub mod chat;
 pub mod config;
 pub mod error;
+pub mod event;
 pub mod https;
 pub mod lambda;
 pub mod logging;

@@ -11,7 +11,8 @@ use crate::ports::{
 };
 use crate::request::RunRequest;
 use crate::response::ChatAnswer;
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse};
+use serde_json::Value as Json;
 
 /// The SQS event types the handlers take, for crates that drive them.
 pub mod sqs {
@@ -42,6 +43,7 @@ fn failures(ids: Vec<String>) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
     response.batch_item_failures = ids
         .into_iter()
+        .filter(|id| !id.is_empty())
         .map(|id| {
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = id;
@@ -87,25 +89,20 @@ impl AgentRunnerHandler {
     /// after another; different sessions run concurrently. After a record of a session must be
     /// retried, the later records of that session are handed back too, so order holds. Past
     /// `deadline` (minus a margin) no new record starts; the rest are handed back.
-    pub async fn handle(
-        &self,
-        records: Vec<SqsMessage>,
-        deadline: Option<Instant>,
-    ) -> SqsBatchResponse {
+    pub async fn handle(&self, records: Vec<Json>, deadline: Option<Instant>) -> SqsBatchResponse {
         let mut groups: BTreeMap<String, Vec<(String, Delivery)>> = BTreeMap::new();
         let mut failed = Vec::new();
         for record in records {
-            let id = record.message_id.clone().unwrap_or_default();
-            match QueueMessage::from_sqs_record(&record) {
+            match QueueMessage::from_record(&record) {
                 Ok(delivery) => groups
                     .entry(delivery.message.session_id.clone())
                     .or_default()
-                    .push((id, delivery)),
+                    .push((delivery.message_id.clone(), delivery)),
                 Err(e) => {
                     // Unreadable: nobody can be answered. Hand it back so the queue's redrive
                     // policy moves it to the dead-letter queue for inspection.
-                    tracing::error!(message_id = %id, error = %e, "unreadable input record");
-                    failed.push(id);
+                    tracing::error!(error = %e, "unreadable input record");
+                    failed.extend(reportable(&record));
                 }
             }
         }
@@ -171,8 +168,8 @@ impl AgentRunnerHandler {
                 return Outcome::Retry;
             }
         }
-        let request = match RunRequest::from_value(message.body.clone(), message.user_id.as_deref())
-        {
+        let caller = crate::request::Caller::from_principal(message.user_id.as_deref());
+        let request = match RunRequest::from_value(message.body.clone(), &caller) {
             Ok(mut request) => {
                 // The attributes are authoritative for identity.
                 request.request_id = id.clone();
@@ -198,15 +195,7 @@ impl AgentRunnerHandler {
         let answer = match result {
             Ok(answer) => {
                 run(&answer.agent, answer.total_tokens, answer.model_ms, "ok");
-                (
-                    200,
-                    json!(ChatAnswer {
-                        result: answer.text,
-                        session_id: request.session_id.clone(),
-                        request_id: id.clone(),
-                        agent: answer.agent,
-                    }),
-                )
+                (200, json!(ChatAnswer::of(answer, &request.session_id, id)))
             }
             Err(failure) => {
                 run("", 0, 0.0, failure.error.class());
@@ -271,6 +260,22 @@ fn error_answer(request_id: &str, error: &ApiError, message: Option<&str>) -> (u
     (error.status().as_u16(), body)
 }
 
+/// The id under which a failed record is reported. A record without a `messageId` (never sent
+/// by SQS) cannot be reported: naming no id would make Lambda retry the whole batch, so it is
+/// logged and dropped instead.
+fn reportable(record: &Json) -> Option<String> {
+    let id = record
+        .get("messageId")
+        .and_then(Json::as_str)
+        .filter(|id| !id.is_empty());
+    if id.is_none() {
+        tracing::error!(
+            "a record without messageId cannot be reported as a batch item failure; dropped"
+        );
+    }
+    id.map(str::to_owned)
+}
+
 /// The response handler: stores each output record by request id; idempotent.
 pub struct ResponseHandler {
     store: Arc<dyn ResponseStore>,
@@ -283,16 +288,16 @@ impl ResponseHandler {
     }
 
     /// Handles one SQS batch of answers.
-    pub async fn handle(&self, records: Vec<SqsMessage>) -> SqsBatchResponse {
+    pub async fn handle(&self, records: Vec<Json>) -> SqsBatchResponse {
         let puts = records.into_iter().map(|record| async move {
-            let id = record.message_id.clone().unwrap_or_default();
-            let delivery = match QueueMessage::from_sqs_record(&record) {
+            let delivery = match QueueMessage::from_record(&record) {
                 Ok(d) => d,
                 Err(e) => {
-                    tracing::error!(message_id = %id, error = %e, "unreadable output record");
-                    return Some(id);
+                    tracing::error!(error = %e, "unreadable output record");
+                    return reportable(&record);
                 }
             };
+            let id = delivery.message_id.clone();
             let message = delivery.message;
             let record = ResponseRecord {
                 request_id: message.request_id,
@@ -325,7 +330,7 @@ impl ResponseHandler {
 /// many records were handled.
 pub async fn pump<F, Fut>(queue: &dyn Queue, wait: Duration, handle: F) -> Result<usize, PortError>
 where
-    F: FnOnce(Vec<SqsMessage>) -> Fut,
+    F: FnOnce(Vec<Json>) -> Fut,
     Fut: Future<Output = SqsBatchResponse>,
 {
     let records = queue.receive(10, wait).await?;
@@ -342,6 +347,10 @@ where
         })
         .collect();
     let count = records.len();
+    let records = records
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap_or(Json::Null))
+        .collect();
     let response = handle(records).await;
     for (id, receipt) in receipts {
         let failed = response

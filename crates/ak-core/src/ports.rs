@@ -192,7 +192,26 @@ impl QueueMessage {
     /// Reads a record of a Lambda SQS event. The session id falls back to the body's
     /// `session_id` for messages sent by other producers.
     pub fn from_sqs_record(record: &SqsMessage) -> Result<Delivery, MessageError> {
-        let message_id = record.message_id.clone().unwrap_or_default();
+        let value = serde_json::to_value(record).map_err(|e| MessageError {
+            message_id: record
+                .message_id
+                .clone()
+                .unwrap_or_else(|| "(none)".to_owned()),
+            problem: format!("cannot be read: {e}"),
+        })?;
+        Self::from_record(&value)
+    }
+
+    /// Reads one record of a Lambda SQS event from its JSON, looking only at what this runtime
+    /// uses (`messageId`, `body`, the `String` message attributes, `ApproximateReceiveCount`),
+    /// so a malformed part it does not use (a `binaryValue` that is not base64, say) does not
+    /// make the record unreadable.
+    pub fn from_record(record: &Value) -> Result<Delivery, MessageError> {
+        let message_id = record
+            .get("messageId")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let problem = |p: String| MessageError {
             message_id: if message_id.is_empty() {
                 "(none)".to_owned()
@@ -203,14 +222,16 @@ impl QueueMessage {
         };
         let attr = |name: &str| {
             record
-                .message_attributes
-                .get(name)
-                .and_then(|a| a.string_value.clone())
+                .get("messageAttributes")
+                .and_then(|a| a.get(name))
+                .and_then(|a| a.get("stringValue"))
+                .and_then(Value::as_str)
                 .filter(|v| !v.is_empty())
+                .map(str::to_owned)
         };
         let text = record
-            .body
-            .as_deref()
+            .get("body")
+            .and_then(Value::as_str)
             .ok_or_else(|| problem("has no body".to_owned()))?;
         let body: Value =
             serde_json::from_str(text).map_err(|e| problem(format!("body is not JSON: {e}")))?;
@@ -232,11 +253,14 @@ impl QueueMessage {
                     .ok_or_else(|| problem(format!("status_code {s:?} is not an HTTP status")))?,
             ),
         };
-        let receive_count = record
-            .attributes
-            .get("ApproximateReceiveCount")
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(1);
+        let receive_count = match record
+            .get("attributes")
+            .and_then(|a| a.get("ApproximateReceiveCount"))
+        {
+            Some(Value::String(c)) => c.trim().parse().unwrap_or(1),
+            Some(Value::Number(n)) => n.as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(1),
+            _ => 1,
+        };
         Ok(Delivery {
             message: QueueMessage {
                 request_id,
@@ -248,6 +272,18 @@ impl QueueMessage {
             message_id,
             receive_count,
         })
+    }
+}
+
+/// The records of a Lambda SQS event (`Records`), each as its own JSON so one malformed record
+/// cannot make the others unreadable. An event without a `Records` list has none.
+pub fn sqs_records(event: Value) -> Vec<Value> {
+    match event {
+        Value::Object(mut map) => match map.remove("Records") {
+            Some(Value::Array(records)) => records,
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
     }
 }
 
@@ -381,6 +417,10 @@ pub struct AgentAnswer {
     pub total_tokens: u64,
     /// Time spent waiting for the model.
     pub model_ms: f64,
+    /// The model declined to answer; `text` is its refusal.
+    pub refusal: bool,
+    /// The token limit cut the answer off; `text` is what was written.
+    pub truncated: bool,
 }
 
 /// Why a run produced no answer, as the client will see it, and whether a retry may help.

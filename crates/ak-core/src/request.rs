@@ -19,6 +19,36 @@ pub const MAX_AGENT_NAME_LEN: usize = 64;
 
 const ID_CHARS: &str = "letters, digits and . _ - : @ =";
 
+/// Who is calling, as the front door vouches for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// No authorizer ran (a public API, a direct invoke, the local server): a `user_id` in the
+    /// body names the user.
+    Anonymous,
+    /// An authorizer (ours, Cognito, a JWT authorizer, IAM) vouched for this user.
+    Authenticated(String),
+    /// An authorizer ran but named nobody: the user is unknown, and a body `user_id` is ignored.
+    AuthorizedUnnamed,
+}
+
+impl Caller {
+    /// The caller for a known principal (`Some`), else anonymous.
+    pub fn from_principal(principal: Option<&str>) -> Self {
+        match principal {
+            Some(p) => Caller::Authenticated(p.to_owned()),
+            None => Caller::Anonymous,
+        }
+    }
+
+    /// The authenticated user, if any.
+    pub fn principal(&self) -> Option<&str> {
+        match self {
+            Caller::Authenticated(user) => Some(user),
+            Caller::Anonymous | Caller::AuthorizedUnnamed => None,
+        }
+    }
+}
+
 /// One chat turn to run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRequest {
@@ -37,14 +67,14 @@ pub struct RunRequest {
 }
 
 impl RunRequest {
-    /// Parses a request body in either shape. `principal`, when the authorizer supplied one,
-    /// is the user id whatever the body says.
-    pub fn from_json(body: &[u8], principal: Option<&str>) -> Result<Self, ApiError> {
-        Self::from_value(parse_json_object(body)?, principal)
+    /// Parses a request body in either shape. An authenticated `caller` is the user whatever
+    /// the body says; the body's `user_id` counts only for anonymous callers.
+    pub fn from_json(body: &[u8], caller: &Caller) -> Result<Self, ApiError> {
+        Self::from_value(parse_json_object(body)?, caller)
     }
 
     /// Parses an already-decoded body in either shape.
-    pub fn from_value(value: Value, principal: Option<&str>) -> Result<Self, ApiError> {
+    pub fn from_value(value: Value, caller: &Caller) -> Result<Self, ApiError> {
         let Value::Object(mut outer) = value else {
             return Err(not_an_object());
         };
@@ -99,9 +129,10 @@ impl RunRequest {
             check_id("session_id", id)?;
         }
         let body_user = optional_string(&mut fields, "user_id")?;
-        let user_id = match principal {
-            Some(p) => Some(p.to_owned()),
-            None => body_user,
+        let user_id = match caller {
+            Caller::Authenticated(p) => Some(p.clone()),
+            Caller::Anonymous => body_user,
+            Caller::AuthorizedUnnamed => None,
         };
         if let Some(user) = &user_id {
             check_user_id(user)?;
@@ -234,7 +265,8 @@ mod tests {
     use serde_json::json;
 
     fn parse(v: Value) -> Result<RunRequest, String> {
-        RunRequest::from_json(v.to_string().as_bytes(), None).map_err(|e| e.to_string())
+        RunRequest::from_json(v.to_string().as_bytes(), &Caller::Anonymous)
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -289,13 +321,18 @@ mod tests {
     #[test]
     fn the_principal_overrides_a_body_user_id() {
         let body = json!({"prompt": "hi", "user_id": "mallory"}).to_string();
-        let r =
-            RunRequest::from_json(body.as_bytes(), Some("alice")).unwrap_or_else(|e| panic!("{e}"));
+        let alice = Caller::Authenticated("alice".into());
+        let r = RunRequest::from_json(body.as_bytes(), &alice).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.user_id.as_deref(), Some("alice"));
         let body = json!({"user_id": "mallory", "body": {"prompt": "hi"}}).to_string();
-        let r =
-            RunRequest::from_json(body.as_bytes(), Some("alice")).unwrap_or_else(|e| panic!("{e}"));
+        let r = RunRequest::from_json(body.as_bytes(), &alice).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.user_id.as_deref(), Some("alice"));
+        let r = RunRequest::from_json(body.as_bytes(), &Caller::AuthorizedUnnamed)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            r.user_id, None,
+            "an authorized caller cannot name a user in the body"
+        );
     }
 
     #[test]
@@ -338,7 +375,7 @@ mod tests {
             (br#"{"request_id": "r", "body": {}}"#, "prompt is required"),
         ];
         for (body, expected) in cases {
-            let err = RunRequest::from_json(body, None)
+            let err = RunRequest::from_json(body, &Caller::Anonymous)
                 .err()
                 .unwrap_or_else(|| panic!("{:?} should fail", String::from_utf8_lossy(body)));
             assert_eq!(err.status().as_u16(), 400);
@@ -350,14 +387,15 @@ mod tests {
         }
         let long = "a".repeat(MAX_ID_LEN + 1);
         let body = json!({"prompt": "x", "session_id": long}).to_string();
-        assert!(RunRequest::from_json(body.as_bytes(), None).is_err());
+        assert!(RunRequest::from_json(body.as_bytes(), &Caller::Anonymous).is_err());
     }
 
     #[test]
     fn queue_body_round_trips() {
         let r = parse(json!({"prompt": "p", "agent": "math", "session_id": "s", "k": 1}))
             .unwrap_or_else(|e| panic!("{e}"));
-        let again = RunRequest::from_value(r.queue_body(), None).unwrap_or_else(|e| panic!("{e}"));
+        let again = RunRequest::from_value(r.queue_body(), &Caller::Anonymous)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again.prompt, r.prompt);
         assert_eq!(again.agent, r.agent);
         assert_eq!(again.session_id, r.session_id);
@@ -369,7 +407,7 @@ mod tests {
 
         #[test]
         fn arbitrary_bytes_never_panic_and_fail_as_400(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
-            if let Err(e) = RunRequest::from_json(&bytes, None) {
+            if let Err(e) = RunRequest::from_json(&bytes, &Caller::Anonymous) {
                 proptest::prop_assert_eq!(e.status().as_u16(), 400);
             }
             let _ = poll_request_id(None, &bytes);
@@ -382,9 +420,10 @@ mod tests {
             extra in ".{0,50}",
         ) {
             let body = json!({"prompt": prompt, "session_id": session, "extra": extra});
-            let r = RunRequest::from_json(body.to_string().as_bytes(), Some("user"));
+            let user = Caller::Authenticated("user".into());
+            let r = RunRequest::from_json(body.to_string().as_bytes(), &user);
             let r = r.map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
-            let again = RunRequest::from_value(r.queue_body(), Some("user"))
+            let again = RunRequest::from_value(r.queue_body(), &user)
                 .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
             proptest::prop_assert_eq!(&again.prompt, &r.prompt);
             proptest::prop_assert_eq!(&again.session_id, &session);

@@ -66,4 +66,30 @@ pub struct ChatAnswer {
     pub request_id: String,
     /// The agent that produced the answer (after handoffs).
     pub agent: String,
+    /// `true` when the model declined to answer: `result` is its refusal. Omitted otherwise.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub refusal: bool,
+    /// `true` when the model's token limit cut the answer off: `result` is what it wrote.
+    /// Omitted otherwise.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub truncated: bool,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl ChatAnswer {
+    /// The answer of a finished run.
+    pub fn of(answer: crate::ports::AgentAnswer, session_id: &str, request_id: &str) -> Self {
+        Self {
+            result: answer.text,
+            session_id: session_id.to_owned(),
+            request_id: request_id.to_owned(),
+            agent: answer.agent,
+            refusal: answer.refusal,
+            truncated: answer.truncated,
+        }
+    }
 }

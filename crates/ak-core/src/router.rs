@@ -1,14 +1,15 @@
 //! Routes of the HTTP API: the chat endpoint at `/{API_BASE_PATH}/{API_VERSION}/{AGENT_ENDPOINT}`
 //! and custom routes registered in Rust under `/{API_BASE_PATH}/{API_VERSION}`.
 //!
-//! The router works on `lambda_http` requests, so REST API (v1), HTTP API (v2) and function URL
-//! events route the same way. An API Gateway stage prefix is not part of the path, a trailing
-//! slash is tolerated, an unknown path is 404 and a known path with the wrong method is 405.
+//! The router works on `lambda_http` requests (built from any front door's event by
+//! [`crate::event`], or by the local server), so every front door routes the same way. What
+//! stands in front of the base path — an API Gateway stage, a custom domain's base path mapping
+//! (`/assistant/api/v1/chat`) or an HTTP API mapping key — is not part of the route; a trailing
+//! slash is tolerated; an unknown path is 404 and a known path with the wrong method is 405.
 
 use crate::error::ApiError;
 use crate::response::ApiResponse;
 use http::Method;
-use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
 use std::future::Future;
 use std::pin::Pin;
@@ -275,14 +276,8 @@ impl Router {
         &self.paths
     }
 
-    /// Finds the route for a request. A direct Lambda invoke (not an HTTP event) is a chat request.
+    /// Finds the route for a request.
     pub fn resolve(&self, request: &Request) -> Result<Route, ApiError> {
-        if matches!(
-            request.request_context_ref(),
-            Some(RequestContext::PassThrough)
-        ) {
-            return Ok(Route::Chat);
-        }
         let path = self.route_path(request);
         let method = request.method();
         if path == self.paths.chat {
@@ -314,28 +309,20 @@ impl Router {
         }
     }
 
-    /// The path to route on: without the API Gateway stage, without a trailing slash.
+    /// The path to route on: from the first point where the path falls under the base path,
+    /// so a stage, a custom domain's base path mapping or an HTTP API mapping key in front of
+    /// it does not count; empty segments and a trailing slash are ignored. A path that never
+    /// falls under the base is returned whole (for the 404 message).
     fn route_path(&self, request: &Request) -> String {
         let raw = match request.raw_http_path() {
             "" => request.uri().path(),
             raw => raw,
         };
-        let mut path = raw.to_owned();
-        // HTTP APIs with a named stage put it in rawPath; drop it unless the path without it
-        // would not fall under our base (the base path may itself equal the stage name).
-        if let Some(stage) = stage(request) {
-            let prefix = format!("/{stage}");
-            if let Some(rest) = path.strip_prefix(&prefix)
-                && rest.starts_with('/')
-                && under(rest, &self.paths.base)
-            {
-                path = rest.to_owned();
-            }
-        }
-        while path.len() > 1 && path.ends_with('/') {
-            path.pop();
-        }
-        path
+        let segments: Vec<&str> = raw.split('/').filter(|s| !s.is_empty()).collect();
+        (0..=segments.len())
+            .map(|skip| format!("/{}", segments[skip..].join("/")))
+            .find(|candidate| under(candidate, &self.paths.base))
+            .unwrap_or_else(|| format!("/{}", segments.join("/")))
     }
 }
 
@@ -373,15 +360,6 @@ pub fn request_summary(request: &Request) -> serde_json::Value {
 fn under(path: &str, base: &str) -> bool {
     path.strip_prefix(base)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-}
-
-fn stage(request: &Request) -> Option<String> {
-    let stage = match request.request_context_ref()? {
-        RequestContext::ApiGatewayV1(ctx) => ctx.stage.clone(),
-        RequestContext::ApiGatewayV2(ctx) => ctx.stage.clone(),
-        _ => None,
-    }?;
-    (stage != "$default" && !stage.is_empty()).then_some(stage)
 }
 
 #[cfg(test)]

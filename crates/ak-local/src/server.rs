@@ -7,7 +7,7 @@ use ak_agents::{AgentRuntime, ToolRegistry};
 use ak_core::adapters::{self, AwsConfig, required_output_queue, required_response_store};
 use ak_core::api::Api;
 use ak_core::chat::ChatService;
-use ak_core::pipeline::sqs::{SqsBatchResponse, SqsMessage};
+use ak_core::pipeline::sqs::SqsBatchResponse;
 use ak_core::pipeline::{AgentRunnerHandler, ResponseHandler, pump};
 use ak_core::ports::{AgentRunner, Queue};
 use ak_core::router::{RouterBuilder, request_summary};
@@ -79,7 +79,10 @@ impl LocalServer {
         let mode = settings.execution.mode();
         let chat = ChatService::from_settings(settings, &aws, Some(runtime.clone())).await?;
         let router = reference_routes(RoutePaths::from_env()?).build()?;
-        let api = Arc::new(Api::new(router, chat, settings.api.max_body_bytes));
+        let api = Arc::new(
+            Api::new(router, chat, settings.api.max_body_bytes)
+                .with_principal_claim(&settings.auth.principal_claim),
+        );
 
         let mut tasks = Vec::new();
         if mode.uses_queues() {
@@ -144,7 +147,7 @@ impl LocalServer {
 /// Polls `queue` forever, handing each batch to `handle` and deleting what succeeded.
 async fn drive<F, Fut>(queue: Arc<dyn Queue>, name: &'static str, handle: F)
 where
-    F: Fn(Vec<SqsMessage>) -> Fut,
+    F: Fn(Vec<Value>) -> Fut,
     Fut: std::future::Future<Output = SqsBatchResponse>,
 {
     loop {

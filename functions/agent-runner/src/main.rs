@@ -6,8 +6,10 @@ use ak_core::adapters::{
     AwsConfig, check_shared_backends, required_output_queue, required_response_store,
 };
 use ak_core::pipeline::{AgentRunnerHandler, deadline_from_epoch_ms};
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use ak_core::ports::sqs_records;
+use aws_lambda_events::sqs::SqsBatchResponse;
 use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::Value;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -29,12 +31,14 @@ async fn setup() -> Result<AgentRunnerHandler, Box<dyn std::error::Error>> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let handler = Arc::new(ak_core::lambda::start(setup()).await?);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let handler = handler.clone();
         async move {
             let deadline = deadline_from_epoch_ms(event.context.deadline);
             Ok::<SqsBatchResponse, Infallible>(
-                handler.handle(event.payload.records, Some(deadline)).await,
+                handler
+                    .handle(sqs_records(event.payload), Some(deadline))
+                    .await,
             )
         }
     }))

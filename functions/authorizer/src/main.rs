@@ -28,7 +28,8 @@ async fn setup() -> Result<Authorizer, Box<dyn std::error::Error>> {
     let jwt = settings.auth.jwt.as_ref().ok_or(
         "auth.jwt is not configured: set AK_AUTH__JWT__SECRET (or __SECRET_FILE, __PUBLIC_KEY_PEM, __JWKS_URL)",
     )?;
-    Ok(Authorizer::new(Arc::new(JwtValidator::from_settings(jwt)?)))
+    Ok(Authorizer::new(Arc::new(JwtValidator::from_settings(jwt)?))
+        .with_token_header(&settings.auth.token_header))
 }
 
 #[tokio::main(flavor = "current_thread")]

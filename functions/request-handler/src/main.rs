@@ -9,7 +9,8 @@ use ak_core::config::ExecutionMode;
 use ak_core::ports::AgentRunner;
 use ak_core::router::request_summary;
 use ak_core::{ApiError, RoutePaths, Router, Settings};
-use lambda_http::{Request, service_fn};
+use lambda_http::Request;
+use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -49,15 +50,18 @@ async fn setup() -> Result<Api, Box<dyn std::error::Error>> {
         .get("/app", app)
         .post("/app_info", app_info)
         .build()?;
-    Ok(Api::new(router, chat, settings.api.max_body_bytes))
+    Ok(Api::new(router, chat, settings.api.max_body_bytes)
+        .with_principal_claim(&settings.auth.principal_claim))
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), lambda_http::Error> {
+async fn main() -> Result<(), lambda_runtime::Error> {
     let api = Arc::new(ak_core::lambda::start(setup()).await?);
-    lambda_http::run(service_fn(move |event: Request| {
+    // Events are read by `Api::handle_event` from plain JSON, so no event, however odd, fails
+    // the invocation: every one gets an HTTP answer in its front door's format.
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let api = api.clone();
-        async move { Ok::<_, Infallible>(api.handle(event).await) }
+        async move { Ok::<Value, Infallible>(api.handle_event(event.payload).await) }
     }))
     .await
 }

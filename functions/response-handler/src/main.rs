@@ -3,8 +3,10 @@
 use ak_core::Settings;
 use ak_core::adapters::{AwsConfig, check_shared_backends, required_response_store};
 use ak_core::pipeline::ResponseHandler;
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use ak_core::ports::sqs_records;
+use aws_lambda_events::sqs::SqsBatchResponse;
 use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::Value;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -20,9 +22,11 @@ async fn setup() -> Result<ResponseHandler, Box<dyn std::error::Error>> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let handler = Arc::new(ak_core::lambda::start(setup()).await?);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let handler = handler.clone();
-        async move { Ok::<SqsBatchResponse, Infallible>(handler.handle(event.payload.records).await) }
+        async move {
+            Ok::<SqsBatchResponse, Infallible>(handler.handle(sqs_records(event.payload)).await)
+        }
     }))
     .await
 }

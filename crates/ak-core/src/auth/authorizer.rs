@@ -1,5 +1,6 @@
-//! The API Gateway Lambda authorizer: REQUEST events (the `Authorization` header, any case) and
-//! TOKEN events (`authorizationToken`), `Bearer ` prefix optional.
+//! The API Gateway Lambda authorizer: REQUEST events (the `Authorization` header, any case, or
+//! the header `auth.token_header` names) and TOKEN events (`authorizationToken`), `Bearer `
+//! prefix optional.
 //!
 //! Allow: an IAM policy for every method and path of the API's stage (derived from `methodArn`,
 //! so a cached Allow serves every route), principal = the token's subject, context = its scalar
@@ -25,12 +26,23 @@ pub struct Unauthorized;
 #[derive(Clone)]
 pub struct Authorizer {
     validator: Arc<dyn AuthValidator>,
+    token_header: String,
 }
 
 impl Authorizer {
-    /// An authorizer asking `validator`.
+    /// An authorizer asking `validator`, reading REQUEST events' `Authorization` header.
     pub fn new(validator: Arc<dyn AuthValidator>) -> Self {
-        Self { validator }
+        Self {
+            validator,
+            token_header: "authorization".to_owned(),
+        }
+    }
+
+    /// Reads the token of REQUEST events from this header (any case) instead: HTTP API and
+    /// REST authorizers can name another identity source.
+    pub fn with_token_header(mut self, header: &str) -> Self {
+        self.token_header = header.trim().to_ascii_lowercase();
+        self
     }
 
     /// Answers one authorizer event: a policy document, or [`Unauthorized`].
@@ -50,7 +62,7 @@ impl Authorizer {
                 .get("authorizationToken")
                 .and_then(Value::as_str)
                 .map(str::to_owned),
-            _ => headers.get("authorization").cloned(),
+            _ => headers.get(&self.token_header).cloned(),
         };
         let Some(token) = raw.as_deref().map(strip_bearer).filter(|t| !t.is_empty()) else {
             tracing::info!(reason = "no token", "denied");
@@ -225,6 +237,23 @@ mod tests {
                 "{name}"
             );
         }
+        let rt = tokio::runtime::Builder::new_current_thread().build();
+        let rt = rt.unwrap_or_else(|e| panic!("{e}"));
+        let custom = Authorizer::new(Arc::new(Fixed)).with_token_header("X-Api-Token");
+        let event = |name: &str| json!({"type": "REQUEST", "methodArn": ARN, "headers": {name: "good", "authorization": "bad"}});
+        let out = rt.block_on(custom.handle(&event("x-api-token")));
+        assert_eq!(
+            out.map(|o| o["principalId"].clone()),
+            Ok(json!("user-a")),
+            "a configured header is read instead of Authorization"
+        );
+        assert_eq!(
+            rt.block_on(custom.handle(
+                &json!({"type": "REQUEST", "methodArn": ARN, "headers": {"authorization": "good"}})
+            )),
+            Err(Unauthorized),
+            "and Authorization is not read then"
+        );
         let bare =
             run(json!({"type": "REQUEST", "methodArn": ARN, "headers": {"authorization": "good"}}));
         assert_eq!(

@@ -576,11 +576,29 @@ impl Default for ModelSettings {
 }
 
 /// `auth.*`
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     /// The built-in JWT validator used by the authorizer function.
     pub jwt: Option<JwtSettings>,
+    /// The header the authorizer reads the token from in REQUEST events (any case); HTTP API
+    /// authorizers may use another identity source than `Authorization`.
+    #[serde(deserialize_with = "lenient::string")]
+    pub token_header: String,
+    /// The claim of a Cognito user pool (REST) or JWT (HTTP API) authorizer that names the user
+    /// in the request handler.
+    #[serde(deserialize_with = "lenient::string")]
+    pub principal_claim: String,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            jwt: None,
+            token_header: "Authorization".to_owned(),
+            principal_claim: "sub".to_owned(),
+        }
+    }
 }
 
 /// Algorithms the JWT validator can be allowed to accept. `none` is never one of them.
@@ -755,6 +773,17 @@ impl Settings {
         }
 
         self.check_agents(&err)?;
+        for (key, value) in [
+            ("auth.token_header", &self.auth.token_header),
+            ("auth.principal_claim", &self.auth.principal_claim),
+        ] {
+            if value.trim().is_empty() {
+                return Err(err(key, "must not be empty"));
+            }
+        }
+        if http::HeaderName::from_bytes(self.auth.token_header.trim().as_bytes()).is_err() {
+            return Err(err("auth.token_header", "is not an HTTP header name"));
+        }
         if let Some(jwt) = &self.auth.jwt {
             check_jwt(jwt, &err)?;
         }

@@ -3,10 +3,15 @@ use lambda_http::Body;
 use serde_json::{Value, json};
 
 macro_rules! fixture {
-    ($name:literal) => {
-        lambda_http::request::from_str(include_str!(concat!("../../../../tests/fixtures/", $name)))
-            .unwrap_or_else(|e| panic!("fixture {}: {e}", $name))
-    };
+    ($name:literal) => {{
+        let event: Value =
+            serde_json::from_str(include_str!(concat!("../../../../tests/fixtures/", $name)))
+                .unwrap_or_else(|e| panic!("fixture {}: {e}", $name));
+        match crate::event::decode(&event, "sub", "/api/v1/chat") {
+            crate::event::Incoming::Request { request, .. } => *request,
+            other => panic!("fixture {}: {other:?}", $name),
+        }
+    }};
 }
 
 fn reference_router(paths: RoutePaths) -> Router {
@@ -76,8 +81,11 @@ fn direct_invokes_are_chat_requests() {
     assert!(matches!(router.resolve(&simple), Ok(Route::Chat)));
     let envelope: Request = fixture!("direct_invoke_envelope.json");
     assert!(matches!(router.resolve(&envelope), Ok(Route::Chat)));
-    let parsed = crate::request::RunRequest::from_json(envelope.body().as_ref(), None)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let parsed = crate::request::RunRequest::from_json(
+        envelope.body().as_ref(),
+        &crate::request::Caller::Anonymous,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(parsed.request_id, "req-123");
 }
 
@@ -180,6 +188,33 @@ fn paths_come_from_the_environment() {
             ..
         })
     ));
+}
+
+#[test]
+fn stages_and_custom_domain_mappings_in_front_of_the_base_do_not_count() {
+    let router = reference_router(RoutePaths::default());
+    for path in [
+        "/assistant/api/v1/chat",
+        "/team/assistant/api/v1/chat/",
+        "/prod/api/v1/chat",
+        "//api//v1/chat",
+    ] {
+        assert!(
+            matches!(
+                router.resolve(&request(Method::POST, path)),
+                Ok(Route::Chat)
+            ),
+            "{path}"
+        );
+    }
+    assert!(matches!(
+        router.resolve(&request(Method::GET, "/assistant/api/v1/app")),
+        Ok(Route::Custom(_))
+    ));
+    match router.resolve(&request(Method::GET, "/assistant/api/v2/chat")) {
+        Err(ApiError::RouteNotFound { path }) => assert_eq!(path, "/assistant/api/v2/chat"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
