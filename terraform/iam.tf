@@ -4,12 +4,15 @@
 locals {
   response_table_arn = try(aws_dynamodb_table.responses[0].arn, null)
   session_table_arn  = try(aws_dynamodb_table.sessions[0].arn, null)
-  session_actions    = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query", "dynamodb:DescribeTable"]
+  # Turns are appended with TransactWriteItems, which IAM checks as one PutItem per item.
+  session_actions = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:DescribeTable"]
 
   function_statements = {
     request_handler = concat(
       module.decisions.queue_mode ? [{ Effect = "Allow", Action = ["sqs:SendMessage"], Resource = [aws_sqs_queue.input[0].arn] }] : [],
-      local.response_table_arn != null ? [{ Effect = "Allow", Action = ["dynamodb:GetItem"], Resource = [local.response_table_arn] }] : [],
+      # Registers request ids (idempotency keys) and reads answers; in direct mode also claims
+      # the request and stores its answer.
+      local.response_table_arn != null ? [{ Effect = "Allow", Action = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], Resource = [local.response_table_arn] }] : [],
       !module.decisions.queue_mode && local.session_table_arn != null ? [{ Effect = "Allow", Action = local.session_actions, Resource = [local.session_table_arn] }] : [],
     )
     agent_runner = concat(
@@ -17,13 +20,14 @@ locals {
         { Effect = "Allow", Action = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"], Resource = [aws_sqs_queue.input[0].arn] },
         { Effect = "Allow", Action = ["sqs:SendMessage"], Resource = [aws_sqs_queue.output[0].arn] },
       ] : [],
-      # Claims and, when the output queue is down, the answer itself.
-      local.response_table_arn != null ? [{ Effect = "Allow", Action = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], Resource = [local.response_table_arn] }] : [],
+      # Claims and, when the output queue is down, the answer itself (both updates).
+      local.response_table_arn != null ? [{ Effect = "Allow", Action = ["dynamodb:GetItem", "dynamodb:UpdateItem"], Resource = [local.response_table_arn] }] : [],
       local.session_table_arn != null ? [{ Effect = "Allow", Action = local.session_actions, Resource = [local.session_table_arn] }] : [],
     )
     response_handler = concat(
       module.decisions.queue_mode ? [{ Effect = "Allow", Action = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"], Resource = [aws_sqs_queue.output[0].arn] }] : [],
-      local.response_table_arn != null ? [{ Effect = "Allow", Action = ["dynamodb:PutItem"], Resource = [local.response_table_arn] }] : [],
+      # The answer is added to the request's item by a conditional update.
+      local.response_table_arn != null ? [{ Effect = "Allow", Action = ["dynamodb:UpdateItem"], Resource = [local.response_table_arn] }] : [],
     )
     authorizer = []
   }

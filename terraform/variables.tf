@@ -129,13 +129,14 @@ variable "queue" {
 }
 
 variable "response_store" {
-  description = "Response store: type (dynamodb | redis), redis_url (an existing Redis, e.g. ElastiCache), ttl, retry_count, delay."
+  description = "Response store: type (dynamodb | redis), redis_url (an existing Redis, e.g. ElastiCache), ttl, retry_count, delay, in_direct_mode (direct mode keeps one too, for idempotent request ids and polls; default true)."
   type = object({
-    type        = optional(string, "dynamodb")
-    redis_url   = optional(string, "")
-    ttl         = optional(number, 604800)
-    retry_count = optional(number, 5)
-    delay       = optional(number, 5)
+    type           = optional(string, "dynamodb")
+    in_direct_mode = optional(bool, true)
+    redis_url      = optional(string, "")
+    ttl            = optional(number, 604800)
+    retry_count    = optional(number, 5)
+    delay          = optional(number, 5)
   })
   default = {}
 

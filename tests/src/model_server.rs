@@ -50,6 +50,7 @@ struct Script {
     replies: VecDeque<Reply>,
     requests: Vec<Value>,
     calls: usize,
+    largest_request: usize,
 }
 
 /// A running scripted model; stops when dropped.
@@ -112,6 +113,14 @@ impl ScriptedModel {
     pub fn calls(&self) -> usize {
         self.script.lock().map(|s| s.calls).unwrap_or_default()
     }
+
+    /// The size in bytes of the largest request body received.
+    pub fn largest_request(&self) -> usize {
+        self.script
+            .lock()
+            .map(|s| s.largest_request)
+            .unwrap_or_default()
+    }
 }
 
 impl Drop for ScriptedModel {
@@ -152,6 +161,7 @@ async fn answer(
     let reply = {
         let mut script = script.lock().unwrap_or_else(|p| p.into_inner());
         script.calls += 1;
+        script.largest_request = script.largest_request.max(body.len());
         match script.replies.pop_front() {
             Some(reply) => {
                 script.requests.push(request);

@@ -106,6 +106,11 @@ async fn setup(replies: Vec<Reply>, max_turns: u32, timeout: Duration, max_retri
     }
 }
 
+const ALL: ak_core::ports::HistoryLimits = ak_core::ports::HistoryLimits {
+    max_items: usize::MAX,
+    max_bytes: usize::MAX,
+};
+
 fn ask(prompt: &str, session: &str) -> RunRequest {
     RunRequest::from_value(
         json!({"prompt": prompt, "session_id": session, "locale": "en-GB"}),
@@ -334,19 +339,20 @@ async fn a_follow_up_in_the_same_session_sends_the_earlier_turns() {
 
     let stored = s
         .sessions
-        .load("s-3")
+        .load("s-3", ALL)
         .await
         .ok()
         .flatten()
         .unwrap_or_default();
-    assert_eq!(stored.version, 2);
-    assert_eq!(stored.items.len(), 6);
+    assert_eq!(stored.next_seq, 2, "one turn per request");
+    let items: Vec<Value> = stored.turns.iter().flat_map(|t| t.items.clone()).collect();
+    assert_eq!(items.len(), 6);
     assert_eq!(
-        stored.items[1]["agent"], "triage",
+        items[1]["agent"], "triage",
         "the session records which agent acted"
     );
-    assert_eq!(stored.items[3]["agent"], "history");
-    assert_eq!(stored.items[5]["agent"], "history");
+    assert_eq!(items[3]["agent"], "history");
+    assert_eq!(items[5]["agent"], "history");
 }
 
 #[tokio::test]
@@ -385,7 +391,7 @@ async fn a_429_is_retried_and_a_400_is_not() {
     );
     assert_eq!(s.model.calls(), 1, "4xx is not retried");
     assert!(
-        s.sessions.load("s-5").await.ok().flatten().is_none(),
+        s.sessions.load("s-5", ALL).await.ok().flatten().is_none(),
         "a failed run saves nothing"
     );
     let api = ak_core::ApiError::from(err.unwrap_or_else(|| unreachable!()));

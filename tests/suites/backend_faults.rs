@@ -60,7 +60,11 @@ async fn redis_stopped_is_a_503_within_the_timeout() -> anyhow::Result<()> {
         "wait_for reports the outage instead of waiting it out"
     );
     assert!(started.elapsed() < Duration::from_secs(6));
-    let loaded = sessions.load("s").await;
+    let limits = ak_core::ports::HistoryLimits {
+        max_items: 10,
+        max_bytes: 10_000,
+    };
+    let loaded = sessions.load("s", limits).await;
     assert!(
         matches!(loaded, Err(PortError::Unavailable { .. })),
         "{loaded:?}"

@@ -186,12 +186,16 @@ impl Interop {
 
     /// The session's items; none of them may be an assistant message without text or calls.
     async fn session_items(&self, session: &str) -> Result<Vec<Value>, String> {
-        let items = self
+        let limits = ak_core::ports::HistoryLimits {
+            max_items: usize::MAX,
+            max_bytes: usize::MAX,
+        };
+        let items: Vec<Value> = self
             .sessions
-            .load(session)
+            .load(session, limits)
             .await
             .map_err(|e| e.to_string())?
-            .map(|s| s.items)
+            .map(|s| s.turns.into_iter().flat_map(|t| t.items).collect())
             .unwrap_or_default();
         for item in &items {
             let empty_text = item["content"].as_str().is_none_or(|t| t.trim().is_empty());

@@ -37,6 +37,7 @@ pub(crate) struct System {
     output: Arc<dyn Queue>,
     pub(crate) store: Arc<dyn ResponseStore>,
     pub(crate) model: ScriptedModel,
+    pub(crate) sessions: Arc<MemorySessionStore>,
 }
 
 async fn create_queue(visibility_secs: u32) -> String {
@@ -101,6 +102,7 @@ pub(crate) async fn system(
     tweak(&mut settings);
 
     let aws = AwsConfig::default();
+    let sessions = Arc::new(MemorySessionStore::default());
     let provider = OpenAiProvider::new(OpenAiConfig {
         base_url: model.base_url.clone(),
         api_key: Some(Secret::new("sk-e2e")),
@@ -113,7 +115,7 @@ pub(crate) async fn system(
             &settings,
             &ToolRegistry::new(),
             Arc::new(provider),
-            Arc::new(MemorySessionStore::default()),
+            sessions.clone(),
         )
         .unwrap_or_else(|e| panic!("{e}")),
     );
@@ -153,6 +155,7 @@ pub(crate) async fn system(
         output,
         store,
         model,
+        sessions,
     }
 }
 
@@ -689,8 +692,39 @@ async fn unreachable_queue_or_store_is_a_503_and_nothing_is_accepted() {
     let (status, _, body) =
         call(&api, event("POST", Some(r#"{"prompt": "hi"}"#), None, None)).await;
     assert_eq!(status, 503, "{body}");
-    assert_eq!(body["error"], "SQS is unavailable; try again shortly");
+    // The request id is registered in the store before the request is queued.
+    assert_eq!(body["error"], "Redis is unavailable; try again shortly");
     assert!(body["request_id"].as_str().is_some());
+    assert_ne!(body["status"], "ACCEPTED");
+
+    // The store up, the queue down: still nothing accepted.
+    let store: Arc<dyn ResponseStore> =
+        Arc::new(RedisResponseStore::new(&redis_settings(60)).unwrap_or_else(|e| panic!("{e}")));
+    let queue_down = Api::new(
+        router(),
+        ChatService::new(
+            Execution::Async {
+                input: Arc::new(SqsQueue::new(
+                    aws_sdk_sqs::Client::from_conf(
+                        aws_sdk_sqs::config::Builder::from(&base)
+                            .endpoint_url(format!("http://127.0.0.1:{closed}"))
+                            .build(),
+                    ),
+                    &format!("http://127.0.0.1:{closed}/123456789012/gone"),
+                )),
+            },
+            Some(store),
+            vec![],
+        ),
+        1 << 20,
+    );
+    let (status, _, body) = call(
+        &queue_down,
+        event("POST", Some(r#"{"prompt": "hi"}"#), None, None),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "SQS is unavailable; try again shortly");
     assert_ne!(body["status"], "ACCEPTED");
 
     let (status, _, body) = call(

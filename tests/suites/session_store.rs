@@ -4,7 +4,7 @@ use ak_core::adapters::dynamodb::DynamoSessionStore;
 use ak_core::adapters::memory::MemorySessionStore;
 use ak_core::adapters::redis::RedisSessionStore;
 use ak_core::config::DynamoDbSettings;
-use ak_core::ports::{PortError, SessionStore, StoredSession};
+use ak_core::ports::{Appended, HistoryLimits, PortError, SessionStore, Turn};
 use ak_tests::{create_session_table, dynamodb_client, redis_settings, unique_name};
 use serde_json::json;
 use std::sync::Arc;
@@ -30,101 +30,162 @@ async fn dynamodb() -> Arc<dyn SessionStore> {
     Arc::new(DynamoSessionStore::new(client, &settings).unwrap_or_else(|e| panic!("{e}")))
 }
 
-async fn save_then_load(store: Arc<dyn SessionStore>) {
-    let id = unique_name("session");
-    assert_eq!(
-        store.load(&id).await.unwrap_or_else(|e| panic!("{e}")),
-        None
-    );
-    let first = StoredSession {
-        items: vec![
-            json!({"role": "user", "content": "what is 12 * 7"}),
-            json!({"role": "assistant", "content": "84", "agent": "math"}),
-        ],
-        user_id: Some("user-a".into()),
-        version: 0,
-    };
-    let v1 = store
-        .save(&id, &first)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(v1, 1);
-    let loaded = store.load(&id).await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        loaded,
-        Some(StoredSession {
-            version: 1,
-            ..first.clone()
-        })
-    );
+const ALL: HistoryLimits = HistoryLimits {
+    max_items: usize::MAX,
+    max_bytes: usize::MAX,
+};
 
-    let mut next = loaded.unwrap_or_default();
-    next.items
-        .push(json!({"role": "user", "content": "and 13 * 7?"}));
-    let v2 = store
-        .save(&id, &next)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(v2, 2);
-    let loaded = store
-        .load(&id)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_default();
-    assert_eq!(loaded.items.len(), 3);
-    assert_eq!(loaded.version, 2);
+/// A turn of two messages whose answer is `answer`.
+pub(crate) fn turn(request_id: &str, user: Option<&str>, answer: &str) -> Turn {
+    Turn {
+        request_id: request_id.to_owned(),
+        fingerprint: format!("fp-{request_id}"),
+        user_id: user.map(str::to_owned),
+        items: vec![
+            json!({"role": "user", "content": format!("question of {request_id}")}),
+            json!({"role": "assistant", "content": answer, "agent": "history"}),
+        ],
+        created_at: 1,
+    }
 }
 
-async fn a_stale_save_is_a_conflict(store: Arc<dyn SessionStore>) {
+async fn append(store: &dyn SessionStore, id: &str, seq: u64, t: &Turn) -> Appended {
+    store
+        .append(id, seq, t)
+        .await
+        .unwrap_or_else(|e| panic!("append {seq}: {e}"))
+}
+
+async fn turns_append_and_load_in_order(store: Arc<dyn SessionStore>) {
     let id = unique_name("session");
-    let base = StoredSession {
-        items: vec![json!({"role": "user", "content": "hi"})],
-        user_id: None,
-        version: 0,
-    };
-    store
-        .save(&id, &base)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let loaded = store
-        .load(&id)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_default();
-
-    let mut turn_a = loaded.clone();
-    turn_a
-        .items
-        .push(json!({"role": "user", "content": "from request A"}));
-    let mut turn_b = loaded.clone();
-    turn_b
-        .items
-        .push(json!({"role": "user", "content": "from request B"}));
-    store
-        .save(&id, &turn_a)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let err = store.save(&id, &turn_b).await.err();
-    assert!(matches!(err, Some(PortError::Conflict { .. })), "{err:?}");
-    let after = store
-        .load(&id)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_default();
     assert_eq!(
-        after.items, turn_a.items,
-        "A's turn is kept, B's did not overwrite it"
+        store.load(&id, ALL).await.unwrap_or_else(|e| panic!("{e}")),
+        None
     );
+    for (seq, answer) in ["first", "second", "third"].iter().enumerate() {
+        let t = turn(&format!("r{seq}"), Some("user-a"), answer);
+        assert_eq!(
+            append(store.as_ref(), &id, seq as u64, &t).await,
+            Appended::Stored
+        );
+    }
+    let loaded = store
+        .load(&id, ALL)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("saved session not found"));
+    assert_eq!(loaded.next_seq, 3);
+    assert_eq!(loaded.user_id.as_deref(), Some("user-a"));
+    let answers: Vec<&str> = loaded
+        .turns
+        .iter()
+        .map(|t| t.items[1]["content"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(answers, ["first", "second", "third"]);
+    assert_eq!(loaded.turns[0], turn("r0", Some("user-a"), "first"));
+}
 
-    let fresh = StoredSession {
-        items: vec![],
-        user_id: None,
-        version: 0,
-    };
-    let err = store.save(&id, &fresh).await.err();
+async fn a_taken_number_is_a_conflict_and_a_known_request_a_duplicate(
+    store: Arc<dyn SessionStore>,
+) {
+    let id = unique_name("session");
+    append(store.as_ref(), &id, 0, &turn("r0", None, "a")).await;
+    let stale = store.append(&id, 0, &turn("r1", None, "b")).await;
     assert!(
-        matches!(err, Some(PortError::Conflict { .. })),
-        "creating over an existing session: {err:?}"
+        matches!(stale, Err(PortError::Conflict { ref session_id }) if *session_id == id),
+        "{stale:?}"
+    );
+    assert!(stale.err().is_some_and(|e| e.is_transient()));
+    append(store.as_ref(), &id, 1, &turn("r1", None, "b")).await;
+    // The same request again, whatever number it is given: not stored a second time.
+    for seq in [0, 2, 9] {
+        assert_eq!(
+            append(store.as_ref(), &id, seq, &turn("r0", None, "again")).await,
+            Appended::Duplicate,
+            "seq {seq}"
+        );
+    }
+    let loaded = store
+        .load(&id, ALL)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    assert_eq!(loaded.next_seq, 2);
+    assert_eq!(loaded.turns.len(), 2);
+}
+
+async fn loads_stop_at_the_limits_with_whole_turns_and_find_reaches_further(
+    store: Arc<dyn SessionStore>,
+) {
+    let id = unique_name("session");
+    for seq in 0..12u64 {
+        let t = turn(&format!("r{seq}"), None, &"x".repeat(100));
+        append(store.as_ref(), &id, seq, &t).await;
+    }
+    let by_items = HistoryLimits {
+        max_items: 5,
+        max_bytes: usize::MAX,
+    };
+    let loaded = store
+        .load(&id, by_items)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let ids: Vec<&str> = loaded.turns.iter().map(|t| t.request_id.as_str()).collect();
+    assert_eq!(ids, ["r10", "r11"], "two whole turns fit in five messages");
+    assert_eq!(loaded.next_seq, 12);
+    let size = turn("r0", None, &"x".repeat(100)).size();
+    let by_bytes = HistoryLimits {
+        max_items: usize::MAX,
+        max_bytes: 3 * size + size / 2,
+    };
+    let loaded = store
+        .load(&id, by_bytes)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    assert_eq!(loaded.turns.len(), 3);
+    let none = HistoryLimits {
+        max_items: 1,
+        max_bytes: usize::MAX,
+    };
+    let loaded = store
+        .load(&id, none)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    assert!(loaded.turns.is_empty(), "a turn is never cut");
+    assert_eq!(loaded.next_seq, 12);
+
+    let old = store
+        .find(&id, "r1")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(old.map(|t| t.request_id), Some("r1".to_owned()));
+    assert_eq!(store.find(&id, "nope").await.ok().flatten(), None);
+}
+
+async fn large_turns_are_kept_whole(store: Arc<dyn SessionStore>) {
+    let id = unique_name("session");
+    // Larger than a DynamoDB item may be; multi-byte characters on every part boundary.
+    let answer = "ü".repeat(600_000);
+    let big = turn("big", Some("u"), &answer);
+    assert_eq!(append(store.as_ref(), &id, 0, &big).await, Appended::Stored);
+    let loaded = store
+        .load(&id, ALL)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    assert_eq!(loaded.turns, vec![big.clone()]);
+    assert_eq!(
+        store.find(&id, "big").await.ok().flatten(),
+        Some(big),
+        "found whole too"
     );
 }
 
@@ -133,9 +194,21 @@ macro_rules! suite {
         $(mod $backend {
             use super::*;
             #[tokio::test]
-            async fn save_then_load() { super::save_then_load($backend().await).await }
+            async fn turns_append_and_load_in_order() {
+                super::turns_append_and_load_in_order($backend().await).await
+            }
             #[tokio::test]
-            async fn a_stale_save_is_a_conflict() { super::a_stale_save_is_a_conflict($backend().await).await }
+            async fn a_taken_number_is_a_conflict_and_a_known_request_a_duplicate() {
+                super::a_taken_number_is_a_conflict_and_a_known_request_a_duplicate($backend().await).await
+            }
+            #[tokio::test]
+            async fn loads_stop_at_the_limits_with_whole_turns_and_find_reaches_further() {
+                super::loads_stop_at_the_limits_with_whole_turns_and_find_reaches_further($backend().await).await
+            }
+            #[tokio::test]
+            async fn large_turns_are_kept_whole() {
+                super::large_turns_are_kept_whole($backend().await).await
+            }
         })+
     };
 }
@@ -143,18 +216,40 @@ macro_rules! suite {
 suite!(memory, redis, dynamodb);
 
 #[tokio::test]
+async fn a_turn_dynamodb_can_never_hold_is_a_permanent_error_naming_the_limit() {
+    let store = dynamodb().await;
+    let huge = turn("huge", None, &"y".repeat(5_000_000));
+    let err = store.append(&unique_name("session"), 0, &huge).await.err();
+    let Some(err) = err else {
+        panic!("a 5 MB turn was accepted")
+    };
+    assert!(!err.is_transient(), "{err}");
+    assert!(matches!(err, PortError::TooLarge { .. }), "{err:?}");
+    let response = ak_core::ApiError::from(err).to_response();
+    assert_eq!(response.status.as_u16(), 413);
+    let message = response.body["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.contains("4 MB") && !message.contains("unavailable"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
 async fn the_in_memory_store_is_bounded() {
     let store = MemorySessionStore::with_capacity(2);
     for id in ["a", "b", "c"] {
         store
-            .save(id, &StoredSession::default())
+            .append(id, 0, &turn("r", None, "x"))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
     }
     let kept = [
-        store.load("a").await.ok().flatten().is_some(),
-        store.load("b").await.ok().flatten().is_some(),
-        store.load("c").await.ok().flatten().is_some(),
+        store.load("a", ALL).await.ok().flatten().is_some(),
+        store.load("b", ALL).await.ok().flatten().is_some(),
+        store.load("c", ALL).await.ok().flatten().is_some(),
     ];
     assert_eq!(
         kept,

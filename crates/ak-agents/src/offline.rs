@@ -118,9 +118,12 @@ fn words(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// "historical" and "history" share "histor": compare the first five letters of longer words.
+/// "historical" and "history" share "histo": compare the first five characters of longer words.
 fn stem(word: &str) -> &str {
-    if word.len() > 5 { &word[..5] } else { word }
+    match word.char_indices().nth(5) {
+        Some((end, _)) => &word[..end],
+        None => word,
+    }
 }
 
 /// `a op b` somewhere in the text, worked out.
@@ -265,6 +268,18 @@ impl ModelProvider for OfflineModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stems_cut_at_characters_not_bytes() {
+        assert_eq!(stem("historical"), "histo");
+        assert_eq!(stem("math"), "math");
+        assert_eq!(stem("ééééééé"), "ééééé");
+        assert_eq!(
+            stem("a\u{10348}\u{10348}\u{10348}\u{10348}xyz"),
+            "a\u{10348}\u{10348}\u{10348}\u{10348}"
+        );
+        assert!(topic_score(&words("Specialist agent for math"), "ü¿ñ 🦀 résumé").eq(&0));
+    }
     use crate::model::ToolSpec;
     use serde_json::json;
 

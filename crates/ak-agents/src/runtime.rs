@@ -9,7 +9,7 @@ use crate::offline::OfflineModel;
 use crate::openai::{OPENAI_BASE_URL, OpenAiConfig, OpenAiProvider};
 use crate::tool::{ToolContext, ToolRegistry};
 use ak_core::config::{ModelProvider as ProviderKind, ModelSettings, Settings};
-use ak_core::ports::{PortError, SessionStore, StoredSession};
+use ak_core::ports::{Appended, HistoryLimits, PortError, SessionStore, Turn, now_epoch_secs};
 use ak_core::secret::Secret;
 use ak_core::{ApiError, RunRequest};
 use serde_json::{Value, json};
@@ -33,6 +33,9 @@ pub struct RunOutcome {
     pub refusal: bool,
     /// The token limit cut the answer off (`finish_reason: length`); `text` is what was written.
     pub truncated: bool,
+    /// The session already held this request's turn (a redelivery or a retry): this is its
+    /// answer, and the model was not called.
+    pub repeated: bool,
 }
 
 /// A run that did not produce an answer.
@@ -70,6 +73,9 @@ pub enum RunError {
     /// The session belongs to another user.
     #[error("session {0} belongs to another user; start a new session (omit session_id)")]
     SessionOwned(String),
+    /// The session holds a turn of this request id for a different request.
+    #[error("request_id {0} was already used for a different request")]
+    RequestIdReused(String),
     /// The session store failed or another request changed the session meanwhile.
     #[error(transparent)]
     Session(#[from] PortError),
@@ -85,6 +91,7 @@ impl RunError {
             RunError::UnknownAgent { .. }
             | RunError::MaxTurns(_)
             | RunError::SessionOwned(_)
+            | RunError::RequestIdReused(_)
             | RunError::Filtered(_)
             | RunError::EmptyAnswer { .. } => false,
         }
@@ -96,6 +103,7 @@ impl From<RunError> for ApiError {
         match e {
             RunError::UnknownAgent { .. } => ApiError::BadRequest(e.to_string()),
             RunError::SessionOwned(_) => ApiError::Forbidden(e.to_string()),
+            RunError::RequestIdReused(request_id) => ApiError::RequestIdReused { request_id },
             RunError::Filtered(_) => ApiError::ContentFiltered {
                 request_id: None,
                 message: e.to_string(),
@@ -173,7 +181,7 @@ pub struct AgentRuntime {
     sessions: Arc<dyn SessionStore>,
     model_name: String,
     max_turns: u32,
-    history_window: usize,
+    limits: HistoryLimits,
 }
 
 impl AgentRuntime {
@@ -190,7 +198,10 @@ impl AgentRuntime {
             sessions,
             model_name: settings.model.name.clone(),
             max_turns: settings.agents.max_turns.max(1),
-            history_window: usize::try_from(settings.agents.history_window).unwrap_or(usize::MAX),
+            limits: HistoryLimits {
+                max_items: usize::try_from(settings.agents.history_window).unwrap_or(usize::MAX),
+                max_bytes: settings.agents.history_max_bytes,
+            },
         }
     }
 
@@ -227,16 +238,26 @@ impl AgentRuntime {
                     known: self.agents.names().join(", "),
                 })?,
         };
-        let stored = self.sessions.load(&request.session_id).await?;
-        let (history, version, owner) = match stored {
-            Some(s) => (window(s.items, self.history_window), s.version, s.user_id),
-            None => (Vec::new(), 0, None),
-        };
+        let history = self
+            .sessions
+            .load(&request.session_id, self.limits)
+            .await?
+            .unwrap_or_default();
         // A session started by a known user stays theirs; sessions started anonymously stay open.
-        if let Some(owner) = &owner
+        if let Some(owner) = &history.user_id
             && request.user_id.as_deref() != Some(owner.as_str())
         {
             return Err(RunError::SessionOwned(request.session_id.clone()));
+        }
+        let fingerprint = request.fingerprint();
+        // The same request again (a redelivery after a crash, a client's retry): the session's
+        // turn is the answer; the model is not called and nothing is appended.
+        if let Some(turn) = history
+            .turns
+            .iter()
+            .find(|t| t.request_id == request.request_id)
+        {
+            return answer_of(turn, &fingerprint);
         }
         let tool_context = ToolContext {
             request_id: request.request_id.clone(),
@@ -248,14 +269,14 @@ impl AgentRuntime {
         let mut usage = Usage::default();
         let mut model_ms = 0.0;
 
-        for turn in 1..=self.max_turns {
+        for turn_count in 1..=self.max_turns {
             let model_request = ModelRequest {
                 model: agent
                     .model
                     .clone()
                     .unwrap_or_else(|| self.model_name.clone()),
                 agent: agent.name.clone(),
-                messages: self.messages(agent, &request.context, &history, &new_items),
+                messages: self.messages(agent, &request.context, &history.turns, &new_items),
                 tools: tool_specs(agent, &self.agents),
             };
             let called = std::time::Instant::now();
@@ -284,22 +305,38 @@ impl AgentRuntime {
                     answer["outcome"] = json!("cut_off");
                 }
                 new_items.push(answer);
-                let mut items = history;
-                items.extend(new_items);
-                let session = StoredSession {
-                    items: window(items, self.history_window),
-                    user_id: owner.or_else(|| request.user_id.clone()),
-                    version,
+                let turn = Turn {
+                    request_id: request.request_id.clone(),
+                    fingerprint,
+                    user_id: request.user_id.clone(),
+                    items: new_items,
+                    created_at: now_epoch_secs(),
                 };
-                self.sessions.save(&request.session_id, &session).await?;
+                let appended = self
+                    .sessions
+                    .append(&request.session_id, history.next_seq, &turn)
+                    .await?;
+                if appended == Appended::Duplicate {
+                    // Another delivery of this request stored its turn first: that one is the
+                    // answer, and this run's is dropped, so the session holds the turn once.
+                    tracing::info!(request_id = %request.request_id, "the session already holds this request's turn");
+                    if let Some(stored) = self
+                        .sessions
+                        .find(&request.session_id, &request.request_id)
+                        .await?
+                    {
+                        return answer_of(&stored, &turn.fingerprint);
+                    }
+                }
                 return Ok(RunOutcome {
                     text,
                     agent: agent.name.clone(),
                     usage,
-                    turns: turn,
+                    turns: turn_count,
                     model_ms,
                     refusal,
                     truncated,
+                    repeated: false,
                 });
             }
 
@@ -371,7 +408,7 @@ impl AgentRuntime {
         &self,
         agent: &Agent,
         context: &serde_json::Map<String, Value>,
-        history: &[Value],
+        history: &[Turn],
         new_items: &[Value],
     ) -> Vec<Value> {
         let mut system = agent.instructions.clone();
@@ -379,9 +416,10 @@ impl AgentRuntime {
             system.push_str("\n\nRequest context (JSON): ");
             system.push_str(&Value::Object(context.clone()).to_string());
         }
-        let mut messages = Vec::with_capacity(history.len() + new_items.len() + 1);
+        let earlier = history.iter().flat_map(|turn| &turn.items);
+        let mut messages = Vec::with_capacity(new_items.len() + 1);
         messages.push(json!({"role": "system", "content": system}));
-        for item in history.iter().chain(new_items) {
+        for item in earlier.chain(new_items) {
             let mut message = item.clone();
             if let Value::Object(map) = &mut message {
                 for field in BOOKKEEPING_FIELDS {
@@ -424,38 +462,29 @@ fn tool_specs(agent: &Agent, agents: &AgentSet) -> Vec<ToolSpec> {
     specs
 }
 
-/// The last `max` items, starting at a user message so no tool result loses its call.
-pub fn window(items: Vec<Value>, max: usize) -> Vec<Value> {
-    if items.len() <= max {
-        return items;
+/// The answer a stored turn gave: its last message, if `fingerprint` is the request's it was
+/// stored for.
+fn answer_of(turn: &Turn, fingerprint: &str) -> Result<RunOutcome, RunError> {
+    if turn.fingerprint != fingerprint {
+        return Err(RunError::RequestIdReused(turn.request_id.clone()));
     }
-    let mut start = items.len() - max;
-    while start < items.len() && items[start]["role"] != "user" {
-        start += 1;
-    }
-    items.into_iter().skip(start).collect()
+    let last = turn.items.last().cloned().unwrap_or_default();
+    let text = |k: &str| last[k].as_str().unwrap_or_default().to_owned();
+    Ok(RunOutcome {
+        text: text("content"),
+        agent: text("agent"),
+        usage: Usage::default(),
+        turns: 0,
+        model_ms: 0.0,
+        refusal: last["outcome"] == "refusal",
+        truncated: last["outcome"] == "cut_off",
+        repeated: true,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn windows_start_at_a_user_message() {
-        let items: Vec<Value> = vec![
-            json!({"role": "user", "content": "1"}),
-            json!({"role": "assistant", "tool_calls": []}),
-            json!({"role": "tool", "content": "t"}),
-            json!({"role": "assistant", "content": "a1"}),
-            json!({"role": "user", "content": "2"}),
-            json!({"role": "assistant", "content": "a2"}),
-        ];
-        assert_eq!(window(items.clone(), 10).len(), 6);
-        let w = window(items.clone(), 4);
-        assert_eq!(w.len(), 2, "{w:?}");
-        assert_eq!(w[0]["content"], "2");
-        assert_eq!(window(items, 1).len(), 0);
-    }
 
     #[test]
     fn providers_follow_keys_and_settings() {

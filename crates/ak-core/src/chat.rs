@@ -8,11 +8,21 @@
 //!
 //! A GET polls the response store; an answer stored for another user is NOT_FOUND, exactly like
 //! an unknown id.
+//!
+//! The request id is an idempotency key wherever a response store is configured (the queue
+//! modes, and direct mode when `execution.response_store.type` is set): the store registers the
+//! fingerprint of the request each id is first used for. The same request again gets the first
+//! answer (in rest_async: 202 again; the answer by GET) without a second model call; the same id
+//! with a different request is a 422. Direct mode without a store remembers request ids in the
+//! session only (see `ak_agents::AgentRuntime::run`).
 
 use crate::adapters::{self, AwsConfig, SetupError};
 use crate::config::{ExecutionMode, Settings};
 use crate::error::ApiError;
-use crate::ports::{AgentRunner, PortError, Queue, QueueMessage, ResponseStore};
+use crate::ports::{
+    AgentRunner, ClaimOutcome, PortError, Queue, QueueMessage, Registration, ResponseRecord,
+    ResponseStore, now_epoch_secs,
+};
 use crate::request::RunRequest;
 use crate::response::{ApiResponse, ChatAnswer};
 use http::StatusCode;
@@ -41,12 +51,18 @@ pub enum Execution {
     },
 }
 
+/// How long a direct-mode run holds its request id (Lambda's longest run): a repeat arriving
+/// meanwhile waits for the answer instead of running the model again.
+pub const DIRECT_CLAIM_TTL: Duration = Duration::from_secs(15 * 60);
+
 /// The chat endpoint: POST to ask, GET to poll.
 #[derive(Clone)]
 pub struct ChatService {
     execution: Execution,
     store: Option<Arc<dyn ResponseStore>>,
     agents: Vec<String>,
+    /// How long a repeat of a request still running in direct mode waits for its answer.
+    repeat_wait: Duration,
 }
 
 impl ChatService {
@@ -61,6 +77,7 @@ impl ChatService {
             execution,
             store,
             agents,
+            repeat_wait: Duration::from_secs(25),
         }
     }
 
@@ -72,14 +89,11 @@ impl ChatService {
         runner: Option<Arc<dyn AgentRunner>>,
     ) -> Result<Self, SetupError> {
         let mode = settings.execution.mode();
-        // Direct mode stores nothing, so it builds no store client (and loads no AWS config).
-        let store = if mode.uses_queues() {
-            adapters::response_store(settings, aws)
-                .await
-                .map_err(|e| SetupError(e.to_string()))?
-        } else {
-            None
-        };
+        // Direct mode uses a store only when one is configured (for idempotency and polls);
+        // without one it builds no store client and loads no AWS config.
+        let store = adapters::response_store(settings, aws)
+            .await
+            .map_err(|e| SetupError(e.to_string()))?;
         let input = || async {
             match &settings.execution.queues.input.url {
                 Some(url) => Ok(adapters::queue(url, aws).await),
@@ -120,7 +134,9 @@ impl ChatService {
             .iter()
             .map(|d| d.name.clone())
             .collect();
-        Ok(Self::new(execution, store, agents))
+        let mut service = Self::new(execution, store, agents);
+        service.repeat_wait = settings.execution.response_store.sync_wait();
+        Ok(service)
     }
 
     /// The execution mode.
@@ -144,31 +160,35 @@ impl ChatService {
             )));
         }
         let id = request.request_id.clone();
-        match &self.execution {
-            Execution::Direct(runner) => {
-                let started = std::time::Instant::now();
-                let result = runner.run(&request).await;
-                let (agent, tokens, model_ms, outcome) = match &result {
-                    Ok(a) => (a.agent.as_str(), a.total_tokens, a.model_ms, "ok"),
-                    Err(f) => ("", 0, 0.0, f.error.class()),
-                };
-                crate::metrics::agent_run(&crate::metrics::AgentRun {
-                    request_id: &id,
-                    session_id: &request.session_id,
-                    user_id: request.user_id.as_deref(),
-                    agent,
-                    tokens,
-                    duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-                    model_ms,
-                    outcome,
-                });
-                let answer = result.map_err(|f| f.error.with_request_id(&id))?;
-                Ok(ApiResponse::ok(json!(ChatAnswer::of(
-                    answer,
-                    &request.session_id,
-                    &id
-                ))))
+        if let Some(store) = &self.store {
+            let registration = store
+                .register(&id, &request.fingerprint())
+                .await
+                .map_err(|e| ApiError::from(e).with_request_id(&id))?;
+            match registration {
+                Registration::Mismatch => return Err(ApiError::RequestIdReused { request_id: id }),
+                Registration::Repeat(Some(record))
+                    if record.visible_to(request.user_id.as_deref()) =>
+                {
+                    tracing::info!(request_id = %id, "a repeated request: answered with its first answer");
+                    return Ok(match self.execution {
+                        Execution::Async { .. } => accepted(&id),
+                        _ => stored_response(record.status_code, record.body),
+                    });
+                }
+                // New, or a repeat still in work (or whose first attempt failed): go on; the
+                // runner's claim keeps the model from being called twice.
+                _ => {}
             }
+        }
+        match &self.execution {
+            Execution::Direct(runner) => match &self.store {
+                None => run_direct(runner.as_ref(), request).await,
+                Some(store) => {
+                    self.run_direct_once(runner.as_ref(), store.as_ref(), request)
+                        .await
+                }
+            },
             Execution::Sync { input, store, wait } => {
                 enqueue(input.as_ref(), &request).await?;
                 let record = store
@@ -187,10 +207,67 @@ impl ChatService {
             }
             Execution::Async { input } => {
                 enqueue(input.as_ref(), &request).await?;
-                Ok(ApiResponse::json(
-                    StatusCode::ACCEPTED,
-                    json!({"status": "ACCEPTED", "request_id": id}),
-                ))
+                Ok(accepted(&id))
+            }
+        }
+    }
+
+    /// Direct mode with a response store: runs the request under a claim and stores the answer,
+    /// so a repeat (a client retrying before or after the answer) gets the same answer and the
+    /// model is called once.
+    async fn run_direct_once(
+        &self,
+        runner: &dyn AgentRunner,
+        store: &dyn ResponseStore,
+        request: RunRequest,
+    ) -> Result<ApiResponse, ApiError> {
+        let id = request.request_id.clone();
+        let owner = crate::request::new_id();
+        let unavailable = |e: PortError| ApiError::from(e).with_request_id(&id);
+        let held_elsewhere = match store
+            .claim(&id, &owner, DIRECT_CLAIM_TTL)
+            .await
+            .map_err(unavailable)?
+        {
+            ClaimOutcome::Acquired => false,
+            ClaimOutcome::HeldByOther | ClaimOutcome::AlreadyAnswered => true,
+        };
+        if held_elsewhere {
+            return match store
+                .wait_for(&id, self.repeat_wait)
+                .await
+                .map_err(unavailable)?
+            {
+                Some(record) if record.visible_to(request.user_id.as_deref()) => {
+                    Ok(stored_response(record.status_code, record.body))
+                }
+                _ => Err(ApiError::ResponseTimeout {
+                    request_id: id,
+                    waited: self.repeat_wait,
+                }),
+            };
+        }
+        let (session_id, user_id) = (request.session_id.clone(), request.user_id.clone());
+        match run_direct(runner, request).await {
+            Ok(response) => {
+                let stored = ResponseRecord {
+                    request_id: id.clone(),
+                    session_id,
+                    user_id,
+                    status_code: response.status.as_u16(),
+                    body: response.body.clone(),
+                    created_at: now_epoch_secs(),
+                };
+                if let Err(e) = store.put(&stored).await {
+                    // The client has its answer; a repeat would run again once the claim lapses.
+                    tracing::warn!(request_id = %id, error = %e, "cannot store the answer of a direct run");
+                }
+                Ok(response)
+            }
+            Err(error) => {
+                // Failed runs are not remembered: a retry runs again.
+                let _ = store.release(&id, &owner).await;
+                Err(error)
             }
         }
     }
@@ -232,6 +309,43 @@ async fn enqueue(input: &dyn Queue, request: &RunRequest) -> Result<(), ApiError
         // Not enqueued: the client must not think it was accepted.
         ApiError::from(e).with_request_id(&request.request_id)
     })
+}
+
+/// Runs the agent in the handler and answers with the result.
+async fn run_direct(
+    runner: &dyn AgentRunner,
+    request: RunRequest,
+) -> Result<ApiResponse, ApiError> {
+    let id = request.request_id.clone();
+    let started = std::time::Instant::now();
+    let result = runner.run(&request).await;
+    let (agent, tokens, model_ms, outcome) = match &result {
+        Ok(a) => (a.agent.as_str(), a.total_tokens, a.model_ms, "ok"),
+        Err(f) => ("", 0, 0.0, f.error.class()),
+    };
+    crate::metrics::agent_run(&crate::metrics::AgentRun {
+        request_id: &id,
+        session_id: &request.session_id,
+        user_id: request.user_id.as_deref(),
+        agent,
+        tokens,
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        model_ms,
+        outcome,
+    });
+    let answer = result.map_err(|f| f.error.with_request_id(&id))?;
+    Ok(ApiResponse::ok(json!(ChatAnswer::of(
+        answer,
+        &request.session_id,
+        &id
+    ))))
+}
+
+fn accepted(request_id: &str) -> ApiResponse {
+    ApiResponse::json(
+        StatusCode::ACCEPTED,
+        json!({"status": "ACCEPTED", "request_id": request_id}),
+    )
 }
 
 fn stored_response(status: u16, body: serde_json::Value) -> ApiResponse {

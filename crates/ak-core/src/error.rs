@@ -26,6 +26,17 @@ pub enum ApiError {
         /// Bytes allowed.
         limit: usize,
     },
+    /// Something the request produced is larger than a backend can ever store.
+    #[error("{0}")]
+    TooLarge(String),
+    /// A request id (idempotency key) came back with a different request.
+    #[error(
+        "request_id {request_id} was already used for a different request; send a new request_id for a new request (the same request with the same request_id gets the first answer)"
+    )]
+    RequestIdReused {
+        /// The reused id.
+        request_id: String,
+    },
     /// No route has this path.
     #[error("no route for {path}")]
     RouteNotFound {
@@ -130,7 +141,10 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge { .. } | ApiError::TooLarge(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ApiError::RequestIdReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RouteNotFound { .. } | ApiError::ResponseNotFound { .. } => {
                 StatusCode::NOT_FOUND
             }
@@ -150,6 +164,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::TooLarge(_) => "too_large",
+            ApiError::RequestIdReused { .. } => "request_id_reused",
             ApiError::RouteNotFound { .. } => "route_not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::ResponseNotFound { .. } => "response_not_found",

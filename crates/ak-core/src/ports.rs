@@ -59,9 +59,19 @@ pub enum PortError {
         /// The session.
         session_id: String,
     },
-    /// The data cannot be accepted (too large for the backend, say).
+    /// The data cannot be accepted (too large for the backend, say); trying again cannot help.
     #[error("{0}")]
     Rejected(String),
+    /// A conversation turn larger than the session store can ever hold.
+    #[error("the turn of request {request_id} is {size} bytes; {limit}")]
+    TooLarge {
+        /// The request whose turn it is.
+        request_id: String,
+        /// Its size in bytes.
+        size: usize,
+        /// Which limit it exceeds.
+        limit: String,
+    },
 }
 
 impl PortError {
@@ -92,9 +102,12 @@ impl From<PortError> for ApiError {
                 detail,
             },
             PortError::Conflict { session_id } => ApiError::Conflict(format!(
-                "session {session_id} was updated by another request at the same time; send the message again"
+                "session {session_id} was answering another message at the same time; send this one again once that answer has arrived"
             )),
             PortError::Rejected(message) => ApiError::BadRequest(message),
+            too_large @ PortError::TooLarge { .. } => ApiError::TooLarge(format!(
+                "{too_large}; start a new session (omit session_id) or ask for a shorter answer"
+            )),
             PortError::Corrupt { .. } => ApiError::internal(None, e.to_string()),
         }
     }
@@ -346,9 +359,29 @@ pub enum ClaimOutcome {
     AlreadyAnswered,
 }
 
+/// What the store knows of a request id when a request arrives with it (the request id is an
+/// idempotency key).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Registration {
+    /// First time: the id is now registered with this request's fingerprint.
+    New,
+    /// The same request again; its answer, once stored.
+    Repeat(Option<ResponseRecord>),
+    /// The id was used for a different request.
+    Mismatch,
+}
+
 /// Where answers wait for rest_sync and rest_async clients.
 #[async_trait]
 pub trait ResponseStore: Send + Sync {
+    /// Registers `request_id` for the request with `fingerprint`, or tells what it was used for
+    /// before. The registration lives as long as an answer would (the store's TTL).
+    async fn register(
+        &self,
+        request_id: &str,
+        fingerprint: &str,
+    ) -> Result<Registration, PortError>;
+
     /// Stores an answer, with the store's TTL. Idempotent: the first answer stored for a request
     /// id stays, so every read sees the same answer.
     async fn put(&self, record: &ResponseRecord) -> Result<(), PortError>;
@@ -379,28 +412,98 @@ pub trait ResponseStore: Send + Sync {
 // ---------------------------------------------------------------------------------------------
 // Session store
 
-/// A conversation as stored: its items (JSON messages), owner and version.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct StoredSession {
-    /// Conversation items, oldest first.
-    pub items: Vec<Value>,
-    /// The user the session belongs to, when known.
+/// One request's turn of a conversation: the user's message, the agents' tool calls and
+/// results, and the final answer, stored as one unit under the request id, so a history never
+/// starts inside a turn and a turn is stored once however often its request is delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Turn {
+    /// The request that produced the turn.
+    pub request_id: String,
+    /// Fingerprint of that request (see `RunRequest::fingerprint`): a repeat of the request id
+    /// with another request is told apart by it.
+    pub fingerprint: String,
+    /// Who asked. The user of a session's newest turn owns the session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
-    /// Incremented by every save; 0 means never saved.
+    /// Chat Completions messages, oldest first; the last one is the answer.
+    pub items: Vec<Value>,
+    /// When it was stored, in seconds since the epoch.
     #[serde(default)]
-    pub version: u64,
+    pub created_at: u64,
 }
 
-/// Conversation history by session id, with optimistic concurrency.
+impl Turn {
+    /// Its size as stored and sent to the model: the JSON length of its items, in bytes.
+    pub fn size(&self) -> usize {
+        self.items.iter().map(|i| i.to_string().len()).sum()
+    }
+}
+
+/// How much history a load returns: whole turns, newest first, while both bounds hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryLimits {
+    /// Most messages (`agents.history_window`).
+    pub max_items: usize,
+    /// Most bytes of message JSON (`agents.history_max_bytes`).
+    pub max_bytes: usize,
+}
+
+impl HistoryLimits {
+    /// The newest whole turns of `newest_first` within these limits, returned oldest first.
+    pub fn take(&self, newest_first: impl IntoIterator<Item = Turn>) -> Vec<Turn> {
+        let (mut items, mut bytes) = (0usize, 0usize);
+        let mut kept: Vec<Turn> = Vec::new();
+        for turn in newest_first {
+            items += turn.items.len();
+            bytes += turn.size();
+            if items > self.max_items || bytes > self.max_bytes {
+                break;
+            }
+            kept.push(turn);
+        }
+        kept.reverse();
+        kept
+    }
+}
+
+/// A conversation as loaded: its newest turns within the limits.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionHistory {
+    /// The newest whole turns within the limits, oldest first.
+    pub turns: Vec<Turn>,
+    /// How many turns the session holds in all: the number the next append takes.
+    pub next_seq: u64,
+    /// The owner: the user of the newest turn (`None`: anyone may continue it).
+    pub user_id: Option<String>,
+}
+
+/// Outcome of [`SessionStore::append`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// The turn is stored.
+    Stored,
+    /// The session already holds a turn of this request id; nothing was written.
+    Duplicate,
+}
+
+/// Conversation history by session id: append-only turns, numbered, one per request id.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
-    /// Loads a session; `None` if it was never saved or has expired.
-    async fn load(&self, session_id: &str) -> Result<Option<StoredSession>, PortError>;
+    /// The newest turns of a session within `limits`; `None` if it has none (or they expired).
+    async fn load(
+        &self,
+        session_id: &str,
+        limits: HistoryLimits,
+    ) -> Result<Option<SessionHistory>, PortError>;
 
-    /// Saves `session` if the stored version is still `session.version` (0: not stored yet) and
-    /// returns the new version; [`PortError::Conflict`] if another save came first.
-    async fn save(&self, session_id: &str, session: &StoredSession) -> Result<u64, PortError>;
+    /// Appends `turn` as number `seq` (the `next_seq` of the load it follows):
+    /// [`PortError::Conflict`] if another turn took that number since, [`Appended::Duplicate`]
+    /// if the session already holds a turn of `turn.request_id`. [`PortError::Rejected`] when
+    /// the turn can never be stored (too large), saying which limit it exceeds.
+    async fn append(&self, session_id: &str, seq: u64, turn: &Turn) -> Result<Appended, PortError>;
+
+    /// The session's turn of `request_id`, however old.
+    async fn find(&self, session_id: &str, request_id: &str) -> Result<Option<Turn>, PortError>;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -415,7 +518,7 @@ pub struct AgentAnswer {
     pub agent: String,
     /// Tokens used by the run.
     pub total_tokens: u64,
-    /// Time spent waiting for the model.
+    /// Time spent waiting for the model (0 when the answer was already in the session).
     pub model_ms: f64,
     /// The model declined to answer; `text` is its refusal.
     pub refusal: bool,

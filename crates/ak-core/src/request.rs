@@ -64,6 +64,8 @@ pub struct RunRequest {
     pub prompt: String,
     /// Every other field of the body, passed to the agent as context.
     pub context: Map<String, Value>,
+    /// Whether the runtime made the session id up (the client named none).
+    pub session_generated: bool,
 }
 
 impl RunRequest {
@@ -139,12 +141,31 @@ impl RunRequest {
         }
         Ok(RunRequest {
             request_id: request_id.unwrap_or_else(new_id),
+            session_generated: session_id.is_none(),
             session_id: session_id.unwrap_or_else(new_id),
             user_id,
             agent,
             prompt,
             context: fields,
         })
+    }
+
+    /// What makes this request the request it is, as a hex SHA-256: the prompt, the agent, the
+    /// session (when the client named one), the user and the extra fields. The same request
+    /// sent again has the same fingerprint; ids the runtime generated do not count, so a retry
+    /// of a request without `session_id` is still the same request.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let canonical = serde_json::json!({
+            "prompt": self.prompt,
+            "agent": self.agent,
+            "session_id": (!self.session_generated).then_some(&self.session_id),
+            "user_id": self.user_id,
+            // serde_json maps are sorted by key, so equal extras serialize equally.
+            "context": self.context,
+        });
+        let digest = sha2::Sha256::digest(canonical.to_string().as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// The queue message body: prompt, agent, session_id and the extras.
@@ -388,6 +409,35 @@ mod tests {
         let long = "a".repeat(MAX_ID_LEN + 1);
         let body = json!({"prompt": "x", "session_id": long}).to_string();
         assert!(RunRequest::from_json(body.as_bytes(), &Caller::Anonymous).is_err());
+    }
+
+    #[test]
+    fn fingerprints_tell_requests_apart_but_not_their_generated_ids() {
+        let fp = |v: Value| parse(v).map(|r| r.fingerprint()).unwrap_or_default();
+        let base = fp(json!({"prompt": "what is 12 * 7", "request_id": "r"}));
+        assert_eq!(base.len(), 64);
+        assert_eq!(
+            base,
+            fp(json!({"prompt": "what is 12 * 7", "request_id": "r"}))
+        );
+        assert_eq!(
+            base,
+            fp(json!({"request_id": "r", "body": {"prompt": "what is 12 * 7"}}))
+        );
+        for other in [
+            json!({"prompt": "who won the battle of Hastings", "request_id": "r"}),
+            json!({"prompt": "what is 12 * 7", "agent": "math"}),
+            json!({"prompt": "what is 12 * 7", "session_id": "s"}),
+            json!({"prompt": "what is 12 * 7", "user_id": "u"}),
+            json!({"prompt": "what is 12 * 7", "locale": "en"}),
+        ] {
+            assert_ne!(base, fp(other.clone()), "{other}");
+        }
+        assert_eq!(
+            fp(json!({"prompt": "p", "a": 1, "b": 2})),
+            fp(json!({"b": 2, "prompt": "p", "a": 1})),
+            "field order does not matter"
+        );
     }
 
     #[test]

@@ -60,7 +60,11 @@ locals {
   authorizer_fields   = var.authorizer == null ? {} : { for k, v in var.authorizer : k => v if v != null && v != "" }
   create_authorizer   = alltrue([for f in local.authorizer_required : contains(keys(local.authorizer_fields), f)])
 
-  response_dynamodb = local.queue_mode && try(var.response_store.type, "dynamodb") == "dynamodb"
+  # Direct mode keeps a response store too (unless turned off), so request ids stay
+  # idempotency keys there and answers can be polled.
+  direct_store      = !local.queue_mode && try(var.response_store.in_direct_mode, true)
+  uses_store        = local.queue_mode || local.direct_store
+  response_dynamodb = local.uses_store && try(var.response_store.type, "dynamodb") == "dynamodb"
   session_dynamodb  = try(var.session_store.type, "dynamodb") == "dynamodb"
 
   common_env = {
@@ -70,7 +74,7 @@ locals {
     AK_LOG__LEVEL  = var.log_level
   }
 
-  store_env = !local.queue_mode ? {} : merge(
+  store_env = !local.uses_store ? {} : merge(
     {
       AK_EXECUTION__RESPONSE_STORE__TYPE        = try(var.response_store.type, "dynamodb")
       AK_EXECUTION__RESPONSE_STORE__RETRY_COUNT = tostring(try(var.response_store.retry_count, 5))
@@ -105,7 +109,7 @@ locals {
 
   function_env = {
     # Direct mode runs the agents in the request handler, which then needs the sessions.
-    request_handler  = merge(local.common_env, local.queue_mode ? merge(local.queue_env, local.store_env) : merge({ AK_EXECUTION__MODE = "direct" }, local.session_env))
+    request_handler  = merge(local.common_env, local.store_env, local.queue_mode ? local.queue_env : merge({ AK_EXECUTION__MODE = "direct" }, local.session_env))
     agent_runner     = merge(local.common_env, local.queue_env, local.store_env, local.session_env)
     response_handler = merge(local.common_env, local.store_env)
   }

@@ -17,7 +17,7 @@ use ak_core::api::Api;
 use ak_core::chat::{ChatService, Execution};
 use ak_core::config::{DynamoDbSettings, Settings};
 use ak_core::ports::{
-    AgentRunner, ResponseRecord, ResponseStore, SessionStore, StoredSession, now_epoch_secs,
+    AgentRunner, ResponseRecord, ResponseStore, SessionStore, Turn, now_epoch_secs,
 };
 use ak_core::secret::Secret;
 use ak_core::{RoutePaths, Router};
@@ -269,28 +269,25 @@ async fn chat_overhead(model: &ScriptedModel, turns: usize, iterations: usize) -
         ChatService::new(Execution::Direct(runtime), None, vec![]),
         1 << 20,
     );
-    let history: Vec<Value> = (0..turns)
-        .flat_map(|i| {
-            [
+    let history: Vec<Turn> = (0..turns)
+        .map(|i| Turn {
+            request_id: format!("bench-request-{i}"),
+            fingerprint: String::new(),
+            user_id: None,
+            items: vec![
                 json!({"role": "user", "content": format!("question number {i} about something of moderate length")}),
                 json!({"role": "assistant", "content": format!("answer number {i}, also of a moderate length to be realistic"), "agent": "assistant"}),
-            ]
+            ],
+            created_at: 0,
         })
         .collect();
     let mut handler = Vec::new();
     let mut model_only = Vec::new();
     for i in 0..iterations {
         let session = format!("bench-{turns}-{i}");
-        let _ = sessions
-            .save(
-                &session,
-                &StoredSession {
-                    items: history.clone(),
-                    user_id: None,
-                    version: 0,
-                },
-            )
-            .await;
+        for (seq, turn) in history.iter().enumerate() {
+            let _ = sessions.append(&session, seq as u64, turn).await;
+        }
         let mut event = fixture("apigw_v1_post_chat.json");
         event["body"] = json!(json!({"prompt": "hello", "session_id": session}).to_string());
         let started = Instant::now();
@@ -298,8 +295,7 @@ async fn chat_overhead(model: &ScriptedModel, turns: usize, iterations: usize) -
         handler.push(ms(started.elapsed()));
         assert_eq!(response["statusCode"], 200);
         // The same model call alone, to subtract what the loopback model costs.
-        let body =
-            json!({"model": "m", "messages": history.iter().take(2 * turns).collect::<Vec<_>>()});
+        let body = json!({"model": "m", "messages": history.iter().flat_map(|t| &t.items).collect::<Vec<_>>()});
         let started = Instant::now();
         let _ = http_json(&model.base_url, "POST", "/chat/completions", Some(&body)).await;
         model_only.push(ms(started.elapsed()));

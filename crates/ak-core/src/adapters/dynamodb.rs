@@ -2,18 +2,26 @@
 //!
 //! Responses: partition key `request_id` (S); attributes `session_id`, `user_id` (only when
 //! known), `status_code` (N), `body` (S, the client's JSON), `created_at` (N) and `expiry_time`
-//! (N, epoch seconds, only when ttl > 0). A claim is `claim_owner` / `claim_until` on the same
-//! item, written only while no `body` exists; storing the answer replaces the item. Items past
-//! `expiry_time` count as absent even before DynamoDB's TTL sweep removes them.
+//! (N, epoch seconds, only when ttl > 0). The request's registration is `fingerprint` (S) on the
+//! same item, written first; a claim is `claim_owner` / `claim_until`, written only while no
+//! `body` exists; storing the answer adds the answer's attributes. Items past `expiry_time`
+//! count as absent even before DynamoDB's TTL sweep removes them.
 //!
-//! Sessions: partition `session_id` (S), sort `key` (S, `conversation`), `value` (S, JSON),
-//! `version` (N), `user_id`, `expiry_time`; saves are conditional on the version.
+//! Sessions: partition `session_id` (S), sort `key` (S). Each turn is one item
+//! `turn#<seq, 12 digits>#<part, 3 digits>` holding its JSON in `value` (S) — split into parts of
+//! at most 350 KB, so no turn meets DynamoDB's 400 KB item limit — with `request_id`, `user_id`
+//! and `parts` (N) on part 0; `req#<request_id>` holds the turn's `seq` (N). Every item has
+//! `expiry_time`. An append writes all of a turn's items in one transaction, each conditional on
+//! not existing, so a taken number is a conflict and a request id already present a duplicate,
+//! told apart by the transaction's cancellation reasons. A load queries the newest turns first
+//! and stops at the history limits, so a long conversation costs no more to read than a short
+//! one.
 
 use super::{CALL_TIMEOUT, with_timeout};
 use crate::config::DynamoDbSettings;
 use crate::ports::{
-    Backend, ClaimOutcome, PortError, ResponseRecord, ResponseStore, SessionStore, StoredSession,
-    now_epoch_secs,
+    Appended, Backend, ClaimOutcome, HistoryLimits, PortError, Registration, ResponseRecord,
+    ResponseStore, SessionHistory, SessionStore, Turn, now_epoch_secs,
 };
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -24,7 +32,12 @@ use tokio::time::Instant;
 
 type Item = HashMap<String, AttributeValue>;
 
-const SESSION_SORT_KEY: &str = "conversation";
+const TURN_PREFIX: &str = "turn#";
+const REQUEST_PREFIX: &str = "req#";
+/// Bytes of turn JSON per item: DynamoDB items hold at most 400 KB with their attributes.
+const PART_BYTES: usize = 350_000;
+/// A transaction writes at most 4 MB: the largest turn this store can hold.
+const MAX_TURN_BYTES: usize = 3_500_000;
 /// First and longest pause between reads while waiting for an answer.
 const POLL_FIRST: Duration = Duration::from_millis(20);
 const POLL_MAX: Duration = Duration::from_millis(50);
@@ -162,26 +175,88 @@ fn decode_record(item: &Item) -> Result<ResponseRecord, PortError> {
 
 #[async_trait]
 impl ResponseStore for DynamoResponseStore {
-    async fn put(&self, record: &ResponseRecord) -> Result<(), PortError> {
+    async fn register(
+        &self,
+        request_id: &str,
+        fingerprint: &str,
+    ) -> Result<Registration, PortError> {
         let mut item: Item = HashMap::from([
-            ("request_id".to_owned(), s(&record.request_id)),
-            ("session_id".to_owned(), s(&record.session_id)),
-            ("status_code".to_owned(), n(record.status_code)),
-            ("body".to_owned(), s(record.body.to_string())),
-            ("created_at".to_owned(), n(record.created_at)),
+            ("request_id".to_owned(), s(request_id)),
+            ("fingerprint".to_owned(), s(fingerprint)),
         ]);
-        if let Some(user) = &record.user_id {
-            item.insert("user_id".to_owned(), s(user));
-        }
         if let Some(expiry) = self.expiry() {
             item.insert("expiry_time".to_owned(), expiry);
         }
-        let request = self
+        let fresh = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(body)");
+            .condition_expression("attribute_not_exists(request_id) OR expiry_time <= :now")
+            .expression_attribute_values(":now", n(now_epoch_secs()));
+        if conditional(fresh.send()).await? {
+            return Ok(Registration::New);
+        }
+        let Some(item) = self.read(request_id).await? else {
+            // Expired between the write and the read: try once more.
+            return Box::pin(self.register(request_id, fingerprint)).await;
+        };
+        let answer = || {
+            item.contains_key("body")
+                .then(|| decode_record(&item))
+                .transpose()
+        };
+        match get_s(&item, "fingerprint") {
+            Some(known) if known == fingerprint => Ok(Registration::Repeat(answer()?)),
+            Some(_) => Ok(Registration::Mismatch),
+            // Claimed or answered before any registration (a message of another producer).
+            None => {
+                let adopt = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .key("request_id", s(request_id))
+                    .update_expression("SET fingerprint = :fp")
+                    .condition_expression("attribute_not_exists(fingerprint)")
+                    .expression_attribute_values(":fp", s(fingerprint));
+                if conditional(adopt.send()).await? {
+                    Ok(answer()?.map_or(Registration::New, |r| Registration::Repeat(Some(r))))
+                } else {
+                    Box::pin(self.register(request_id, fingerprint)).await
+                }
+            }
+        }
+    }
+
+    async fn put(&self, record: &ResponseRecord) -> Result<(), PortError> {
+        // An update, not a put: the registration (fingerprint) on the item stays.
+        let mut sets = vec![
+            "session_id = :session",
+            "status_code = :status",
+            "body = :body",
+            "created_at = :created",
+        ];
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("request_id", s(&record.request_id))
+            .expression_attribute_values(":session", s(&record.session_id))
+            .expression_attribute_values(":status", n(record.status_code))
+            .expression_attribute_values(":body", s(record.body.to_string()))
+            .expression_attribute_values(":created", n(record.created_at))
+            .expression_attribute_values(":now", n(now_epoch_secs()));
+        if let Some(user) = &record.user_id {
+            sets.push("user_id = :user");
+            request = request.expression_attribute_values(":user", s(user));
+        }
+        if let Some(expiry) = self.expiry() {
+            sets.push("expiry_time = :expiry");
+            request = request.expression_attribute_values(":expiry", expiry);
+        }
+        let request = request
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .condition_expression("attribute_not_exists(body) OR expiry_time <= :now");
         // A failed condition means it was already answered: the first answer stays.
         conditional(request.send()).await.map(drop)
     }
@@ -227,9 +302,10 @@ impl ResponseStore for DynamoResponseStore {
             .table_name(&self.table)
             .key("request_id", s(request_id))
             .condition_expression(
-                "attribute_not_exists(body) AND (attribute_not_exists(claim_until) \
-                 OR claim_until < :now OR claim_owner = :owner)",
+                "(attribute_not_exists(body) OR expiry_time <= :epoch) AND \
+                 (attribute_not_exists(claim_until) OR claim_until < :now OR claim_owner = :owner)",
             )
+            .expression_attribute_values(":epoch", n(now_epoch_secs()))
             .expression_attribute_values(":owner", s(owner))
             .expression_attribute_values(":until", n(until))
             .expression_attribute_values(":now", n(now));
@@ -271,6 +347,34 @@ pub struct DynamoSessionStore {
     ttl: u64,
 }
 
+fn turn_key(seq: u64, part: usize) -> String {
+    format!("{TURN_PREFIX}{seq:012}#{part:03}")
+}
+
+/// `(seq, part)` of a turn item's sort key.
+fn turn_position(key: &str) -> Option<(u64, usize)> {
+    let rest = key.strip_prefix(TURN_PREFIX)?;
+    let (seq, part) = rest.split_once('#')?;
+    Some((seq.parse().ok()?, part.parse().ok()?))
+}
+
+/// `text` in pieces of at most `max` bytes, cut at character boundaries.
+fn split_utf8(text: &str, max: usize) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while rest.len() > max {
+        let mut cut = max;
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let (head, tail) = rest.split_at(cut);
+        parts.push(head);
+        rest = tail;
+    }
+    parts.push(rest);
+    parts
+}
+
 impl DynamoSessionStore {
     /// A store on the configured table.
     pub fn new(
@@ -283,73 +387,290 @@ impl DynamoSessionStore {
             ttl: settings.ttl,
         })
     }
+
+    /// Turn items of a session whose sort key starts with `prefix`, newest first, page by page,
+    /// until `more` says enough.
+    async fn query_turns(
+        &self,
+        session_id: &str,
+        prefix: &str,
+        mut more: impl FnMut(&Item) -> bool,
+    ) -> Result<(), PortError> {
+        let mut start: Option<Item> = None;
+        loop {
+            let request = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("session_id = :s AND begins_with(#k, :p)")
+                .expression_attribute_names("#k", "key")
+                .expression_attribute_values(":s", s(session_id))
+                .expression_attribute_values(":p", s(prefix))
+                .scan_index_forward(false)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take());
+            let page = with_timeout(Backend::DynamoDb, CALL_TIMEOUT, async {
+                request.send().await.map_err(unavailable)
+            })
+            .await?;
+            for item in page.items() {
+                if !more(item) {
+                    return Ok(());
+                }
+            }
+            match page.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => return Ok(()),
+            }
+        }
+    }
+}
+
+/// The items of one turn as read: its number, its parts (`(part, value)`), and whether all of
+/// them are still live (none past `expiry_time`).
+struct TurnItems {
+    seq: u64,
+    parts: Vec<(usize, String)>,
+    alive: bool,
+}
+
+impl TurnItems {
+    fn assemble(mut self) -> Result<Turn, PortError> {
+        self.parts.sort_by_key(|(part, _)| *part);
+        let text: String = self.parts.iter().map(|(_, v)| v.as_str()).collect();
+        serde_json::from_str(&text).map_err(|e| corrupt(&format!("session turn: {e}")))
+    }
+}
+
+/// Collects turn items (newest first, a turn's parts together) into whole turns.
+#[derive(Default)]
+struct TurnAssembler {
+    current: Option<TurnItems>,
+}
+
+impl TurnAssembler {
+    /// Adds an item; when it starts another turn, returns the one before.
+    fn push(&mut self, item: &Item) -> Option<TurnItems> {
+        let (seq, part) = get_s(item, "key").and_then(turn_position)?;
+        let value = get_s(item, "value").unwrap_or_default().to_owned();
+        let live = !expired(item);
+        match &mut self.current {
+            Some(current) if current.seq == seq => {
+                current.parts.push((part, value));
+                current.alive &= live;
+                None
+            }
+            _ => self.current.replace(TurnItems {
+                seq,
+                parts: vec![(part, value)],
+                alive: live,
+            }),
+        }
+    }
+
+    fn finish(&mut self) -> Option<TurnItems> {
+        self.current.take()
+    }
 }
 
 #[async_trait]
 impl SessionStore for DynamoSessionStore {
-    async fn load(&self, session_id: &str) -> Result<Option<StoredSession>, PortError> {
+    async fn load(
+        &self,
+        session_id: &str,
+        limits: HistoryLimits,
+    ) -> Result<Option<SessionHistory>, PortError> {
+        let mut next_seq = None;
+        let mut assembler = TurnAssembler::default();
+        let mut finished = Vec::new();
+        let (mut items, mut bytes) = (0usize, 0usize);
+        let mut error = None;
+        let mut take = |turn: TurnItems| -> bool {
+            if !turn.alive {
+                return true;
+            }
+            match turn.assemble() {
+                Ok(turn) => {
+                    items += turn.items.len();
+                    bytes += turn.size();
+                    let within = items <= limits.max_items && bytes <= limits.max_bytes;
+                    finished.push(turn);
+                    within
+                }
+                Err(e) => {
+                    error = Some(e);
+                    false
+                }
+            }
+        };
+        self.query_turns(session_id, TURN_PREFIX, |item| {
+            if let Some((seq, _)) = get_s(item, "key").and_then(turn_position) {
+                next_seq.get_or_insert(seq + 1);
+            }
+            match assembler.push(item) {
+                Some(done) => take(done),
+                None => true,
+            }
+        })
+        .await?;
+        if let Some(last) = assembler.finish() {
+            take(last);
+        }
+        if let Some(e) = error {
+            return Err(e);
+        }
+        let Some(next_seq) = next_seq else {
+            return Ok(None);
+        };
+        // The newest turn is first; `take` keeps those within the limits, oldest first.
+        let user_id = finished.first().and_then(|t| t.user_id.clone());
+        Ok(Some(SessionHistory {
+            turns: limits.take(finished),
+            next_seq,
+            user_id,
+        }))
+    }
+
+    async fn append(&self, session_id: &str, seq: u64, turn: &Turn) -> Result<Appended, PortError> {
+        use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+        use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
+        let text = serde_json::to_string(turn)
+            .map_err(|e| PortError::Rejected(format!("the turn is not serializable: {e}")))?;
+        if text.len() > MAX_TURN_BYTES {
+            return Err(PortError::TooLarge {
+                request_id: turn.request_id.clone(),
+                size: text.len(),
+                limit: format!(
+                    "the DynamoDB session store holds turns of at most {MAX_TURN_BYTES} bytes \
+                     (a transaction writes at most 4 MB)"
+                ),
+            });
+        }
+        let now = now_epoch_secs();
+        let expiry = (self.ttl > 0).then(|| n(now + self.ttl));
+        let put = |key: String, mut attributes: Item| -> Result<TransactWriteItem, PortError> {
+            attributes.insert("session_id".to_owned(), s(session_id));
+            attributes.insert("key".to_owned(), s(key));
+            if let Some(expiry) = &expiry {
+                attributes.insert("expiry_time".to_owned(), expiry.clone());
+            }
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(attributes))
+                .condition_expression("attribute_not_exists(session_id) OR expiry_time <= :now")
+                .expression_attribute_values(":now", n(now))
+                .build()
+                .map_err(|e| PortError::Rejected(e.to_string()))?;
+            Ok(TransactWriteItem::builder().put(put).build())
+        };
+        // The request index first: its cancellation reason tells a duplicate from a conflict.
+        let mut writes = vec![put(
+            format!("{REQUEST_PREFIX}{}", turn.request_id),
+            HashMap::from([("seq".to_owned(), n(seq))]),
+        )?];
+        let parts = split_utf8(&text, PART_BYTES);
+        for (index, part) in parts.iter().enumerate() {
+            let mut attributes = HashMap::from([("value".to_owned(), s(*part))]);
+            if index == 0 {
+                attributes.insert("parts".to_owned(), n(parts.len()));
+                attributes.insert("request_id".to_owned(), s(&turn.request_id));
+                if let Some(user) = &turn.user_id {
+                    attributes.insert("user_id".to_owned(), s(user));
+                }
+            }
+            writes.push(put(turn_key(seq, index), attributes)?);
+        }
+        let request = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(writes));
+        let sent = with_timeout(Backend::DynamoDb, CALL_TIMEOUT, async {
+            Ok(request.send().await)
+        })
+        .await?;
+        let Err(e) = sent else {
+            return Ok(Appended::Stored);
+        };
+        let code = e
+            .as_service_error()
+            .and_then(ProvideErrorMetadata::code)
+            .map(str::to_owned);
+        match e.into_service_error() {
+            TransactWriteItemsError::TransactionCanceledException(cancelled) => {
+                let failed = |i: usize| {
+                    cancelled
+                        .cancellation_reasons()
+                        .get(i)
+                        .and_then(|r| r.code())
+                        == Some("ConditionalCheckFailed")
+                };
+                if failed(0) {
+                    Ok(Appended::Duplicate)
+                } else if (1..=parts.len()).any(failed) {
+                    Err(PortError::Conflict {
+                        session_id: session_id.to_owned(),
+                    })
+                } else {
+                    Err(unavailable(cancelled))
+                }
+            }
+            other if code.as_deref() == Some("ValidationException") => {
+                Err(PortError::Rejected(format!(
+                    "DynamoDB refused the session write: {}",
+                    other.meta().message().unwrap_or("validation error")
+                )))
+            }
+            other => Err(unavailable(other)),
+        }
+    }
+
+    async fn find(&self, session_id: &str, request_id: &str) -> Result<Option<Turn>, PortError> {
         let request = self
             .client
             .get_item()
             .table_name(&self.table)
             .key("session_id", s(session_id))
-            .key("key", s(SESSION_SORT_KEY))
+            .key("key", s(format!("{REQUEST_PREFIX}{request_id}")))
             .consistent_read(true);
         let output = with_timeout(Backend::DynamoDb, CALL_TIMEOUT, async {
             request.send().await.map_err(unavailable)
         })
         .await?;
-        let Some(item) = output.item.filter(|item| !expired(item)) else {
+        let Some(seq) = output
+            .item
+            .filter(|item| !expired(item))
+            .and_then(|item| get_n::<u64>(&item, "seq"))
+        else {
             return Ok(None);
         };
-        let items = get_s(&item, "value")
-            .ok_or_else(|| corrupt("session item has no value"))
-            .and_then(|v| {
-                serde_json::from_str(v).map_err(|e| corrupt(&format!("session value: {e}")))
-            })?;
-        Ok(Some(StoredSession {
-            items,
-            user_id: get_s(&item, "user_id").map(str::to_owned),
-            version: get_n(&item, "version").unwrap_or_default(),
-        }))
+        let mut assembler = TurnAssembler::default();
+        let prefix = format!("{TURN_PREFIX}{seq:012}#");
+        self.query_turns(session_id, &prefix, |item| {
+            assembler.push(item);
+            true
+        })
+        .await?;
+        match assembler.finish() {
+            Some(turn) if turn.alive => turn.assemble().map(Some),
+            _ => Ok(None),
+        }
     }
+}
 
-    async fn save(&self, session_id: &str, session: &StoredSession) -> Result<u64, PortError> {
-        let version = session.version + 1;
-        let value = serde_json::to_string(&session.items)
-            .map_err(|e| PortError::Rejected(format!("session is not serializable: {e}")))?;
-        let mut item: Item = HashMap::from([
-            ("session_id".to_owned(), s(session_id)),
-            ("key".to_owned(), s(SESSION_SORT_KEY)),
-            ("value".to_owned(), s(value)),
-            ("version".to_owned(), n(version)),
-        ]);
-        if let Some(user) = &session.user_id {
-            item.insert("user_id".to_owned(), s(user));
-        }
-        if self.ttl > 0 {
-            item.insert("expiry_time".to_owned(), n(now_epoch_secs() + self.ttl));
-        }
-        let request = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item));
-        let request = if session.version == 0 {
-            request
-                .condition_expression("attribute_not_exists(session_id) OR expiry_time <= :now")
-                .expression_attribute_values(":now", n(now_epoch_secs()))
-        } else {
-            request
-                .condition_expression("version = :expected")
-                .expression_attribute_values(":expected", n(session.version))
-        };
-        if conditional(request.send()).await? {
-            Ok(version)
-        } else {
-            Err(PortError::Conflict {
-                session_id: session_id.to_owned(),
-            })
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turns_split_at_character_boundaries_and_keys_sort_by_number() {
+        let text = "é".repeat(10);
+        let parts = split_utf8(&text, 3);
+        assert!(parts.iter().all(|p| p.len() <= 3 && !p.is_empty()));
+        assert_eq!(parts.concat(), text);
+        assert_eq!(split_utf8("abc", 10), vec!["abc"]);
+        assert!(turn_key(9, 0) < turn_key(10, 0));
+        assert!(turn_key(10, 1) > turn_key(10, 0));
+        assert_eq!(turn_position(&turn_key(42, 7)), Some((42, 7)));
+        assert_eq!(turn_position("req#x"), None);
     }
 }

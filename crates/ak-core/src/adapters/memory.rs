@@ -4,8 +4,8 @@
 //! SQS, Redis and DynamoDB.
 
 use crate::ports::{
-    ClaimOutcome, PortError, Queue, QueueMessage, ResponseRecord, ResponseStore, SessionStore,
-    StoredSession,
+    Appended, ClaimOutcome, HistoryLimits, PortError, Queue, QueueMessage, Registration,
+    ResponseRecord, ResponseStore, SessionHistory, SessionStore, Turn,
 };
 use async_trait::async_trait;
 use aws_lambda_events::sqs::SqsMessage;
@@ -188,6 +188,7 @@ impl Queue for MemoryQueue {
 struct ResponseSlot {
     record: Option<ResponseRecord>,
     claim: Option<(String, Instant)>,
+    fingerprint: Option<String>,
 }
 
 /// In-process response store.
@@ -207,6 +208,23 @@ impl MemoryResponseStore {
 
 #[async_trait]
 impl ResponseStore for MemoryResponseStore {
+    async fn register(
+        &self,
+        request_id: &str,
+        fingerprint: &str,
+    ) -> Result<Registration, PortError> {
+        let mut slots = lock(&self.slots);
+        let slot = slots.entry(request_id.to_owned()).or_default();
+        Ok(match &slot.fingerprint {
+            None => {
+                slot.fingerprint = Some(fingerprint.to_owned());
+                Registration::New
+            }
+            Some(known) if known == fingerprint => Registration::Repeat(slot.record.clone()),
+            Some(_) => Registration::Mismatch,
+        })
+    }
+
     async fn put(&self, record: &ResponseRecord) -> Result<(), PortError> {
         {
             let mut slots = lock(&self.slots);
@@ -285,10 +303,16 @@ impl ResponseStore for MemoryResponseStore {
     }
 }
 
+#[derive(Clone)]
+struct MemorySession {
+    turns: Vec<Turn>,
+    touched: Instant,
+}
+
 /// In-process session store, bounded to [`MAX_SESSIONS`] (least recently used evicted).
 pub struct MemorySessionStore {
     capacity: usize,
-    sessions: Mutex<HashMap<String, (StoredSession, Instant)>>,
+    sessions: Mutex<HashMap<String, MemorySession>>,
 }
 
 impl Default for MemorySessionStore {
@@ -315,35 +339,59 @@ impl MemorySessionStore {
 
 #[async_trait]
 impl SessionStore for MemorySessionStore {
-    async fn load(&self, session_id: &str) -> Result<Option<StoredSession>, PortError> {
+    async fn load(
+        &self,
+        session_id: &str,
+        limits: HistoryLimits,
+    ) -> Result<Option<SessionHistory>, PortError> {
         let mut sessions = lock(&self.sessions);
-        Ok(sessions.get_mut(session_id).map(|(session, touched)| {
-            *touched = Instant::now();
-            session.clone()
+        Ok(sessions.get_mut(session_id).map(|session| {
+            session.touched = Instant::now();
+            SessionHistory {
+                turns: limits.take(session.turns.iter().rev().cloned()),
+                next_seq: session.turns.len() as u64,
+                user_id: session.turns.last().and_then(|t| t.user_id.clone()),
+            }
         }))
     }
 
-    async fn save(&self, session_id: &str, session: &StoredSession) -> Result<u64, PortError> {
+    async fn append(&self, session_id: &str, seq: u64, turn: &Turn) -> Result<Appended, PortError> {
         let mut sessions = lock(&self.sessions);
-        let current = sessions.get(session_id).map_or(0, |(s, _)| s.version);
-        if current != session.version {
-            return Err(PortError::Conflict {
-                session_id: session_id.to_owned(),
-            });
-        }
-        let mut saved = session.clone();
-        saved.version = current + 1;
         if !sessions.contains_key(session_id) && sessions.len() >= self.capacity {
             let oldest = sessions
                 .iter()
-                .min_by_key(|(_, (_, touched))| *touched)
+                .min_by_key(|(_, s)| s.touched)
                 .map(|(id, _)| id.clone());
             if let Some(id) = oldest {
                 sessions.remove(&id);
             }
         }
-        let version = saved.version;
-        sessions.insert(session_id.to_owned(), (saved, Instant::now()));
-        Ok(version)
+        let session = sessions
+            .entry(session_id.to_owned())
+            .or_insert_with(|| MemorySession {
+                turns: Vec::new(),
+                touched: Instant::now(),
+            });
+        if session
+            .turns
+            .iter()
+            .any(|t| t.request_id == turn.request_id)
+        {
+            return Ok(Appended::Duplicate);
+        }
+        if session.turns.len() as u64 != seq {
+            return Err(PortError::Conflict {
+                session_id: session_id.to_owned(),
+            });
+        }
+        session.turns.push(turn.clone());
+        session.touched = Instant::now();
+        Ok(Appended::Stored)
+    }
+
+    async fn find(&self, session_id: &str, request_id: &str) -> Result<Option<Turn>, PortError> {
+        Ok(lock(&self.sessions)
+            .get(session_id)
+            .and_then(|s| s.turns.iter().find(|t| t.request_id == request_id).cloned()))
     }
 }

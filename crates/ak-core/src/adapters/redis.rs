@@ -1,17 +1,23 @@
 //! Redis adapters (ElastiCache in production).
 //!
 //! Responses live at `<prefix><request_id>` as JSON, written with `SET NX EX` in one command, so
-//! the first answer wins and expires by TTL. Claims live at `<prefix>#claim:<request_id>` (ids
-//! never contain `#`, so the two key spaces cannot collide). A stored answer is announced on
-//! the channel `<prefix>#done:<request_id>`; waiters subscribe through one shared connection
-//! per process and re-read the key after subscribing, so an answer stored in between is not
-//! missed. Sessions are hashes `{version, data}` at `<prefix><session_id>`, saved by a script
-//! that checks the version first.
+//! the first answer wins and expires by TTL. Claims live at `<prefix>#claim:<request_id>` and
+//! request registrations (the fingerprint of the request an id was first used for) at
+//! `<prefix>#req:<request_id>` (ids never contain `#`, so the key spaces cannot collide). A
+//! stored answer is announced on the channel `<prefix>#done:<request_id>`; waiters subscribe
+//! through one shared connection per process and re-read the key after subscribing, so an
+//! answer stored in between is not missed.
+//!
+//! Sessions: a list of turns (JSON, oldest first) at `<prefix>{<session_id>}:turns` and a hash
+//! request id → turn number at `<prefix>{<session_id>}:requests`, appended by one script that
+//! refuses a taken turn number or a request id already present; both keys share a hash tag, so
+//! the script also works on a Redis cluster. Loads read the list's length and its newest turns.
 
 use super::{CALL_TIMEOUT, with_timeout};
 use crate::config::RedisSettings;
 use crate::ports::{
-    Backend, ClaimOutcome, PortError, ResponseRecord, ResponseStore, SessionStore, StoredSession,
+    Appended, Backend, ClaimOutcome, HistoryLimits, PortError, Registration, ResponseRecord,
+    ResponseStore, SessionHistory, SessionStore, Turn,
 };
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -125,6 +131,10 @@ impl RedisResponseStore {
         format!("{}#claim:{request_id}", self.prefix)
     }
 
+    fn registration_key(&self, request_id: &str) -> String {
+        format!("{}#req:{request_id}", self.prefix)
+    }
+
     fn channel_prefix(&self) -> String {
         format!("{}#done:", self.prefix)
     }
@@ -139,6 +149,37 @@ impl RedisResponseStore {
 
 #[async_trait]
 impl ResponseStore for RedisResponseStore {
+    async fn register(
+        &self,
+        request_id: &str,
+        fingerprint: &str,
+    ) -> Result<Registration, PortError> {
+        // SET NX GET would do, but only from Redis 7.0 on; this works on 6.x too.
+        const REGISTER: &str = "local known = redis.call('GET', KEYS[1]) \
+            if known then return known end \
+            if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) \
+            else redis.call('SET', KEYS[1], ARGV[1]) end \
+            return false";
+        let known: Option<String> = self
+            .conn
+            .query(
+                redis::cmd("EVAL")
+                    .arg(REGISTER)
+                    .arg(1)
+                    .arg(self.registration_key(request_id))
+                    .arg(fingerprint)
+                    .arg(self.ttl),
+            )
+            .await?;
+        match known {
+            None => Ok(Registration::New),
+            Some(known) if known == fingerprint => {
+                Ok(Registration::Repeat(self.get(request_id).await?))
+            }
+            Some(_) => Ok(Registration::Mismatch),
+        }
+    }
+
     async fn put(&self, record: &ResponseRecord) -> Result<(), PortError> {
         let json = serde_json::to_string(record)
             .map_err(|e| PortError::Rejected(format!("response is not serializable: {e}")))?;
@@ -377,53 +418,105 @@ impl RedisSessionStore {
             ttl: settings.ttl,
         })
     }
+
+    fn keys(&self, session_id: &str) -> (String, String) {
+        (
+            format!("{}{{{session_id}}}:turns", self.prefix),
+            format!("{}{{{session_id}}}:requests", self.prefix),
+        )
+    }
+
+    fn decode(session_id: &str, text: &str) -> Result<Turn, PortError> {
+        serde_json::from_str(text).map_err(|e| PortError::Corrupt {
+            backend: Backend::Redis,
+            detail: format!("session {session_id}: {e}"),
+        })
+    }
 }
 
 #[async_trait]
 impl SessionStore for RedisSessionStore {
-    async fn load(&self, session_id: &str) -> Result<Option<StoredSession>, PortError> {
-        let (version, data): (Option<u64>, Option<String>) = self
-            .conn
-            .query(
-                redis::cmd("HMGET")
-                    .arg(format!("{}{session_id}", self.prefix))
-                    .arg("version")
-                    .arg("data"),
-            )
-            .await?;
-        let Some(data) = data else { return Ok(None) };
-        let mut session: StoredSession =
-            serde_json::from_str(&data).map_err(|e| PortError::Corrupt {
-                backend: Backend::Redis,
-                detail: format!("session {session_id}: {e}"),
-            })?;
-        session.version = version.unwrap_or_default();
-        Ok(Some(session))
+    async fn load(
+        &self,
+        session_id: &str,
+        limits: HistoryLimits,
+    ) -> Result<Option<SessionHistory>, PortError> {
+        let (turns_key, _) = self.keys(session_id);
+        // Every turn holds at least one message, so max_items turns always cover the window.
+        let newest = limits.max_items.clamp(1, 100_000);
+        let mut pipe = redis::pipe();
+        pipe.cmd("LLEN").arg(&turns_key);
+        pipe.cmd("LRANGE")
+            .arg(&turns_key)
+            .arg(-(newest as i64))
+            .arg(-1);
+        let (count, texts): (u64, Vec<String>) = self.conn.query_pipe(&pipe).await?;
+        if count == 0 {
+            return Ok(None);
+        }
+        let newest_first = texts
+            .iter()
+            .rev()
+            .map(|t| Self::decode(session_id, t))
+            .collect::<Result<Vec<Turn>, PortError>>()?;
+        Ok(Some(SessionHistory {
+            user_id: newest_first.first().and_then(|t| t.user_id.clone()),
+            turns: limits.take(newest_first),
+            next_seq: count,
+        }))
     }
 
-    async fn save(&self, session_id: &str, session: &StoredSession) -> Result<u64, PortError> {
-        const SAVE: &str = "local v = redis.call('HGET', KEYS[1], 'version') or '0' \
-            if v ~= ARGV[1] then return -1 end \
-            local nv = tonumber(v) + 1 \
-            redis.call('HSET', KEYS[1], 'version', nv, 'data', ARGV[2]) \
-            if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end \
-            return nv";
-        let data = serde_json::to_string(session)
-            .map_err(|e| PortError::Rejected(format!("session is not serializable: {e}")))?;
-        let version: i64 = self
+    async fn append(&self, session_id: &str, seq: u64, turn: &Turn) -> Result<Appended, PortError> {
+        const APPEND: &str = "if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return -2 end \
+            if redis.call('LLEN', KEYS[1]) ~= tonumber(ARGV[1]) then return -1 end \
+            redis.call('RPUSH', KEYS[1], ARGV[3]) \
+            redis.call('HSET', KEYS[2], ARGV[2], ARGV[1]) \
+            if tonumber(ARGV[4]) > 0 then \
+              redis.call('EXPIRE', KEYS[1], ARGV[4]) redis.call('EXPIRE', KEYS[2], ARGV[4]) \
+            end \
+            return 0";
+        let (turns_key, requests_key) = self.keys(session_id);
+        let data = serde_json::to_string(turn)
+            .map_err(|e| PortError::Rejected(format!("the turn is not serializable: {e}")))?;
+        let outcome: i64 = self
             .conn
             .query(
                 redis::cmd("EVAL")
-                    .arg(SAVE)
-                    .arg(1)
-                    .arg(format!("{}{session_id}", self.prefix))
-                    .arg(session.version)
+                    .arg(APPEND)
+                    .arg(2)
+                    .arg(turns_key)
+                    .arg(requests_key)
+                    .arg(seq)
+                    .arg(&turn.request_id)
                     .arg(data)
                     .arg(self.ttl),
             )
             .await?;
-        u64::try_from(version).map_err(|_| PortError::Conflict {
-            session_id: session_id.to_owned(),
-        })
+        match outcome {
+            -2 => Ok(Appended::Duplicate),
+            -1 => Err(PortError::Conflict {
+                session_id: session_id.to_owned(),
+            }),
+            _ => Ok(Appended::Stored),
+        }
+    }
+
+    async fn find(&self, session_id: &str, request_id: &str) -> Result<Option<Turn>, PortError> {
+        const FIND: &str = "local n = redis.call('HGET', KEYS[2], ARGV[1]) \
+            if not n then return false end \
+            return redis.call('LINDEX', KEYS[1], n)";
+        let (turns_key, requests_key) = self.keys(session_id);
+        let text: Option<String> = self
+            .conn
+            .query(
+                redis::cmd("EVAL")
+                    .arg(FIND)
+                    .arg(2)
+                    .arg(turns_key)
+                    .arg(requests_key)
+                    .arg(request_id),
+            )
+            .await?;
+        text.map(|t| Self::decode(session_id, &t)).transpose()
     }
 }

@@ -479,9 +479,12 @@ pub struct AgentsSettings {
     /// Model calls one run may make.
     #[serde(deserialize_with = "lenient::positive")]
     pub max_turns: u32,
-    /// Conversation items of a session sent to the model.
+    /// Most conversation messages of a session sent to the model (whole turns).
     #[serde(deserialize_with = "lenient::positive")]
     pub history_window: u32,
+    /// Most bytes of earlier messages (their JSON) sent to the model (whole turns).
+    #[serde(deserialize_with = "lenient::positive")]
+    pub history_max_bytes: usize,
     /// The agents.
     pub definitions: Vec<AgentDefinition>,
 }
@@ -492,6 +495,7 @@ impl Default for AgentsSettings {
             default: None,
             max_turns: 10,
             history_window: 100,
+            history_max_bytes: 200_000,
             definitions: Vec::new(),
         }
     }

@@ -24,8 +24,12 @@ run "direct_mode_creates_no_queues" {
     error_message = "direct mode has only the request handler"
   }
   assert {
-    condition     = output.create_response_table == false
-    error_message = "direct mode stores no responses"
+    condition     = output.create_response_table
+    error_message = "direct mode keeps a response store by default (idempotent request ids)"
+  }
+  assert {
+    condition     = output.environment.request_handler.AK_EXECUTION__RESPONSE_STORE__DYNAMODB__TABLE_NAME == "ak-responses"
+    error_message = "direct mode's request handler gets the response table"
   }
   assert {
     condition     = output.environment.request_handler.AK_EXECUTION__MODE == "direct"
@@ -34,6 +38,19 @@ run "direct_mode_creates_no_queues" {
   assert {
     condition     = output.environment.request_handler.AK_SESSION__DYNAMODB__TABLE_NAME == "ak-sessions"
     error_message = "direct mode's request handler keeps the sessions"
+  }
+}
+
+run "direct_mode_without_a_response_store_when_asked" {
+  command = plan
+
+  variables {
+    response_store = { type = "dynamodb", in_direct_mode = false }
+  }
+
+  assert {
+    condition     = !output.create_response_table && !contains(keys(output.environment.request_handler), "AK_EXECUTION__RESPONSE_STORE__TYPE")
+    error_message = "in_direct_mode = false creates no response table and sets no store"
   }
 }
 
