@@ -26,9 +26,16 @@ pub enum Outcome {
     Error(Value),
 }
 
+/// An invocation waiting for the function: its id, payload (raw JSON text) and deadline.
+struct Pending {
+    id: String,
+    payload: String,
+    deadline: Duration,
+}
+
 #[derive(Default)]
 struct State {
-    pending: VecDeque<(String, Value)>,
+    pending: VecDeque<Pending>,
     outcomes: HashMap<String, (Outcome, Instant)>,
     first_next: Option<Instant>,
     init_error: Option<Value>,
@@ -81,10 +88,20 @@ impl RuntimeApi {
         })
     }
 
-    /// Queues an event for the function; returns its request id.
+    /// Queues an event for the function (with 30 s to answer); returns its request id.
     pub fn invoke(&self, event: Value) -> String {
+        self.invoke_raw(&event.to_string(), Duration::from_secs(30))
+    }
+
+    /// Queues a payload exactly as given (it need not be JSON serde can build) with `deadline`
+    /// to answer, as Lambda's `lambda-runtime-deadline-ms` says; returns its request id.
+    pub fn invoke_raw(&self, payload: &str, deadline: Duration) -> String {
         let id = uuid::Uuid::new_v4().to_string();
-        lock(&self.state).pending.push_back((id.clone(), event));
+        lock(&self.state).pending.push_back(Pending {
+            id: id.clone(),
+            payload: payload.to_owned(),
+            deadline,
+        });
         self.changed.notify_waiters();
         id
     }
@@ -156,12 +173,17 @@ async fn route(
                 let notified = changed.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                if let Some((id, event)) = lock(&state).pending.pop_front() {
+                if let Some(Pending {
+                    id,
+                    payload,
+                    deadline,
+                }) = lock(&state).pending.pop_front()
+                {
                     let deadline = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_millis() + 30_000)
+                        .map(|d| (d + deadline).as_millis())
                         .unwrap_or_default();
-                    let mut response = Response::new(Full::new(Bytes::from(event.to_string())));
+                    let mut response = Response::new(Full::new(Bytes::from(payload)));
                     let headers = response.headers_mut();
                     let mut set = |name: &'static str, value: String| {
                         if let Ok(v) = hyper::header::HeaderValue::from_str(&value) {

@@ -629,7 +629,7 @@ thread_local! {
 /// Runs an SQS event through the agent runner (or the response handler) on in-memory adapters;
 /// returns the reported message ids and the event's records.
 async fn run_batch(event: Value, output_side: bool) -> (Vec<String>, Vec<Value>) {
-    let records = sqs_records(event);
+    let records = sqs_records(&event.to_string());
     let store: Arc<dyn ResponseStore> = Arc::new(MemoryResponseStore::default());
     let response = if output_side {
         ResponseHandler::new(store).handle(records.clone()).await
@@ -705,5 +705,327 @@ async fn one_odd_record_does_not_fail_its_batch_in_the_built_functions() {
         answer,
         json!({"batchItemFailures": [{"itemIdentifier": "broken-body"}]}),
         "only the unreadable record is handed back"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Found by trying it as a user would
+
+/// A tool whose code panics, standing for any bug in a user's tool.
+fn boom() -> ak_agents::FnTool {
+    ak_agents::FnTool::new(
+        "boom",
+        "Fails",
+        json!({"type": "object"}),
+        |_args: Value, _ctx| async move {
+            let empty: Vec<u8> = Vec::new();
+            #[allow(clippy::indexing_slicing)]
+            let byte = empty[usize::MAX / 2];
+            Ok(json!({"byte": byte}))
+        },
+    )
+}
+
+/// The offline model calls the first tool the math agent offers when the prompt names it.
+struct CallsBoom;
+
+#[async_trait::async_trait]
+impl ak_agents::ModelProvider for CallsBoom {
+    fn name(&self) -> &'static str {
+        "calls-boom"
+    }
+
+    async fn complete(
+        &self,
+        request: &ak_agents::model::ModelRequest,
+    ) -> Result<ak_agents::model::ModelReply, ak_agents::ModelError> {
+        let asked = request.messages.iter().any(|m| {
+            m["role"] == "user" && m["content"].as_str().is_some_and(|c| c.contains("boom"))
+        });
+        let called = request.messages.iter().any(|m| m["role"] == "tool");
+        if asked && !called && request.tools.iter().any(|t| t.name == "boom") {
+            return Ok(ak_agents::model::ModelReply {
+                tool_calls: vec![ak_agents::model::ToolCall {
+                    id: "c1".into(),
+                    name: "boom".into(),
+                    arguments: "{}".into(),
+                    extra: None,
+                }],
+                ..Default::default()
+            });
+        }
+        OfflineModel.complete(request).await
+    }
+}
+
+fn boom_runtime() -> AgentRuntime {
+    let mut settings = repo_settings();
+    for def in &mut settings.agents.definitions {
+        if def.name == "math" {
+            def.tools = vec!["boom".into()];
+        }
+    }
+    AgentRuntime::from_settings(
+        &settings,
+        &ToolRegistry::new().with(boom()),
+        Arc::new(CallsBoom),
+        Arc::new(MemorySessionStore::default()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test]
+async fn a_panic_in_a_tool_costs_its_request_a_500_and_nothing_else() {
+    let router = Router::builder(RoutePaths::default())
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let api = Api::new(
+        router,
+        ChatService::new(Execution::Direct(Arc::new(boom_runtime())), None, vec![]),
+        1 << 20,
+    );
+    let ask = |prompt: &str| json!({"prompt": prompt, "agent": "math", "request_id": ak_tests::unique_name("r")});
+    let (status, body) =
+        read_answer(&api.handle_event(ask("boom please")).await).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"], "internal error");
+    assert!(body["request_id"].is_string());
+    let (status, body) = read_answer(&api.handle_event(ask("what is 12 * 7")).await)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 200, "the next request is served: {body}");
+
+    // In the agent runner: the record is answered with the 500, the rest of the batch runs.
+    let output = Arc::new(MemoryQueue::new(false, Duration::from_secs(30)));
+    let runner = AgentRunnerHandler::new(
+        Arc::new(boom_runtime()),
+        output.clone(),
+        Arc::new(MemoryResponseStore::default()),
+        3,
+    );
+    let message = |id: &str, session: &str, prompt: &str| {
+        QueueMessage {
+            request_id: id.into(),
+            session_id: session.into(),
+            user_id: None,
+            status_code: None,
+            body: json!({"prompt": prompt, "agent": "math", "session_id": session}),
+        }
+        .to_sqs_record(id, id, 1)
+    };
+    let response = runner
+        .handle(
+            ak_tests::records_json(vec![
+                message("boom-1", "s1", "boom please"),
+                message("fine-1", "s2", "what is 12 * 7"),
+            ]),
+            None,
+        )
+        .await;
+    assert!(response.batch_item_failures.is_empty());
+    let mut answers: Vec<(String, Option<u16>)> = output
+        .receive(10, Duration::ZERO)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| QueueMessage::from_sqs_record(r).ok())
+        .map(|d| (d.message.request_id, d.message.status_code))
+        .collect();
+    answers.sort();
+    assert_eq!(
+        answers,
+        [
+            ("boom-1".to_owned(), Some(500)),
+            ("fine-1".to_owned(), Some(200))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn events_serde_cannot_read_get_a_400_from_the_built_function_and_one_bad_record_is_reported_alone()
+ {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../config.yaml")
+        .display()
+        .to_string();
+    let api = RuntimeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let binary = function_binary("request-handler", "debug").unwrap_or_else(|e| panic!("{e}"));
+    let _handler = Running(
+        spawn_function(
+            &binary,
+            &api,
+            &[
+                ("AK_CONFIG_PATH_OVERRIDE", &config),
+                ("AK_MODEL__PROVIDER", "offline"),
+                ("AK_EXECUTION__MODE", "direct"),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let deep = format!(
+        r#"{{"prompt": "x", "ctx": {}{}}}"#,
+        "[".repeat(300),
+        "]".repeat(300)
+    );
+    for payload in [r#"{"prompt": "hi \ud800"}"#.to_owned(), deep] {
+        let id = api.invoke_raw(&payload, Duration::from_secs(30));
+        match api.outcome(&id, Duration::from_secs(20)).await {
+            Some((Outcome::Response(answer), _)) => {
+                assert_eq!(answer["statusCode"], 400, "{answer}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    let redis = ak_tests::redis_settings(600);
+    let prefix = redis.prefix().to_owned();
+    let responses = RuntimeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let binary = function_binary("response-handler", "debug").unwrap_or_else(|e| panic!("{e}"));
+    let _function = Running(
+        spawn_function(
+            &binary,
+            &responses,
+            &[
+                ("AK_EXECUTION__RESPONSE_STORE__TYPE", "redis"),
+                (
+                    "AK_EXECUTION__RESPONSE_STORE__REDIS__URL",
+                    redis.url.expose(),
+                ),
+                ("AK_EXECUTION__RESPONSE_STORE__REDIS__PREFIX", &prefix),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let text = std::fs::read_to_string(fixtures_dir().join("sqs_output_event.json"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let event: Value = serde_json::from_str(&text).unwrap_or_default();
+    let mut good = event["Records"][0].clone();
+    good["messageAttributes"]["request_id"]["stringValue"] = json!(ak_tests::unique_name("req"));
+    let good = good.to_string();
+    let bad = r#"{"messageId": "lone-surrogate", "body": "{\"result\": \"\ud800\"}"}"#;
+    let payload = format!(r#"{{"Records": [{bad}, {good}]}}"#);
+    let id = responses.invoke_raw(&payload, Duration::from_secs(30));
+    let Some((Outcome::Response(answer), _)) =
+        responses.outcome(&id, Duration::from_secs(20)).await
+    else {
+        panic!("the whole invocation failed");
+    };
+    assert_eq!(
+        answer,
+        json!({"batchItemFailures": [{"itemIdentifier": "lone-surrogate"}]})
+    );
+}
+
+#[tokio::test]
+async fn an_anonymous_session_stays_open_and_an_owned_one_stays_its_owners() {
+    let (api, _) = deployment();
+    let anonymous = |session: &str| {
+        let mut e = fixture("function_url/post_chat.json");
+        e["body"] = json!(json!({"prompt": "what is 12 * 7", "session_id": session}).to_string());
+        e["isBase64Encoded"] = json!(false);
+        e
+    };
+    let as_user = |session: &str, user: &str| {
+        let mut e = fixture("http/jwt_authorizer.json");
+        e["body"] = json!(json!({"prompt": "what is 12 * 7", "session_id": session}).to_string());
+        e["isBase64Encoded"] = json!(false);
+        e["requestContext"]["authorizer"]["jwt"]["claims"]["sub"] = json!(user);
+        e
+    };
+    let status = |answer: Value| read_answer(&answer).map(|a| a.0).unwrap_or_default();
+    assert_eq!(status(api.handle_event(anonymous("open")).await), 200);
+    assert_eq!(
+        status(api.handle_event(as_user("open", "mallory")).await),
+        200
+    );
+    assert_eq!(
+        status(api.handle_event(anonymous("open")).await),
+        200,
+        "a later user does not take an anonymous session over"
+    );
+    assert_eq!(
+        status(api.handle_event(as_user("owned", "alice")).await),
+        200
+    );
+    assert_eq!(status(api.handle_event(anonymous("owned")).await), 403);
+    assert_eq!(
+        status(api.handle_event(as_user("owned", "mallory")).await),
+        403
+    );
+    assert_eq!(
+        status(api.handle_event(as_user("owned", "alice")).await),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_poll_in_direct_mode_without_a_store_says_there_is_nothing_to_poll() {
+    let (api, _) = deployment();
+    let answer = api.handle_event(fixture("rest/get_poll.json")).await;
+    let (status, body) = read_answer(&answer).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (status, &body["status"]),
+        (404, &json!("NOT_FOUND")),
+        "{body}"
+    );
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("comes with the POST"),
+        "{body}"
+    );
+    assert!(
+        answer["headers"].get("retry-after").is_none(),
+        "no invitation to poll again: {answer}"
+    );
+}
+
+#[tokio::test]
+async fn the_built_function_answers_before_its_deadline_when_the_model_is_slow() {
+    let model = ak_tests::model_server::ScriptedModel::constant(
+        ak_tests::model_server::Reply::Hang(Duration::from_secs(40)),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let config = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../config.yaml")
+        .display()
+        .to_string();
+    let api = RuntimeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let binary = function_binary("request-handler", "debug").unwrap_or_else(|e| panic!("{e}"));
+    let _function = Running(
+        spawn_function(
+            &binary,
+            &api,
+            &[
+                ("AK_CONFIG_PATH_OVERRIDE", &config),
+                ("AK_MODEL__PROVIDER", "openai"),
+                ("OPENAI_API_KEY", "sk-slow"),
+                ("OPENAI_BASE_URL", &model.base_url),
+                ("AK_EXECUTION__MODE", "direct"),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let started = std::time::Instant::now();
+    let event = fixture("function_url/post_chat.json");
+    let id = api.invoke_raw(&event.to_string(), Duration::from_secs(4));
+    let Some((Outcome::Response(answer), _)) = api.outcome(&id, Duration::from_secs(20)).await
+    else {
+        panic!("no answer");
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "answered within the invocation's 4 s: {:?}",
+        started.elapsed()
+    );
+    let (status, body) = read_answer(&answer).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("deadline"),
+        "{body}"
     );
 }

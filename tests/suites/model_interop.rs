@@ -213,6 +213,16 @@ fn text(v: &Value) -> &str {
     v.as_str().unwrap_or_default()
 }
 
+/// The provider's code an error message ends with: `... (HTTP 401: invalid_api_key)` or
+/// `... (rate_limited)`; `None` for `... (HTTP 401)` or no parentheses.
+fn code_in(message: &str) -> Option<String> {
+    let inner = message.strip_suffix(')')?.rsplit_once('(')?.1;
+    match inner.strip_prefix("HTTP ") {
+        Some(rest) => rest.split_once(": ").map(|(_, code)| code.to_owned()),
+        None => Some(inner.to_owned()),
+    }
+}
+
 /// Runs one fixture and checks what the client got against its `expect`.
 async fn check(f: &Fixture) -> Result<(), String> {
     let expect = &f.expect;
@@ -301,20 +311,16 @@ async fn check(f: &Fixture) -> Result<(), String> {
         }
         "error" => {
             let message = text(&body["error"]);
-            // The code closes the message: "... (HTTP 401: invalid_api_key)" or "... (rate_limited)".
-            let code_ok = match expect["code"].as_str() {
-                Some(code) => {
-                    message.ends_with(&format!(": {code})"))
-                        || message.ends_with(&format!(" ({code})"))
-                }
-                None => message.rsplit('(').next().is_some_and(|tail| {
-                    (tail.starts_with("HTTP ") && !tail.contains(':')) || tail.ends_with("in a row")
-                }),
+            let named = if f.status == 200 {
+                message.contains("instead of a reply")
+            } else {
+                message.contains(&format!("HTTP {}", f.status))
             };
-            if status != 502 || !message.contains("HTTP ") || !code_ok {
+            let code = code_in(message);
+            if status != 502 || !named || code.as_deref() != expect["code"].as_str() {
                 return fail(format!(
-                    "expected 502 naming the HTTP status and the code {}",
-                    expect["code"]
+                    "expected 502 naming HTTP {} and the code {} (found {code:?})",
+                    f.status, expect["code"]
                 ));
             }
         }
@@ -535,4 +541,176 @@ async fn gemini_thought_signatures_travel_back_with_their_calls() {
             .is_some_and(|sig| !sig.is_empty()),
         "the signature goes back with its call: {call}"
     );
+}
+
+#[tokio::test]
+async fn a_slow_model_is_cut_at_the_functions_deadline_with_a_json_answer() {
+    let model = ScriptedModel::constant(Reply::Hang(Duration::from_secs(20)))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let provider = OpenAiProvider::new(OpenAiConfig {
+        base_url: model.base_url.clone(),
+        api_key: Some(Secret::new(KEY)),
+        timeout: Duration::from_secs(30),
+        max_retries: 3,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let runtime = AgentRuntime::from_settings(
+        &reference_settings(),
+        &ToolRegistry::new().with(multiply()),
+        Arc::new(provider),
+        Arc::new(MemorySessionStore::default()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let router = Router::builder(RoutePaths::default())
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let api = Api::new(
+        router,
+        ChatService::new(Execution::Direct(Arc::new(runtime)), None, vec![]),
+        1 << 20,
+    );
+    let mut event: Value =
+        serde_json::from_str(include_str!("../fixtures/apigw_v1_post_chat.json"))
+            .unwrap_or_default();
+    event["body"] = json!(json!({"prompt": "hello", "agent": "history"}).to_string());
+    let started = std::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let answer = api.handle_event_until(event, Some(deadline)).await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "answered before the deadline: {took:?}"
+    );
+    assert_eq!(answer["statusCode"], 502, "{answer}");
+    let body: Value =
+        serde_json::from_str(answer["body"].as_str().unwrap_or_default()).unwrap_or_default();
+    assert!(
+        text(&body["error"]).contains("deadline") && body["request_id"].is_string(),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn handoffs_send_no_tool_traffic_to_an_agent_without_tools() {
+    let s = interop(vec![
+        reply(json!({"choices": [{"message": {"tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "transfer_to_history", "arguments": "{}"}}
+        ]}, "finish_reason": "tool_calls"}]})),
+        Reply::Text("William won.".into()),
+        Reply::Text("On Christmas Day.".into()),
+    ])
+    .await;
+    let (status, body) = s
+        .ask("triage", "who won the battle of Hastings", "s-h")
+        .await;
+    assert_eq!((status, text(&body["agent"])), (200, "history"), "{body}");
+    let (status, _) = s.ask("history", "when was he crowned", "s-h").await;
+    assert_eq!(status, 200);
+    for request in &s.model.requests()[1..] {
+        let messages = request["messages"].as_array().cloned().unwrap_or_default();
+        assert!(request.get("tools").is_none(), "{request}");
+        assert!(
+            messages
+                .iter()
+                .all(|m| m["role"] != "tool" && m.get("tool_calls").is_none()),
+            "an agent without tools gets no tool calls or results: {messages:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn deepseek_reasoning_goes_back_with_its_tool_calls_within_a_run_only() {
+    let s = interop(vec![
+        reply(json!({"choices": [{"message": {"content": "", "reasoning_content": "12 times 7, use the tool",
+            "tool_calls": [{"id": "call_00_x", "type": "function",
+                "function": {"name": "multiply", "arguments": "{\"a\": 12, \"b\": 7}"}}]},
+            "finish_reason": "tool_calls"}]})),
+        Reply::Text("It is 84.".into()),
+    ])
+    .await;
+    let (status, body) = s.ask("math", "what is 12 * 7", "s-r").await;
+    assert_eq!(
+        (status, text(&body["result"])),
+        (200, "It is 84."),
+        "{body}"
+    );
+    let second = &s.model.requests()[1]["messages"];
+    assert_eq!(
+        second[2]["reasoning_content"], "12 times 7, use the tool",
+        "DeepSeek's thinking mode needs it back with the call: {second}"
+    );
+    let stored = s.session_items("s-r").await.unwrap_or_default();
+    assert!(
+        !Value::Array(stored)
+            .to_string()
+            .contains("reasoning_content"),
+        "never stored"
+    );
+    assert!(!body.to_string().contains("use the tool"), "never shown");
+}
+
+#[tokio::test]
+async fn blocked_and_broken_answers_never_pass_as_complete_ones() {
+    let with_finish = |finish: &str| {
+        reply(
+            json!({"choices": [{"message": {"content": "Here is the first chapter: It was"},
+            "finish_reason": finish}]}),
+        )
+    };
+    for blocked in ["RECITATION", "PROHIBITED_CONTENT", "SAFETY"] {
+        let s = interop(vec![with_finish(blocked)]).await;
+        let (status, body) = s.ask("history", "x", "s-b").await;
+        assert_eq!(
+            (status, &body["reason"]),
+            (422, &json!("content_filter")),
+            "{blocked}: {body}"
+        );
+        assert!(s.session_items("s-b").await.unwrap_or_default().is_empty());
+    }
+    let s = interop(vec![with_finish("error")]).await;
+    let (status, body) = s.ask("history", "x", "s-e").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(text(&body["error"]).contains("while writing"), "{body}");
+    assert!(s.session_items("s-e").await.unwrap_or_default().is_empty());
+}
+
+#[tokio::test]
+async fn huge_bodies_are_not_read_whole_and_a_code_never_shows_the_key() {
+    let huge = Reply::Raw {
+        status: 200,
+        content_type: "application/json".into(),
+        body: format!(
+            "{{\"choices\": [{{\"message\": {{\"content\": \"{}\"}}}}]}}",
+            "x".repeat(17 << 20)
+        ),
+    };
+    let s = interop(vec![huge]).await;
+    let (status, body) = s.ask("history", "x", "s-1").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        text(&body["error"]).contains("larger than 16 MiB"),
+        "{body}"
+    );
+
+    let page = Reply::Raw {
+        status: 500,
+        content_type: "text/html".into(),
+        body: format!("<html>{}</html>", "y".repeat(1 << 20)),
+    };
+    let s = interop(vec![page]).await;
+    let (status, body) = s.ask("history", "x", "s-2").await;
+    assert_eq!(status, 502);
+    assert!(text(&body["error"]).contains("HTTP 500"), "{body}");
+
+    let echo = Reply::Raw {
+        status: 401,
+        content_type: "application/json".into(),
+        body: json!({"error": {"code": KEY, "message": "bad key"}}).to_string(),
+    };
+    let s = interop(vec![echo]).await;
+    let (status, body) = s.ask("history", "x", "s-3").await;
+    assert_eq!(status, 502);
+    assert!(!body.to_string().contains(KEY), "{body}");
+    assert!(text(&body["error"]).ends_with("(HTTP 401)"), "{body}");
 }

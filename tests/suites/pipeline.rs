@@ -195,7 +195,7 @@ pub(crate) fn authorized_event(
 
 /// A request from an event, as the request handler reads it.
 pub(crate) fn decode(event: &Value) -> Request {
-    match ak_core::event::decode(event, "sub", "/api/v1/chat") {
+    match ak_core::event::decode(event, &ak_core::event::DecodeOptions::default()) {
         ak_core::event::Incoming::Request { request, .. } => *request,
         other => panic!("not a request: {other:?}"),
     }

@@ -251,6 +251,14 @@ impl AgentSet {
             .unwrap_or_else(|| unreachable!("default agent checked at construction"))
     }
 
+    /// Whether `tool` is the handoff tool of some agent's handoff (`transfer_to_<name>`).
+    pub fn is_handoff_tool(&self, tool: &str) -> bool {
+        self.agents
+            .values()
+            .flat_map(|a| &a.handoffs)
+            .any(|target| handoff_tool_name(target) == tool)
+    }
+
     /// Every agent name, sorted.
     pub fn names(&self) -> Vec<&str> {
         self.agents.keys().map(String::as_str).collect()

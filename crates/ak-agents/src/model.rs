@@ -26,6 +26,9 @@ pub struct ModelRequest {
     pub messages: Vec<Value>,
     /// Tools the model may call.
     pub tools: Vec<ToolSpec>,
+    /// When the answer must be there (the function's deadline less a margin); the provider
+    /// shortens or skips attempts that would end later.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 /// A function call requested by the model.
@@ -55,9 +58,12 @@ pub struct Usage {
 
 impl std::ops::AddAssign for Usage {
     fn add_assign(&mut self, other: Usage) {
-        self.prompt_tokens += other.prompt_tokens;
-        self.completion_tokens += other.completion_tokens;
-        self.total_tokens += other.total_tokens;
+        // Saturating: a server's absurd count must not overflow the sum.
+        self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
+        self.completion_tokens = self
+            .completion_tokens
+            .saturating_add(other.completion_tokens);
+        self.total_tokens = self.total_tokens.saturating_add(other.total_tokens);
     }
 }
 
@@ -73,8 +79,14 @@ pub enum FinishReason {
     Length,
     /// The model asked for tool calls.
     ToolCalls,
-    /// The provider's content filter stopped the answer (`content_filter`).
+    /// The provider's content filter stopped the answer (`content_filter`, Gemini's `SAFETY`,
+    /// `RECITATION`, `PROHIBITED_CONTENT`, ...).
     ContentFilter,
+    /// The model declined (`refusal`): its text, if any, is a refusal.
+    Refusal,
+    /// The provider failed while writing the answer (`error`, as OpenRouter reports an upstream
+    /// failure): what came is not a complete answer.
+    Error,
 }
 
 /// The model's answer to one call.
@@ -86,6 +98,9 @@ pub struct ModelReply {
     pub refusal: Option<String>,
     /// Function calls, when the model made any.
     pub tool_calls: Vec<ToolCall>,
+    /// The model's `reasoning_content`, sent back with its tool calls within the same run
+    /// (DeepSeek's thinking mode requires it there) and never stored or shown.
+    pub reasoning: Option<String>,
     /// Why the model stopped.
     pub finish: FinishReason,
     /// Tokens this call used (0 where the server did not say).
@@ -104,7 +119,7 @@ pub enum ModelError {
         detail: Option<String>,
     },
     /// 429 or 5xx on every attempt.
-    #[error("the model provider answered HTTP {status} {attempts} times in a row{}", detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    #[error("the model provider answered HTTP {status} {}{}", attempts_text(*attempts), detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
     Unavailable {
         /// Last HTTP status.
         status: u16,
@@ -114,7 +129,7 @@ pub enum ModelError {
         detail: Option<String>,
     },
     /// No answer within the timeout, on every attempt.
-    #[error("the model provider did not answer within {timeout_secs} s ({attempts} attempts)")]
+    #[error("the model provider did not answer within {timeout_secs} s ({})", attempts_text(*attempts))]
     Timeout {
         /// Per-attempt timeout.
         timeout_secs: f64,
@@ -122,7 +137,7 @@ pub enum ModelError {
         attempts: u32,
     },
     /// The provider could not be reached.
-    #[error("cannot reach the model provider ({attempts} attempts): {detail}")]
+    #[error("cannot reach the model provider ({}): {detail}", attempts_text(*attempts))]
     Connection {
         /// What failed.
         detail: String,
@@ -132,6 +147,25 @@ pub enum ModelError {
     /// The answer is not a Chat Completions response.
     #[error("the model provider's answer is not a Chat Completions response: {0}")]
     InvalidResponse(String),
+    /// A 2xx answer that carries an error object instead of a reply (OpenRouter, LM Studio).
+    #[error("the model provider answered with an error instead of a reply{}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
+    ErrorInReply {
+        /// The error's code, as for [`ModelError::Rejected`].
+        code: Option<String>,
+    },
+    /// The function's deadline came before the model answered: no attempt could finish in time.
+    #[error("the model provider did not answer before the function's deadline ({})", attempts_text(*attempts))]
+    Deadline {
+        /// Attempts made (or begun).
+        attempts: u32,
+    },
+}
+
+fn attempts_text(attempts: u32) -> String {
+    match attempts {
+        1 => "on the one attempt".to_owned(),
+        n => format!("on all {n} attempts"),
+    }
 }
 
 impl ModelError {

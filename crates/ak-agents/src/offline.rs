@@ -299,6 +299,7 @@ mod tests {
                 json!({"role": "user", "content": prompt}),
             ],
             tools: vec![handoff("history", "historical"), handoff("math", "math")],
+            deadline: None,
         }
     }
 

@@ -22,6 +22,12 @@ pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(10);
+/// Largest reply body read; a chat completion is far smaller.
+const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
+/// Of an error body only this much is read: enough to find its code.
+const MAX_ERROR_BYTES: usize = 64 * 1024;
+/// An attempt shorter than this is not started: it could not finish before the deadline.
+const MIN_ATTEMPT: Duration = Duration::from_millis(500);
 
 /// Settings of [`OpenAiProvider`].
 #[derive(Debug, Clone)]
@@ -46,7 +52,12 @@ pub struct OpenAiProvider {
 impl OpenAiProvider {
     /// A provider for this endpoint; no network or file access until the first call.
     pub fn new(config: OpenAiConfig) -> Result<Self, String> {
-        let url = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
+        // A query string stays at the end (Azure's `...?api-version=2024-10-21`).
+        let (path, query) = match config.base_url.split_once('?') {
+            Some((path, query)) => (path, format!("?{query}")),
+            None => (config.base_url.as_str(), String::new()),
+        };
+        let url = format!("{}/chat/completions{query}", path.trim_end_matches('/'));
         let endpoint: http::Uri = url
             .parse()
             .map_err(|e| format!("model base URL {:?} is not a URL: {e}", config.base_url))?;
@@ -96,15 +107,30 @@ impl OpenAiProvider {
             .and_then(|v| v.trim().parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s >= 0.0)
             .map(|s| Duration::from_secs_f64(s).min(RETRY_AFTER_MAX));
-        let bytes = response
-            .into_body()
+        let success = (200..300).contains(&status);
+        let limit = if success {
+            MAX_REPLY_BYTES
+        } else {
+            MAX_ERROR_BYTES
+        };
+        let bytes = match http_body_util::Limited::new(response.into_body(), limit)
             .collect()
             .await
-            .map_err(|e| format!("the answer was cut off: {e}"))?
-            .to_bytes();
+        {
+            Ok(collected) => collected.to_bytes(),
+            // An oversized error body: its status is enough.
+            Err(_) if !success => Bytes::new(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Ok((status, retry_after, Bytes::from_static(OVERSIZED)));
+            }
+            Err(e) => return Err(format!("the answer was cut off: {e}")),
+        };
         Ok((status, retry_after, bytes))
     }
 }
+
+/// Stands in for a reply larger than [`MAX_REPLY_BYTES`], which is not read.
+const OVERSIZED: &[u8] = b"\x00oversized";
 
 fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
     if let Some(after) = retry_after {
@@ -153,8 +179,23 @@ impl ModelProvider for OpenAiProvider {
             attempts: 0,
         };
         for attempt in 0..attempts {
+            // Each attempt gets the configured timeout, shortened so it ends before the
+            // deadline; one that could not finish in time is not started.
+            let left = request
+                .deadline
+                .map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
+            let timeout = left.map_or(self.config.timeout, |left| left.min(self.config.timeout));
+            if left.is_some_and(|left| left < MIN_ATTEMPT) {
+                tracing::warn!(attempt, "no time left before the deadline for a model call");
+                return Err(ModelError::Deadline { attempts: attempt });
+            }
             let mut retry_after = None;
-            match tokio::time::timeout(self.config.timeout, self.send_once(&body)).await {
+            match tokio::time::timeout(timeout, self.send_once(&body)).await {
+                Err(_) if Some(timeout) == left => {
+                    return Err(ModelError::Deadline {
+                        attempts: attempt + 1,
+                    });
+                }
                 Err(_) => {
                     last = ModelError::Timeout {
                         timeout_secs: self.config.timeout.as_secs_f64(),
@@ -168,33 +209,65 @@ impl ModelProvider for OpenAiProvider {
                     };
                 }
                 Ok(Ok((status, after, bytes))) => {
-                    let (status, detail) = if (200..300).contains(&status) {
+                    let (status, detail, in_reply) = if (200..300).contains(&status) {
+                        if bytes.as_ref() == OVERSIZED {
+                            return Err(ModelError::InvalidResponse(format!(
+                                "the reply is larger than {} MiB",
+                                MAX_REPLY_BYTES >> 20
+                            )));
+                        }
                         match reply::read_reply(&bytes) {
                             Ok(reply) => return Ok(reply),
-                            Err(reply::ReadError::Embedded { status, code }) => (status, code),
+                            Err(reply::ReadError::Embedded { status, code }) => {
+                                (status, code, true)
+                            }
                             Err(invalid) => return Err(invalid.into()),
                         }
                     } else {
-                        (status, reply::error_code(&bytes, status))
+                        (status, reply::error_code(&bytes, status), false)
                     };
-                    if status != 429 && status < 500 {
+                    // A "code" that repeats the key would publish it.
+                    let detail = detail.filter(|code| {
+                        self.config
+                            .api_key
+                            .as_ref()
+                            .is_none_or(|key| !code.contains(key.expose()))
+                    });
+                    let retryable = status == 429 || status >= 500;
+                    if !retryable {
                         tracing::warn!(
                             status,
                             detail = detail.as_deref().unwrap_or(""),
                             "model provider rejected the request"
                         );
-                        return Err(ModelError::Rejected { status, detail });
+                        return Err(if in_reply {
+                            ModelError::ErrorInReply { code: detail }
+                        } else {
+                            ModelError::Rejected { status, detail }
+                        });
                     }
                     retry_after = after;
-                    last = ModelError::Unavailable {
-                        status,
-                        attempts: attempt + 1,
-                        detail,
+                    last = if in_reply {
+                        ModelError::ErrorInReply { code: detail }
+                    } else {
+                        ModelError::Unavailable {
+                            status,
+                            attempts: attempt + 1,
+                            detail,
+                        }
                     };
                 }
             }
             if attempt + 1 < attempts {
-                let pause = backoff(attempt, retry_after);
+                let mut pause = backoff(attempt, retry_after);
+                if let Some(deadline) = request.deadline {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if pause + MIN_ATTEMPT > left {
+                        tracing::warn!(error = %last, "no time left before the deadline to retry");
+                        return Err(last);
+                    }
+                    pause = pause.min(left);
+                }
                 tracing::warn!(error = %last, retry_in_ms = pause.as_millis() as u64, "model call failed; retrying");
                 tokio::time::sleep(pause).await;
             }
@@ -219,6 +292,15 @@ mod tests {
         assert!(OpenAiProvider::new(config("http://127.0.0.1:11434/v1/")).is_ok());
         assert!(OpenAiProvider::new(config("api.openai.com")).is_err());
         assert!(OpenAiProvider::new(config("ftp://x/v1")).is_err());
+        let azure = OpenAiProvider::new(config(
+            "https://r.openai.azure.com/openai/deployments/gpt-4o/?api-version=2024-10-21",
+        ))
+        .map(|p| p.endpoint.to_string())
+        .unwrap_or_default();
+        assert_eq!(
+            azure,
+            "https://r.openai.azure.com/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+        );
     }
 
     #[test]
@@ -250,6 +332,7 @@ mod tests {
             agent: "a".into(),
             messages: vec![json!({"role": "user", "content": "hi"})],
             tools: Vec::new(),
+            deadline: None,
         };
         let body: serde_json::Value =
             serde_json::from_slice(&request_body(&request)).unwrap_or_default();

@@ -60,6 +60,9 @@ pub enum RunError {
         "the model provider's content filter blocked this {0}; rephrase the message (finish_reason content_filter)"
     )]
     Filtered(&'static str),
+    /// The provider failed while writing the answer (`finish_reason: error`).
+    #[error("the model provider failed while writing its answer (finish_reason error)")]
+    BrokenAnswer,
     /// The model answered with no text, no refusal and no tool call.
     #[error("{}", if *cut_off {
         "the model reached its token limit before writing any answer (finish_reason length); raise the model's output limit or shorten the conversation"
@@ -87,7 +90,7 @@ impl RunError {
         match self {
             RunError::Session(e) => e.is_transient(),
             RunError::Model(ModelError::Rejected { .. } | ModelError::InvalidResponse(_)) => false,
-            RunError::Model(_) => true,
+            RunError::Model(_) | RunError::BrokenAnswer => true,
             RunError::UnknownAgent { .. }
             | RunError::MaxTurns(_)
             | RunError::SessionOwned(_)
@@ -112,12 +115,13 @@ impl From<RunError> for ApiError {
                 request_id: None,
                 message: RunError::Filtered("request").to_string(),
             },
-            RunError::Model(_) | RunError::MaxTurns(_) | RunError::EmptyAnswer { .. } => {
-                ApiError::ModelProvider {
-                    request_id: None,
-                    message: e.to_string(),
-                }
-            }
+            RunError::Model(_)
+            | RunError::MaxTurns(_)
+            | RunError::EmptyAnswer { .. }
+            | RunError::BrokenAnswer => ApiError::ModelProvider {
+                request_id: None,
+                message: e.to_string(),
+            },
             RunError::Session(port) => port.into(),
         }
     }
@@ -270,14 +274,22 @@ impl AgentRuntime {
         let mut model_ms = 0.0;
 
         for turn_count in 1..=self.max_turns {
+            let tools = tool_specs(agent, &self.agents);
             let model_request = ModelRequest {
                 model: agent
                     .model
                     .clone()
                     .unwrap_or_else(|| self.model_name.clone()),
                 agent: agent.name.clone(),
-                messages: self.messages(agent, &request.context, &history.turns, &new_items),
-                tools: tool_specs(agent, &self.agents),
+                messages: self.messages(
+                    agent,
+                    &request.context,
+                    &history.turns,
+                    &new_items,
+                    !tools.is_empty(),
+                ),
+                tools,
+                deadline: request.deadline,
             };
             let called = std::time::Instant::now();
             let reply = self.model.complete(&model_request).await?;
@@ -288,11 +300,15 @@ impl AgentRuntime {
                 tracing::warn!(request_id = %request.request_id, agent = %agent.name, "the model provider's content filter blocked the answer");
                 return Err(RunError::Filtered("answer"));
             }
+            if reply.finish == FinishReason::Error {
+                tracing::warn!(request_id = %request.request_id, agent = %agent.name, "the model provider failed while writing its answer");
+                return Err(RunError::BrokenAnswer);
+            }
             if reply.tool_calls.is_empty() {
                 let truncated = reply.finish == FinishReason::Length;
                 let (text, refusal) = match (reply.refusal, reply.content) {
                     (Some(refusal), _) => (refusal, true),
-                    (None, Some(text)) => (text, false),
+                    (None, Some(text)) => (text, reply.finish == FinishReason::Refusal),
                     (None, None) => return Err(RunError::EmptyAnswer { cut_off: truncated }),
                 };
                 let truncated = truncated && !refusal;
@@ -305,10 +321,22 @@ impl AgentRuntime {
                     answer["outcome"] = json!("cut_off");
                 }
                 new_items.push(answer);
+                // Reasoning served its purpose within this run; the session never keeps it.
+                for item in &mut new_items {
+                    if let Value::Object(map) = item {
+                        map.remove("reasoning_content");
+                    }
+                }
                 let turn = Turn {
                     request_id: request.request_id.clone(),
                     fingerprint,
-                    user_id: request.user_id.clone(),
+                    // The session's owner is its first user, carried on every turn: an
+                    // anonymous session stays open, an owned one stays its owner's.
+                    user_id: if history.has_turns {
+                        history.user_id.clone()
+                    } else {
+                        request.user_id.clone()
+                    },
                     items: new_items,
                     created_at: now_epoch_secs(),
                 };
@@ -358,6 +386,9 @@ impl AgentRuntime {
             if let Some(text) = reply.content {
                 call_message["content"] = json!(text);
             }
+            if let Some(reasoning) = reply.reasoning {
+                call_message["reasoning_content"] = json!(reasoning);
+            }
             new_items.push(call_message);
             let mut next: Option<&Agent> = None;
             for call in &reply.tool_calls {
@@ -404,12 +435,17 @@ impl AgentRuntime {
     }
 
     /// System instructions, then history and this run's items, without our bookkeeping fields.
+    /// Handoff exchanges (a `transfer_to_*` call and its result) are not replayed: they were
+    /// the runtime's routing, not conversation. An agent offering no tools gets no tool calls or
+    /// results at all (their outcome is in the answers that followed): some servers refuse tool
+    /// messages in a request without `tools` (Bedrock behind an OpenAI-compatible gateway).
     fn messages(
         &self,
         agent: &Agent,
         context: &serde_json::Map<String, Value>,
         history: &[Turn],
         new_items: &[Value],
+        offers_tools: bool,
     ) -> Vec<Value> {
         let mut system = agent.instructions.clone();
         if !context.is_empty() {
@@ -419,11 +455,46 @@ impl AgentRuntime {
         let earlier = history.iter().flat_map(|turn| &turn.items);
         let mut messages = Vec::with_capacity(new_items.len() + 1);
         messages.push(json!({"role": "system", "content": system}));
+        let mut kept_calls: Vec<&str> = Vec::new();
         for item in earlier.chain(new_items) {
             let mut message = item.clone();
-            if let Value::Object(map) = &mut message {
-                for field in BOOKKEEPING_FIELDS {
-                    map.remove(*field);
+            let Value::Object(map) = &mut message else {
+                continue;
+            };
+            for field in BOOKKEEPING_FIELDS {
+                map.remove(*field);
+            }
+            if map.get("role").and_then(Value::as_str) == Some("tool") {
+                let id = map.get("tool_call_id").and_then(Value::as_str);
+                if !id.is_some_and(|id| kept_calls.contains(&id)) {
+                    continue;
+                }
+            } else if let Some(Value::Array(calls)) = map.get_mut("tool_calls") {
+                calls.retain(|call| {
+                    let name = call["function"]["name"].as_str().unwrap_or_default();
+                    offers_tools && !self.agents.is_handoff_tool(name)
+                });
+                kept_calls.extend(
+                    item["tool_calls"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|call| {
+                            let name = call["function"]["name"].as_str().unwrap_or_default();
+                            offers_tools && !self.agents.is_handoff_tool(name)
+                        })
+                        .filter_map(|call| call["id"].as_str()),
+                );
+                if calls.is_empty() {
+                    map.remove("tool_calls");
+                    map.remove("reasoning_content");
+                    let text = map
+                        .get("content")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    if text.trim().is_empty() {
+                        continue;
+                    }
                 }
             }
             messages.push(message);

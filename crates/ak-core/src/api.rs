@@ -4,7 +4,7 @@
 
 use crate::chat::ChatService;
 use crate::error::ApiError;
-use crate::event::{self, Incoming, Problem};
+use crate::event::{self, DecodeOptions, Incoming, Problem};
 use crate::request::{Caller, RunRequest, poll_request_id};
 use crate::response::ApiResponse;
 use crate::router::{Route, Router};
@@ -13,37 +13,98 @@ use lambda_http::{Body, Request, RequestExt};
 use serde_json::Value;
 use std::time::Instant;
 
+/// A model run must end this long before the invocation's deadline, so the answer (or the
+/// error) is written before Lambda stops the function.
+pub const ANSWER_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// When the invocation must have answered; put in a request's extensions by
+/// [`Api::handle_event_until`].
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(pub tokio::time::Instant);
+
 /// The request handler's HTTP API.
 pub struct Api {
     router: Router,
     chat: ChatService,
     max_body_bytes: usize,
-    principal_claim: String,
+    decode: DecodeOptions,
+}
+
+/// What the request log line says about a request, filled in as it is understood.
+#[derive(Default)]
+struct LogFields {
+    request_id: Option<String>,
+    session_id: Option<String>,
+    user_id: Option<String>,
 }
 
 impl Api {
     /// An API serving `router`'s routes with `chat` behind the chat path.
     pub fn new(router: Router, chat: ChatService, max_body_bytes: usize) -> Self {
+        let decode = DecodeOptions {
+            chat_path: router.paths().chat().to_owned(),
+            ..DecodeOptions::default()
+        };
         Self {
             router,
             chat,
             max_body_bytes,
-            principal_claim: "sub".to_owned(),
+            decode,
         }
     }
 
-    /// Reads the user from this claim of Cognito and JWT authorizers (`auth.principal_claim`,
-    /// default `sub`).
+    /// Reads the user from this claim of Cognito, JWT and Lambda authorizers
+    /// (`auth.principal_claim`, default `sub`).
     pub fn with_principal_claim(mut self, claim: &str) -> Self {
-        self.principal_claim = claim.to_owned();
+        claim.clone_into(&mut self.decode.principal_claim);
+        self
+    }
+
+    /// Takes an ALB's `x-amzn-oidc-identity` as the user (`auth.trust_alb_oidc_identity`).
+    pub fn with_alb_oidc_identity(mut self, trust: bool) -> Self {
+        self.decode.trust_alb_oidc = trust;
         self
     }
 
     /// Answers one Lambda event from any front door, in that door's format (see
     /// [`crate::event`]). Never fails: an event that cannot be read is answered 400.
     pub async fn handle_event(&self, event: Value) -> Value {
-        match event::decode(&event, &self.principal_claim, self.router.paths().chat()) {
-            Incoming::Request { door, request } => event::encode(door, self.handle(*request).await),
+        self.handle_event_until(event, None).await
+    }
+
+    /// Answers the raw JSON of a Lambda event (what the function receives), before `deadline`:
+    /// an event serde cannot read as a JSON tree (a lone surrogate escape, nesting deeper than
+    /// 128) is a 400 too, not an invocation error.
+    pub async fn handle_raw_event(
+        &self,
+        event: &str,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Value {
+        match serde_json::from_str(event) {
+            Ok(event) => self.handle_event_until(event, deadline).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "an event that is not readable JSON");
+                event::unrecognised_answer(&format!(
+                    "the event is not JSON this function can read ({e})"
+                ))
+            }
+        }
+    }
+
+    /// [`Api::handle_event`], with the invocation's deadline: model calls end in time for the
+    /// answer, and rest_sync waits no longer than the invocation may run.
+    pub async fn handle_event_until(
+        &self,
+        event: Value,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Value {
+        match event::decode(&event, &self.decode) {
+            Incoming::Request { door, mut request } => {
+                if let Some(deadline) = deadline {
+                    request.extensions_mut().insert(Deadline(deadline));
+                }
+                event::encode(door, self.handle(*request).await)
+            }
             Incoming::KeepWarm => serde_json::json!({"status": "warm"}),
             Incoming::Malformed { door, problem } => {
                 tracing::warn!(door = door.as_str(), problem = %problem, "malformed event");
@@ -70,8 +131,25 @@ impl Api {
         let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let user = principal(&request);
-        let response = match self.dispatch(request).await {
+        let mut log = LogFields {
+            user_id: principal(&request),
+            ..LogFields::default()
+        };
+        // A panic in a route handler or an agent is a bug: it costs this request a 500, never
+        // the connection or the invocation.
+        let dispatched = {
+            use futures_util::FutureExt;
+            std::panic::AssertUnwindSafe(self.dispatch(request, &mut log))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| {
+                    Err(ApiError::internal(
+                        log.request_id.as_deref(),
+                        format!("the request handler panicked: {}", panic_text(&*panic)),
+                    ))
+                })
+        };
+        let response = match dispatched {
             Ok(response) => response,
             Err(error) => {
                 match &error {
@@ -95,6 +173,9 @@ impl Api {
                 .and_then(|v| v.as_str())
                 .unwrap_or("")
         };
+        let or_body = |known: &Option<String>, name: &str| {
+            known.clone().unwrap_or_else(|| field(name).to_owned())
+        };
         let mode = self.chat.mode().as_str();
         tracing::info!(
             method = %method,
@@ -102,10 +183,10 @@ impl Api {
             status = response.status.as_u16(),
             outcome = response.outcome,
             mode,
-            request_id = field("request_id"),
-            session_id = field("session_id"),
+            request_id = or_body(&log.request_id, "request_id"),
+            session_id = or_body(&log.session_id, "session_id"),
             agent = field("agent"),
-            user_id = user.as_deref().unwrap_or(""),
+            user_id = log.user_id.as_deref().unwrap_or(""),
             duration_ms,
             "request"
         );
@@ -132,7 +213,11 @@ impl Api {
         response.into_http()
     }
 
-    async fn dispatch(&self, request: Request) -> Result<ApiResponse, ApiError> {
+    async fn dispatch(
+        &self,
+        request: Request,
+        log: &mut LogFields,
+    ) -> Result<ApiResponse, ApiError> {
         let size = request.body().len();
         if size > self.max_body_bytes {
             return Err(ApiError::PayloadTooLarge {
@@ -165,14 +250,31 @@ impl Api {
                 }
                 if request.method() == Method::GET {
                     let id = poll_request_id(query_id.as_deref(), request.body().as_ref())?;
+                    log.request_id = Some(id.clone());
                     self.chat.poll(&id, caller.principal()).await
                 } else {
-                    let run = RunRequest::from_json(request.body().as_ref(), &caller)?;
+                    let mut run = RunRequest::from_json(request.body().as_ref(), &caller)?;
+                    log.request_id = Some(run.request_id.clone());
+                    log.session_id = Some(run.session_id.clone());
+                    log.user_id.clone_from(&run.user_id);
+                    run.deadline = request
+                        .extensions()
+                        .get::<Deadline>()
+                        .map(|d| d.0 - ANSWER_MARGIN);
                     self.chat.post(run).await
                 }
             }
         }
     }
+}
+
+/// The message of a caught panic.
+pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// Who is calling, as the event's front door vouched for it ([`crate::event`] puts it in the
@@ -228,7 +330,7 @@ mod tests {
 
     fn decoded(fixture: &str) -> Request {
         let event: Value = serde_json::from_str(fixture).unwrap_or_default();
-        match event::decode(&event, "sub", "/api/v1/chat") {
+        match event::decode(&event, &DecodeOptions::default()) {
             Incoming::Request { request, .. } => *request,
             other => panic!("{other:?}"),
         }

@@ -191,6 +191,7 @@ impl ChatService {
             },
             Execution::Sync { input, store, wait } => {
                 enqueue(input.as_ref(), &request).await?;
+                let wait = &within_deadline(&request, *wait);
                 let record = store
                     .wait_for(&id, *wait)
                     .await
@@ -282,7 +283,9 @@ impl ChatService {
             request_id: request_id.to_owned(),
         };
         let Some(store) = &self.store else {
-            return Err(not_found());
+            return Err(ApiError::NothingToPoll {
+                request_id: request_id.to_owned(),
+            });
         };
         let record = store
             .get(request_id)
@@ -311,6 +314,36 @@ async fn enqueue(input: &dyn Queue, request: &RunRequest) -> Result<(), ApiError
     })
 }
 
+/// Runs an agent; a panic inside the run (a bug, in a tool, say) becomes an internal error of
+/// this request alone.
+pub async fn run_agent(
+    runner: &dyn AgentRunner,
+    request: &RunRequest,
+) -> Result<crate::ports::AgentAnswer, crate::ports::AgentFailure> {
+    use futures_util::FutureExt;
+    std::panic::AssertUnwindSafe(runner.run(request))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            let detail = format!(
+                "the agent run panicked: {}",
+                crate::api::panic_text(&*panic)
+            );
+            tracing::error!(request_id = %request.request_id, detail = %detail, "agent run failed");
+            Err(crate::ports::AgentFailure {
+                error: ApiError::internal(Some(&request.request_id), detail),
+                transient: false,
+            })
+        })
+}
+
+/// How long to wait from now: `wait`, but never past the request's deadline.
+fn within_deadline(request: &RunRequest, wait: Duration) -> Duration {
+    request.deadline.map_or(wait, |deadline| {
+        wait.min(deadline.saturating_duration_since(tokio::time::Instant::now()))
+    })
+}
+
 /// Runs the agent in the handler and answers with the result.
 async fn run_direct(
     runner: &dyn AgentRunner,
@@ -318,7 +351,7 @@ async fn run_direct(
 ) -> Result<ApiResponse, ApiError> {
     let id = request.request_id.clone();
     let started = std::time::Instant::now();
-    let result = runner.run(&request).await;
+    let result = run_agent(runner, &request).await;
     let (agent, tokens, model_ms, outcome) = match &result {
         Ok(a) => (a.agent.as_str(), a.total_tokens, a.model_ms, "ok"),
         Err(f) => ("", 0, 0.0, f.error.class()),

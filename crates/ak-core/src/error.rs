@@ -59,6 +59,14 @@ pub enum ApiError {
         /// The request asked about.
         request_id: String,
     },
+    /// Direct mode without a response store keeps no answers: a poll can never find one.
+    #[error(
+        "this deployment runs in direct mode without a response store, so it keeps no answers to poll; the answer comes with the POST"
+    )]
+    NothingToPoll {
+        /// The request asked about.
+        request_id: String,
+    },
     /// rest_sync waited its full bound without an answer; the client may poll later.
     #[error("no answer for request {request_id} within {}s; poll later with GET ?request_id={request_id}", waited.as_secs_f64())]
     ResponseTimeout {
@@ -145,9 +153,9 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             ApiError::RequestIdReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::RouteNotFound { .. } | ApiError::ResponseNotFound { .. } => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::RouteNotFound { .. }
+            | ApiError::ResponseNotFound { .. }
+            | ApiError::NothingToPoll { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::ModelProvider { .. } => StatusCode::BAD_GATEWAY,
@@ -169,6 +177,7 @@ impl ApiError {
             ApiError::RouteNotFound { .. } => "route_not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::ResponseNotFound { .. } => "response_not_found",
+            ApiError::NothingToPoll { .. } => "nothing_to_poll",
             ApiError::ResponseTimeout { .. } => "response_timeout",
             ApiError::ModelProvider { .. } => "model_provider",
             ApiError::ContentFiltered { .. } => "content_filtered",
@@ -191,7 +200,8 @@ impl ApiError {
             ApiError::ResponseNotFound { request_id } => {
                 json!({"status": "NOT_FOUND", "request_id": request_id})
             }
-            ApiError::ResponseTimeout { request_id, .. } => {
+            ApiError::ResponseTimeout { request_id, .. }
+            | ApiError::NothingToPoll { request_id } => {
                 json!({"status": "NOT_FOUND", "request_id": request_id, "error": self.to_string()})
             }
             ApiError::ModelProvider { request_id, .. } => {

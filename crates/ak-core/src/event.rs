@@ -83,9 +83,32 @@ pub enum Incoming {
     Unrecognised(String),
 }
 
-/// Reads an event. `principal_claim` names the claim of a Cognito or JWT authorizer that
-/// identifies the user (`sub` by default). `chat_path` is where direct invokes are routed.
-pub fn decode(event: &Value, principal_claim: &str, chat_path: &str) -> Incoming {
+/// How to read events: where direct invokes go and where identity comes from.
+#[derive(Debug, Clone)]
+pub struct DecodeOptions {
+    /// The chat path, where direct invokes are routed.
+    pub chat_path: String,
+    /// The claim of a Cognito, JWT or Lambda authorizer that names the user (`sub` by default).
+    pub principal_claim: String,
+    /// Take an ALB's `x-amzn-oidc-identity` header as the user. Only safe when every listener
+    /// rule in front of the function authenticates (an ALB that does not authenticate passes a
+    /// client's own header through); off, the header only stops a body `user_id` from counting.
+    pub trust_alb_oidc: bool,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        Self {
+            chat_path: "/api/v1/chat".to_owned(),
+            principal_claim: "sub".to_owned(),
+            trust_alb_oidc: false,
+        }
+    }
+}
+
+/// Reads an event.
+pub fn decode(event: &Value, options: &DecodeOptions) -> Incoming {
+    let chat_path = options.chat_path.as_str();
     let Value::Object(e) = event else {
         return Incoming::Unrecognised(format!(
             "the event is JSON {}, not an object; send an API Gateway, function URL or ALB \
@@ -97,7 +120,7 @@ pub fn decode(event: &Value, principal_claim: &str, chat_path: &str) -> Incoming
     if let Some(ctx) = context {
         if ctx.contains_key("elb") {
             let multi_value = e.get("multiValueHeaders").is_some_and(Value::is_object);
-            return http_event(e, FrontDoor::Alb { multi_value }, principal_claim);
+            return http_event(e, FrontDoor::Alb { multi_value }, options);
         }
         if str_at(e, "version") == Some("2.0") || obj(ctx, "http").is_some() {
             let url = str_at(ctx, "domainName").is_some_and(|d| d.contains(".lambda-url."));
@@ -106,7 +129,7 @@ pub fn decode(event: &Value, principal_claim: &str, chat_path: &str) -> Incoming
             } else {
                 FrontDoor::HttpApi
             };
-            return http_event(e, door, principal_claim);
+            return http_event(e, door, options);
         }
         if ["httpMethod", "resource", "path"]
             .iter()
@@ -114,7 +137,7 @@ pub fn decode(event: &Value, principal_claim: &str, chat_path: &str) -> Incoming
             || ctx.contains_key("httpMethod")
             || ctx.contains_key("resourcePath")
         {
-            return http_event(e, FrontDoor::RestApi, principal_claim);
+            return http_event(e, FrontDoor::RestApi, options);
         }
     }
     if e.get("warmup").and_then(Value::as_bool) == Some(true)
@@ -194,7 +217,7 @@ fn direct_invoke(event: &Value, chat_path: &str) -> Incoming {
     }
 }
 
-fn http_event(e: &Map<String, Value>, door: FrontDoor, claim: &str) -> Incoming {
+fn http_event(e: &Map<String, Value>, door: FrontDoor, options: &DecodeOptions) -> Incoming {
     let ctx = obj(e, "requestContext");
     let v2 = matches!(door, FrontDoor::HttpApi | FrontDoor::FunctionUrl);
     let method_text = if v2 {
@@ -241,6 +264,10 @@ fn http_event(e: &Map<String, Value>, door: FrontDoor, claim: &str) -> Incoming 
         _ => query_map(e, true, false),
     };
     let headers = headers(e, v2);
+    let caller = match door {
+        FrontDoor::Alb { .. } => alb_caller(&headers, options.trust_alb_oidc),
+        _ => caller(e, door, &options.principal_claim),
+    };
     let mut problems = Vec::new();
     let body = body(e, &mut problems);
 
@@ -249,7 +276,7 @@ fn http_event(e: &Map<String, Value>, door: FrontDoor, claim: &str) -> Incoming 
     *request.uri_mut() = uri(&path, &query);
     *request.headers_mut() = headers;
     let extensions = request.extensions_mut();
-    extensions.insert(caller(e, door, claim));
+    extensions.insert(caller);
     if let Some(problem) = problems.into_iter().next() {
         extensions.insert(problem);
     }
@@ -453,10 +480,27 @@ fn body(e: &Map<String, Value>, problems: &mut Vec<Problem>) -> Body {
     }
 }
 
+/// Behind an ALB: the user its OIDC authentication names (`x-amzn-oidc-identity`), when trusted;
+/// a request carrying the header but not trusted is served without a user, so a body `user_id`
+/// cannot name one either.
+fn alb_caller(headers: &HeaderMap, trust: bool) -> Caller {
+    let identity = headers
+        .get("x-amzn-oidc-identity")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    match identity {
+        Some(user) if trust => Caller::Authenticated(user.to_owned()),
+        Some(_) => Caller::AuthorizedUnnamed,
+        None => Caller::Anonymous,
+    }
+}
+
 /// Who is calling, from the authorizer context API Gateway or a function URL put in the event:
 /// our authorizer's `user_id`, else a Lambda authorizer's `principalId`, else the
-/// `principal_claim` of a Cognito user pool (REST) or JWT (HTTP API) authorizer, else the IAM
-/// caller's ARN. An authorizer context without any of these is [`Caller::AuthorizedUnnamed`].
+/// `principal_claim` of a Cognito user pool (REST), JWT (HTTP API) or Lambda authorizer, else
+/// the IAM caller's ARN. An authorizer context without any of these is
+/// [`Caller::AuthorizedUnnamed`].
 fn caller(e: &Map<String, Value>, door: FrontDoor, claim: &str) -> Caller {
     let Some(ctx) = obj(e, "requestContext") else {
         return Caller::Anonymous;
@@ -469,6 +513,8 @@ fn caller(e: &Map<String, Value>, door: FrontDoor, claim: &str) -> Caller {
                     .and_then(scalar)
                     .or_else(|| a.get("principalId").and_then(scalar))
                     .or_else(|| claims(a.get("claims"), claim))
+                    // A Lambda authorizer's context is flattened into `authorizer`.
+                    .or_else(|| a.get(claim).and_then(scalar))
             })
             .or_else(|| {
                 obj(ctx, "identity")
@@ -477,8 +523,11 @@ fn caller(e: &Map<String, Value>, door: FrontDoor, claim: &str) -> Caller {
             }),
         FrontDoor::HttpApi | FrontDoor::FunctionUrl => authorizer.and_then(|a| {
             obj(a, "lambda")
-                .and_then(|l| l.get("user_id").or_else(|| l.get("principalId")))
-                .and_then(scalar)
+                .and_then(|l| {
+                    ["user_id", "principalId", claim]
+                        .iter()
+                        .find_map(|k| l.get(*k).and_then(scalar))
+                })
                 .or_else(|| obj(a, "jwt").and_then(|j| claims(j.get("claims"), claim)))
                 .or_else(|| {
                     obj(a, "iam")
@@ -604,7 +653,7 @@ mod tests {
     use super::*;
 
     fn decoded(event: Value) -> (FrontDoor, Request) {
-        match decode(&event, "sub", "/api/v1/chat") {
+        match decode(&event, &DecodeOptions::default()) {
             Incoming::Request { door, request } => (door, *request),
             other => panic!("{other:?}"),
         }
@@ -635,7 +684,7 @@ mod tests {
 
     #[test]
     fn doors_are_told_apart_by_their_own_shape() {
-        let door = |e: Value| match decode(&e, "sub", "/c") {
+        let door = |e: Value| match decode(&e, &DecodeOptions::default()) {
             Incoming::Request { door, .. } => Some(door),
             _ => None,
         };
@@ -659,19 +708,18 @@ mod tests {
             Some(FrontDoor::DirectInvoke)
         );
         assert!(matches!(
-            decode(&json!({"Records": []}), "sub", "/c"),
+            decode(&json!({"Records": []}), &DecodeOptions::default()),
             Incoming::Unrecognised(_)
         ));
         assert!(matches!(
             decode(
                 &json!({"resource": "/x", "requestContext": {"apiId": "a"}}),
-                "sub",
-                "/c"
+                &DecodeOptions::default()
             ),
             Incoming::Malformed { .. }
         ));
         assert!(matches!(
-            decode(&json!({"warmup": true}), "sub", "/c"),
+            decode(&json!({"warmup": true}), &DecodeOptions::default()),
             Incoming::KeepWarm
         ));
     }
@@ -706,6 +754,33 @@ mod tests {
         assert_eq!(
             caller(v2(json!({"lambda": {"user_id": "l"}}))),
             Some(Caller::Authenticated("l".into()))
+        );
+        assert_eq!(
+            caller(v2(json!({"lambda": {"sub": "alice"}}))),
+            Some(Caller::Authenticated("alice".into())),
+            "the principal claim applies to Lambda authorizer contexts too"
+        );
+        assert_eq!(
+            caller(rest(json!({"sub": "bob", "integrationLatency": 3}))),
+            Some(Caller::Authenticated("bob".into()))
+        );
+        let alb = |trust: bool| {
+            let event = json!({"httpMethod": "GET", "path": "/", "requestContext": {"elb": {}},
+                "headers": {"x-amzn-oidc-identity": "alice-sub"}});
+            let options = DecodeOptions {
+                trust_alb_oidc: trust,
+                ..DecodeOptions::default()
+            };
+            match decode(&event, &options) {
+                Incoming::Request { request, .. } => request.extensions().get::<Caller>().cloned(),
+                _ => None,
+            }
+        };
+        assert_eq!(alb(true), Some(Caller::Authenticated("alice-sub".into())));
+        assert_eq!(
+            alb(false),
+            Some(Caller::AuthorizedUnnamed),
+            "untrusted: no user, and no body user_id either"
         );
         assert_eq!(
             caller(v2(json!({"iam": {"userArn": "arn:aws:iam::1:user/x"}}))),

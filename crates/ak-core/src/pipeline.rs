@@ -118,7 +118,7 @@ impl AgentRunnerHandler {
                     retry.push(id);
                     continue;
                 }
-                if let Outcome::Retry = self.process(&delivery, claim_ttl).await {
+                if let Outcome::Retry = self.process(&delivery, claim_ttl, deadline).await {
                     blocked = true;
                     retry.push(id);
                 }
@@ -131,7 +131,12 @@ impl AgentRunnerHandler {
         failures(failed)
     }
 
-    async fn process(&self, delivery: &Delivery, claim_ttl: Duration) -> Outcome {
+    async fn process(
+        &self,
+        delivery: &Delivery,
+        claim_ttl: Duration,
+        deadline: Option<Instant>,
+    ) -> Outcome {
         // Each processing attempt is its own claimant, so a duplicate in the same batch waits.
         let owner = &crate::request::new_id();
         let message = &delivery.message;
@@ -179,7 +184,11 @@ impl AgentRunnerHandler {
             Err(e) => return self.answer(message, error_answer(id, &e, None)).await,
         };
         let started = std::time::Instant::now();
-        let result = self.runner.run(&request).await;
+        let request = RunRequest {
+            deadline: deadline.map(|d| d - crate::api::ANSWER_MARGIN),
+            ..request
+        };
+        let result = crate::chat::run_agent(self.runner.as_ref(), &request).await;
         let run = |agent: &str, tokens: u64, model_ms: f64, outcome: &str| {
             crate::metrics::agent_run(&crate::metrics::AgentRun {
                 request_id: id,

@@ -288,16 +288,39 @@ impl QueueMessage {
     }
 }
 
-/// The records of a Lambda SQS event (`Records`), each as its own JSON so one malformed record
-/// cannot make the others unreadable. An event without a `Records` list has none.
-pub fn sqs_records(event: Value) -> Vec<Value> {
-    match event {
-        Value::Object(mut map) => match map.remove("Records") {
-            Some(Value::Array(records)) => records,
-            _ => Vec::new(),
-        },
-        _ => Vec::new(),
+/// The records of a Lambda SQS event (`Records`), read from its raw JSON one by one, so a record
+/// that is not readable JSON (a lone surrogate escape, nesting too deep) cannot make the others
+/// unreadable: it comes back as `{"messageId": ...}` alone, which the handlers report as a
+/// batch item failure. An event without a `Records` list has none.
+pub fn sqs_records(event: &str) -> Vec<Value> {
+    use serde_json::value::RawValue;
+    #[derive(Deserialize)]
+    struct Event {
+        #[serde(rename = "Records", default)]
+        records: Vec<Box<RawValue>>,
     }
+    #[derive(Deserialize)]
+    struct Id {
+        #[serde(rename = "messageId")]
+        message_id: Option<String>,
+    }
+    let Ok(event) = serde_json::from_str::<Event>(event) else {
+        tracing::error!("an SQS event without a Records list");
+        return Vec::new();
+    };
+    event
+        .records
+        .into_iter()
+        .map(|raw| {
+            serde_json::from_str::<Value>(raw.get()).unwrap_or_else(|e| {
+                let id = serde_json::from_str::<Id>(raw.get())
+                    .ok()
+                    .and_then(|id| id.message_id);
+                tracing::error!(message_id = id.as_deref().unwrap_or(""), error = %e, "an SQS record that is not readable JSON");
+                serde_json::json!({"messageId": id})
+            })
+        })
+        .collect()
 }
 
 /// A queue: send messages, and (for the local server, which plays the Lambda event source)
@@ -422,7 +445,8 @@ pub struct Turn {
     /// Fingerprint of that request (see `RunRequest::fingerprint`): a repeat of the request id
     /// with another request is told apart by it.
     pub fingerprint: String,
-    /// Who asked. The user of a session's newest turn owns the session.
+    /// The session's owner: the user of its first turn, carried on every turn (`None`: an
+    /// open session anyone may continue).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
     /// Chat Completions messages, oldest first; the last one is the answer.
@@ -473,8 +497,11 @@ pub struct SessionHistory {
     pub turns: Vec<Turn>,
     /// How many turns the session holds in all: the number the next append takes.
     pub next_seq: u64,
-    /// The owner: the user of the newest turn (`None`: anyone may continue it).
+    /// The owner: the `user_id` of the newest live turn (`None`: anyone may continue it).
     pub user_id: Option<String>,
+    /// Whether the session has a live turn at all (beyond the limits, too): when not, the next
+    /// turn starts it afresh, and its user becomes the owner.
+    pub has_turns: bool,
 }
 
 /// Outcome of [`SessionStore::append`].

@@ -66,6 +66,10 @@ pub struct RunRequest {
     pub context: Map<String, Value>,
     /// Whether the runtime made the session id up (the client named none).
     pub session_generated: bool,
+    /// When the answer must be ready: the Lambda invocation's deadline less a margin, so the
+    /// client gets a JSON error instead of a timed-out function. `None`: no limit but the
+    /// model's own timeouts.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 impl RunRequest {
@@ -147,6 +151,7 @@ impl RunRequest {
             agent,
             prompt,
             context: fields,
+            deadline: None,
         })
     }
 

@@ -276,17 +276,45 @@ impl Router {
         &self.paths
     }
 
-    /// Finds the route for a request.
+    /// Finds the route for a request. What stands in front of the base path (a stage, a custom
+    /// domain's base path mapping of any depth, an HTTP API mapping key) is skipped: the first
+    /// tail of the path that names a route wins, so even a mapping that repeats the base path
+    /// (`/api/v1/api/v1/chat`) routes. Empty segments and a trailing slash are ignored.
     pub fn resolve(&self, request: &Request) -> Result<Route, ApiError> {
-        let path = self.route_path(request);
+        let raw = match request.raw_http_path() {
+            "" => request.uri().path(),
+            raw => raw,
+        };
+        let segments: Vec<&str> = raw.split('/').filter(|s| !s.is_empty()).collect();
         let method = request.method();
+        let mut wrong_method = None;
+        for skip in 0..=segments.len() {
+            let path = format!("/{}", segments[skip..].join("/"));
+            if !under(&path, &self.paths.base) {
+                continue;
+            }
+            match self.route_at(&path, method) {
+                Ok(Some(route)) => return Ok(route),
+                Ok(None) => {}
+                Err(e) => {
+                    wrong_method.get_or_insert(e);
+                }
+            }
+        }
+        Err(wrong_method.unwrap_or_else(|| ApiError::RouteNotFound {
+            path: format!("/{}", segments.join("/")),
+        }))
+    }
+
+    /// The route at exactly `path`: `Ok(None)` if there is none, 405 if it takes other methods.
+    fn route_at(&self, path: &str, method: &Method) -> Result<Option<Route>, ApiError> {
         if path == self.paths.chat {
             return if CHAT_METHODS.contains(method) {
-                Ok(Route::Chat)
+                Ok(Some(Route::Chat))
             } else {
                 Err(ApiError::MethodNotAllowed {
                     method: method.clone(),
-                    path,
+                    path: path.to_owned(),
                     allowed: CHAT_METHODS.to_vec(),
                 })
             };
@@ -294,35 +322,19 @@ impl Router {
         let mut allowed = Vec::new();
         for route in self.routes.iter().filter(|r| r.path == path) {
             if route.method == *method {
-                return Ok(Route::Custom(route.handler.clone()));
+                return Ok(Some(Route::Custom(route.handler.clone())));
             }
             allowed.push(route.method.clone());
         }
         if allowed.is_empty() {
-            Err(ApiError::RouteNotFound { path })
+            Ok(None)
         } else {
             Err(ApiError::MethodNotAllowed {
                 method: method.clone(),
-                path,
+                path: path.to_owned(),
                 allowed,
             })
         }
-    }
-
-    /// The path to route on: from the first point where the path falls under the base path,
-    /// so a stage, a custom domain's base path mapping or an HTTP API mapping key in front of
-    /// it does not count; empty segments and a trailing slash are ignored. A path that never
-    /// falls under the base is returned whole (for the 404 message).
-    fn route_path(&self, request: &Request) -> String {
-        let raw = match request.raw_http_path() {
-            "" => request.uri().path(),
-            raw => raw,
-        };
-        let segments: Vec<&str> = raw.split('/').filter(|s| !s.is_empty()).collect();
-        (0..=segments.len())
-            .map(|skip| format!("/{}", segments[skip..].join("/")))
-            .find(|candidate| under(candidate, &self.paths.base))
-            .unwrap_or_else(|| format!("/{}", segments.join("/")))
     }
 }
 
@@ -332,7 +344,7 @@ pub fn request_summary(request: &Request) -> serde_json::Value {
     use serde_json::{Map, Value};
     let mut headers = Map::new();
     for (name, value) in request.headers() {
-        if matches!(name.as_str(), "authorization" | "cookie" | "x-api-key") {
+        if is_credential_header(name.as_str()) {
             continue;
         }
         if let Ok(v) = value.to_str() {
@@ -355,6 +367,27 @@ pub fn request_summary(request: &Request) -> serde_json::Value {
         "headers": headers,
         "body": body,
     })
+}
+
+/// Headers that carry credentials or identity (`authorization`, `proxy-authorization`, `cookie`,
+/// `x-api-key`, `x-amz-security-token`, `x-auth-token`, an ALB's `x-amzn-oidc-*`, ...), which an
+/// echo must not send back.
+pub fn is_credential_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "auth",
+        "token",
+        "cookie",
+        "key",
+        "secret",
+        "session",
+        "oidc",
+        "credential",
+        "signature",
+        "password",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
 }
 
 fn under(path: &str, base: &str) -> bool {

@@ -9,7 +9,7 @@ use ak_core::pipeline::{AgentRunnerHandler, deadline_from_epoch_ms};
 use ak_core::ports::sqs_records;
 use aws_lambda_events::sqs::SqsBatchResponse;
 use lambda_runtime::{LambdaEvent, service_fn};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -31,13 +31,13 @@ async fn setup() -> Result<AgentRunnerHandler, Box<dyn std::error::Error>> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let handler = Arc::new(ak_core::lambda::start(setup()).await?);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Box<RawValue>>| {
         let handler = handler.clone();
         async move {
             let deadline = deadline_from_epoch_ms(event.context.deadline);
             Ok::<SqsBatchResponse, Infallible>(
                 handler
-                    .handle(sqs_records(event.payload), Some(deadline))
+                    .handle(sqs_records(event.payload.get()), Some(deadline))
                     .await,
             )
         }

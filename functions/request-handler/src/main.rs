@@ -6,11 +6,13 @@ use ak_core::adapters::{AwsConfig, check_shared_backends};
 use ak_core::api::Api;
 use ak_core::chat::ChatService;
 use ak_core::config::ExecutionMode;
+use ak_core::pipeline::deadline_from_epoch_ms;
 use ak_core::ports::AgentRunner;
 use ak_core::router::request_summary;
 use ak_core::{ApiError, RoutePaths, Router, Settings};
 use lambda_http::Request;
 use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -51,7 +53,8 @@ async fn setup() -> Result<Api, Box<dyn std::error::Error>> {
         .post("/app_info", app_info)
         .build()?;
     Ok(Api::new(router, chat, settings.api.max_body_bytes)
-        .with_principal_claim(&settings.auth.principal_claim))
+        .with_principal_claim(&settings.auth.principal_claim)
+        .with_alb_oidc_identity(settings.auth.trust_alb_oidc_identity))
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -59,9 +62,15 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let api = Arc::new(ak_core::lambda::start(setup()).await?);
     // Events are read by `Api::handle_event` from plain JSON, so no event, however odd, fails
     // the invocation: every one gets an HTTP answer in its front door's format.
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Box<RawValue>>| {
         let api = api.clone();
-        async move { Ok::<Value, Infallible>(api.handle_event(event.payload).await) }
+        async move {
+            let deadline = deadline_from_epoch_ms(event.context.deadline);
+            Ok::<Value, Infallible>(
+                api.handle_raw_event(event.payload.get(), Some(deadline))
+                    .await,
+            )
+        }
     }))
     .await
 }

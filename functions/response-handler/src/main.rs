@@ -6,7 +6,7 @@ use ak_core::pipeline::ResponseHandler;
 use ak_core::ports::sqs_records;
 use aws_lambda_events::sqs::SqsBatchResponse;
 use lambda_runtime::{LambdaEvent, service_fn};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -22,10 +22,12 @@ async fn setup() -> Result<ResponseHandler, Box<dyn std::error::Error>> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let handler = Arc::new(ak_core::lambda::start(setup()).await?);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Box<RawValue>>| {
         let handler = handler.clone();
         async move {
-            Ok::<SqsBatchResponse, Infallible>(handler.handle(sqs_records(event.payload)).await)
+            Ok::<SqsBatchResponse, Infallible>(
+                handler.handle(sqs_records(event.payload.get())).await,
+            )
         }
     }))
     .await

@@ -37,16 +37,15 @@ impl From<ReadError> for ModelError {
     fn from(e: ReadError) -> Self {
         match e {
             ReadError::Invalid(why) => ModelError::InvalidResponse(why),
-            ReadError::Embedded { status, code } => ModelError::Rejected {
-                status,
-                detail: code,
-            },
+            ReadError::Embedded { code, .. } => ModelError::ErrorInReply { code },
         }
     }
 }
 
 /// Reads a non-streaming reply body.
 pub(crate) fn read_reply(bytes: &[u8]) -> Result<ModelReply, ReadError> {
+    // A byte order mark some servers put first is not part of the JSON.
+    let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(bytes);
     let body: Value =
         serde_json::from_slice(bytes).map_err(|_| ReadError::Invalid(describe_non_json(bytes)))?;
     let Value::Object(body) = body else {
@@ -82,12 +81,26 @@ pub(crate) fn read_reply(bytes: &[u8]) -> Result<ModelReply, ReadError> {
     {
         tool_calls.extend(calls.read(&serde_json::json!({"function": function})));
     }
+    let refusal = message
+        .get("refusal")
+        .and_then(non_empty_text)
+        .or_else(|| message.get("content").and_then(refusal_part));
     Ok(ModelReply {
         content,
-        refusal: message.get("refusal").and_then(non_empty_text),
+        refusal,
         tool_calls,
+        reasoning: message.get("reasoning_content").and_then(non_empty_text),
         finish: finish_reason(choice.get("finish_reason")),
         usage: usage_of(body.get("usage")),
+    })
+}
+
+/// A refusal given as a content part (`{"type": "refusal", "refusal": "..."}`).
+pub(crate) fn refusal_part(content: &Value) -> Option<String> {
+    content.as_array()?.iter().find_map(|part| {
+        (part.get("type").and_then(Value::as_str) == Some("refusal"))
+            .then(|| part.get("refusal").and_then(non_empty_text))
+            .flatten()
     })
 }
 
@@ -164,26 +177,51 @@ fn part_text(part: &Value) -> Option<String> {
     match part {
         Value::String(s) => Some(s.clone()),
         Value::Object(p) => match p.get("type").and_then(Value::as_str) {
-            Some("text" | "output_text") | None => {
-                p.get("text").and_then(Value::as_str).map(str::to_owned)
-            }
-            // thinking, reasoning, redacted_thinking, images, audio, ...
+            // `text` as a string, or as `{"value": ...}` (the Assistants API's shape).
+            Some("text" | "output_text") | None => match p.get("text")? {
+                Value::String(t) => Some(t.clone()),
+                Value::Object(t) => t.get("value").and_then(Value::as_str).map(str::to_owned),
+                _ => None,
+            },
+            // thinking, reasoning, redacted_thinking, refusal, images, audio, ...
             Some(_) => None,
         },
         _ => None,
     }
 }
 
-/// `text` without a leading `<think>…</think>` block and the whitespace after it. An unclosed
-/// block (the answer was cut off while thinking) leaves no answer.
+/// `text` without the reasoning some models write into their content: a leading
+/// `<think>…</think>` or `<thinking>…</thinking>` block, everything up to a lone `</think>` (the
+/// DeepSeek-R1 template opens the block in the prompt, so the reply starts inside it), and the
+/// analysis channel of gpt-oss's raw format (only its `final` channel is the answer). An
+/// unclosed block (the answer was cut off while thinking) leaves no answer.
 pub(crate) fn strip_think(text: &str) -> &str {
+    const FINAL: &str = "<|channel|>final<|message|>";
+    if let Some(at) = text.rfind(FINAL) {
+        let answer = &text[at + FINAL.len()..];
+        let end = ["<|end|>", "<|return|>", "<|call|>"]
+            .iter()
+            .filter_map(|m| answer.find(m))
+            .min()
+            .unwrap_or(answer.len());
+        return answer[..end].trim();
+    }
+    if text.trim_start().starts_with("<|channel|>") {
+        // Only analysis or commentary: no answer yet.
+        return "";
+    }
     let trimmed = text.trim_start();
-    let Some(rest) = trimmed.strip_prefix("<think>") else {
-        return text;
-    };
-    match rest.find("</think>") {
-        Some(end) => rest[end + "</think>".len()..].trim_start(),
-        None => "",
+    for (open, close) in [("<think>", "</think>"), ("<thinking>", "</thinking>")] {
+        if let Some(rest) = trimmed.strip_prefix(open) {
+            return match rest.find(close) {
+                Some(end) => rest[end + close.len()..].trim_start(),
+                None => "",
+            };
+        }
+    }
+    match text.find("</think>") {
+        Some(end) => text[end + "</think>".len()..].trim_start(),
+        None => text,
     }
 }
 
@@ -198,9 +236,20 @@ pub(crate) fn finish_reason(v: Option<&Value>) -> FinishReason {
             FinishReason::Length
         }
         Some("tool_calls" | "function_call" | "tool_use") => FinishReason::ToolCalls,
-        Some("content_filter" | "content_filtered" | "safety" | "guardrail_intervened") => {
-            FinishReason::ContentFilter
-        }
+        // Gemini's native reasons pass through its OpenAI-compatible endpoint unmapped.
+        Some(
+            "content_filter"
+            | "content_filtered"
+            | "safety"
+            | "guardrail_intervened"
+            | "recitation"
+            | "prohibited_content"
+            | "blocklist"
+            | "spii"
+            | "image_safety",
+        ) => FinishReason::ContentFilter,
+        Some("refusal") => FinishReason::Refusal,
+        Some("error") => FinishReason::Error,
         _ => FinishReason::Stop,
     }
 }
@@ -233,7 +282,8 @@ pub(crate) fn usage_of(v: Option<&Value>) -> Usage {
     Usage {
         prompt_tokens,
         completion_tokens,
-        total_tokens: get("total_tokens").unwrap_or(prompt_tokens + completion_tokens),
+        total_tokens: get("total_tokens")
+            .unwrap_or_else(|| prompt_tokens.saturating_add(completion_tokens)),
     }
 }
 
@@ -381,6 +431,10 @@ mod tests {
             (json!("model_length"), FinishReason::Length),
             (json!("tool_calls"), FinishReason::ToolCalls),
             (json!("content_filter"), FinishReason::ContentFilter),
+            (json!("RECITATION"), FinishReason::ContentFilter),
+            (json!("PROHIBITED_CONTENT"), FinishReason::ContentFilter),
+            (json!("refusal"), FinishReason::Refusal),
+            (json!("error"), FinishReason::Error),
         ] {
             let r = read(choice(json!({"content": "x"}), given.clone()));
             assert_eq!(r.finish, expected, "{given}");
@@ -410,6 +464,29 @@ mod tests {
         assert_eq!(r.content, None);
         let r = read(choice(json!({"content": "  \n"}), json!("stop")));
         assert_eq!(r.content, None);
+        for (content, answer) in [
+            (
+                "Okay, the user asks... 1066.\n</think>\n\nWilliam won.",
+                Some("William won."),
+            ),
+            (
+                "<thinking>plan</thinking>\nWilliam won.",
+                Some("William won."),
+            ),
+            (
+                "<|channel|>analysis<|message|>think<|end|><|start|>assistant<|channel|>final<|message|>William won.<|return|>",
+                Some("William won."),
+            ),
+            ("<|channel|>analysis<|message|>still thinking", None),
+        ] {
+            let r = read(choice(json!({"content": content}), json!("stop")));
+            assert_eq!(r.content.as_deref(), answer, "{content}");
+        }
+        let r = read(choice(
+            json!({"content": [{"type": "text", "text": {"value": "Hi", "annotations": []}}]}),
+            json!("stop"),
+        ));
+        assert_eq!(r.content.as_deref(), Some("Hi"));
     }
 
     #[test]
@@ -421,6 +498,23 @@ mod tests {
         assert_eq!(
             (r.content, r.refusal.as_deref()),
             (None, Some("I cannot help with that request."))
+        );
+        let r = read(choice(
+            json!({"content": [{"type": "refusal", "refusal": "I can't help"}]}),
+            json!("stop"),
+        ));
+        assert_eq!(
+            (r.content, r.refusal.as_deref()),
+            (None, Some("I can't help"))
+        );
+        let bom = [
+            b"\xef\xbb\xbf".as_slice(),
+            br#"{"choices": [{"message": {"content": "x"}}]}"#,
+        ]
+        .concat();
+        assert!(
+            read_reply(&bom).is_ok(),
+            "a byte order mark is not an error"
         );
     }
 
@@ -474,6 +568,9 @@ mod tests {
         );
         let r = read(json!({"choices": [{"message": {"content": "x"}}], "usage": null}));
         assert_eq!(r.usage, Usage::default());
+        let r = read(json!({"choices": [{"message": {"content": "x"}}],
+            "usage": {"prompt_tokens": 18446744073709551615u64, "completion_tokens": 1e30}}));
+        assert_eq!(r.usage.total_tokens, u64::MAX, "saturates, never overflows");
     }
 
     #[test]

@@ -525,6 +525,7 @@ impl SessionStore for DynamoSessionStore {
         // The newest turn is first; `take` keeps those within the limits, oldest first.
         let user_id = finished.first().and_then(|t| t.user_id.clone());
         Ok(Some(SessionHistory {
+            has_turns: !finished.is_empty(),
             turns: limits.take(finished),
             next_seq,
             user_id,

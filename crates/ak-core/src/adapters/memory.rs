@@ -351,6 +351,7 @@ impl SessionStore for MemorySessionStore {
                 turns: limits.take(session.turns.iter().rev().cloned()),
                 next_seq: session.turns.len() as u64,
                 user_id: session.turns.last().and_then(|t| t.user_id.clone()),
+                has_turns: !session.turns.is_empty(),
             }
         }))
     }

@@ -461,6 +461,7 @@ impl SessionStore for RedisSessionStore {
             .collect::<Result<Vec<Turn>, PortError>>()?;
         Ok(Some(SessionHistory {
             user_id: newest_first.first().and_then(|t| t.user_id.clone()),
+            has_turns: !newest_first.is_empty(),
             turns: limits.take(newest_first),
             next_seq: count,
         }))

@@ -85,6 +85,22 @@ pub fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     }
 }
 
+/// `true` or `false`, from a boolean or text (`true`/`false`, `yes`/`no`, `1`/`0`, any case).
+pub fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let v = Value::deserialize(d)?;
+    let b = match &v {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "1" | "on" => Some(true),
+            "false" | "no" | "0" | "off" => Some(false),
+            _ => None,
+        },
+        Value::Number(n) => n.as_u64().filter(|n| *n <= 1).map(|n| n == 1),
+        _ => None,
+    };
+    b.ok_or_else(|| D::Error::custom(format!("expected true or false, got {}", describe(&v))))
+}
+
 /// Parses a keyword enum from text, case-insensitively.
 pub fn keyword<'de, D: Deserializer<'de>, T>(d: D) -> Result<T, D::Error>
 where

@@ -589,10 +589,14 @@ pub struct AuthSettings {
     /// authorizers may use another identity source than `Authorization`.
     #[serde(deserialize_with = "lenient::string")]
     pub token_header: String,
-    /// The claim of a Cognito user pool (REST) or JWT (HTTP API) authorizer that names the user
-    /// in the request handler.
+    /// The claim of a Cognito user pool (REST), JWT (HTTP API) or Lambda authorizer that names
+    /// the user in the request handler.
     #[serde(deserialize_with = "lenient::string")]
     pub principal_claim: String,
+    /// Behind an ALB that authenticates (OIDC or Cognito) on every listener rule: take its
+    /// `x-amzn-oidc-identity` header as the user.
+    #[serde(deserialize_with = "lenient::boolean")]
+    pub trust_alb_oidc_identity: bool,
 }
 
 impl Default for AuthSettings {
@@ -601,6 +605,7 @@ impl Default for AuthSettings {
             jwt: None,
             token_header: "Authorization".to_owned(),
             principal_claim: "sub".to_owned(),
+            trust_alb_oidc_identity: false,
         }
     }
 }

@@ -7,7 +7,7 @@ macro_rules! fixture {
         let event: Value =
             serde_json::from_str(include_str!(concat!("../../../../tests/fixtures/", $name)))
                 .unwrap_or_else(|e| panic!("fixture {}: {e}", $name));
-        match crate::event::decode(&event, "sub", "/api/v1/chat") {
+        match crate::event::decode(&event, &crate::event::DecodeOptions::default()) {
             crate::event::Incoming::Request { request, .. } => *request,
             other => panic!("fixture {}: {other:?}", $name),
         }
@@ -198,6 +198,8 @@ fn stages_and_custom_domain_mappings_in_front_of_the_base_do_not_count() {
         "/team/assistant/api/v1/chat/",
         "/prod/api/v1/chat",
         "//api//v1/chat",
+        "/api/v1/api/v1/chat",
+        "/team/api/v1/api/v1/chat",
     ] {
         assert!(
             matches!(
