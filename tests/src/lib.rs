@@ -275,3 +275,74 @@ pub async fn http_json(
         serde_json::from_str(json).unwrap_or(serde_json::Value::Null),
     ))
 }
+
+/// A streamed HTTP response being read: its status and headers, then its body chunk by chunk.
+/// Dropping it closes the connection, as a client that goes away does.
+pub struct Streaming {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers.
+    pub headers: hyper::HeaderMap,
+    body: hyper::body::Incoming,
+    _connection: tokio::task::JoinHandle<()>,
+}
+
+impl Streaming {
+    /// The next body chunk and when it arrived; `None` at the end.
+    pub async fn next_chunk(&mut self) -> Option<(std::time::Instant, String)> {
+        use http_body_util::BodyExt;
+        loop {
+            let frame = self.body.frame().await?.ok()?;
+            if let Ok(data) = frame.into_data() {
+                return Some((
+                    std::time::Instant::now(),
+                    String::from_utf8_lossy(&data).into_owned(),
+                ));
+            }
+        }
+    }
+
+    /// Every remaining chunk with its arrival time.
+    pub async fn chunks(mut self) -> Vec<(std::time::Instant, String)> {
+        let mut out = Vec::new();
+        while let Some(chunk) = self.next_chunk().await {
+            out.push(chunk);
+        }
+        out
+    }
+}
+
+/// POSTs `body` to `url` (`http://host:port/path`) with `Accept: accept` and returns the
+/// response as it streams.
+pub async fn post_streaming(
+    url: &str,
+    body: &serde_json::Value,
+    accept: &str,
+) -> anyhow::Result<Streaming> {
+    let uri: hyper::Uri = url.parse()?;
+    let authority = uri
+        .authority()
+        .ok_or_else(|| anyhow::anyhow!("{url} has no host"))?
+        .clone();
+    let stream = tokio::net::TcpStream::connect(authority.as_str()).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    let task = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let request = hyper::Request::post(uri.path())
+        .header(hyper::header::HOST, authority.as_str())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(hyper::header::ACCEPT, accept)
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))?;
+    let response = sender.send_request(request).await?;
+    let (parts, body) = response.into_parts();
+    Ok(Streaming {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+        _connection: task,
+    })
+}

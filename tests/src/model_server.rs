@@ -31,6 +31,15 @@ pub enum Reply {
     Hang(Duration),
     /// The connection is closed without an answer.
     Drop,
+    /// A streamed answer: these pieces of `text/event-stream` body, one every `pause` (the
+    /// first at once). The server notes when each piece went out, and whether its client left
+    /// before the end.
+    Stream {
+        /// The body, piece by piece (see [`Reply::text_stream`]).
+        chunks: Vec<String>,
+        /// The wait before each piece after the first.
+        pause: Duration,
+    },
     /// Exactly this answer: status, content type and body bytes (a reply in the shape some
     /// server really sends, from the conformance corpus).
     Raw {
@@ -43,6 +52,72 @@ pub enum Reply {
     },
 }
 
+impl Reply {
+    /// `text` streamed as OpenAI does: a role chunk, `pieces` content deltas, a finish chunk, a
+    /// usage chunk (`choices: []`) and `[DONE]`, one every `pause`.
+    pub fn text_stream(text: &str, pieces: usize, pause: Duration) -> Reply {
+        let chars: Vec<char> = text.chars().collect();
+        let size = chars.len().div_ceil(pieces.max(1)).max(1);
+        let chunk = |delta: Value, finish: Value| {
+            format!(
+                "data: {}\n\n",
+                json!({"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1,
+                    "model": "scripted", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            )
+        };
+        let mut chunks = vec![chunk(
+            json!({"role": "assistant", "content": ""}),
+            Value::Null,
+        )];
+        for piece in chars.chunks(size) {
+            let piece: String = piece.iter().collect();
+            chunks.push(chunk(json!({"content": piece}), Value::Null));
+        }
+        chunks.push(chunk(json!({}), json!("stop")));
+        chunks.push(format!(
+            "data: {}\n\ndata: [DONE]\n\n",
+            json!({"id": "chatcmpl-s", "object": "chat.completion.chunk", "choices": [],
+                "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}})
+        ));
+        Reply::Stream { chunks, pause }
+    }
+
+    /// A call to function `name` streamed as OpenAI does: the call's id and name first, then
+    /// its arguments in two fragments.
+    pub fn tool_call_stream(name: &str, arguments: &Value) -> Reply {
+        let text = arguments.to_string();
+        let (a, b) = text.split_at(text.len() / 2);
+        let chunk = |delta: Value, finish: Value| {
+            format!(
+                "data: {}\n\n",
+                json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            )
+        };
+        let call = |v: Value| json!({"tool_calls": [v]});
+        Reply::Stream {
+            chunks: vec![
+                chunk(
+                    call(
+                        json!({"index": 0, "id": format!("call_{}", uuid::Uuid::new_v4().simple()), "type": "function", "function": {"name": name, "arguments": ""}}),
+                    ),
+                    Value::Null,
+                ),
+                chunk(
+                    call(json!({"index": 0, "function": {"arguments": a}})),
+                    Value::Null,
+                ),
+                chunk(
+                    call(json!({"index": 0, "function": {"arguments": b}})),
+                    Value::Null,
+                ),
+                chunk(json!({}), json!("tool_calls")),
+                "data: [DONE]\n\n".to_owned(),
+            ],
+            pause: Duration::ZERO,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Script {
     /// Answer with this once the scripted replies run out (benchmarks), instead of failing.
@@ -51,6 +126,8 @@ struct Script {
     requests: Vec<Value>,
     calls: usize,
     largest_request: usize,
+    sent_chunks: Vec<std::time::Instant>,
+    abandoned: usize,
 }
 
 /// A running scripted model; stops when dropped.
@@ -114,6 +191,19 @@ impl ScriptedModel {
         self.script.lock().map(|s| s.calls).unwrap_or_default()
     }
 
+    /// When each streamed piece went out, in order.
+    pub fn sent_chunks(&self) -> Vec<std::time::Instant> {
+        self.script
+            .lock()
+            .map(|s| s.sent_chunks.clone())
+            .unwrap_or_default()
+    }
+
+    /// How many streamed answers lost their client before the last piece.
+    pub fn abandoned(&self) -> usize {
+        self.script.lock().map(|s| s.abandoned).unwrap_or_default()
+    }
+
     /// The size in bytes of the largest request body received.
     pub fn largest_request(&self) -> usize {
         self.script
@@ -129,8 +219,17 @@ impl Drop for ScriptedModel {
     }
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+/// A response body: whole, or streamed.
+type Out = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+
+fn whole(bytes: impl Into<Bytes>) -> Out {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Out> {
+    let mut response = Response::new(whole(body.to_string()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -142,7 +241,7 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
 async fn answer(
     script: Arc<Mutex<Script>>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, std::io::Error> {
+) -> Result<Response<Out>, std::io::Error> {
     let path = req.uri().path().to_owned();
     if !path.ends_with("/chat/completions") {
         return Ok(json_response(
@@ -184,12 +283,49 @@ async fn answer(
                 &json!({"error": {"message": format!("scripted status {code}"), "type": "scripted_error", "code": code}}),
             ));
         }
+        Some(Reply::Stream { chunks, pause }) => {
+            let (tx, rx) =
+                tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::io::Error>>(1);
+            let script = script.clone();
+            tokio::spawn(async move {
+                let count = chunks.len();
+                for (i, chunk) in chunks.into_iter().enumerate() {
+                    if i > 0 {
+                        tokio::time::sleep(pause).await;
+                    }
+                    let sent = tx
+                        .send(Ok(hyper::body::Frame::data(Bytes::from(chunk))))
+                        .await;
+                    let mut script = script.lock().unwrap_or_else(|p| p.into_inner());
+                    if sent.is_err() {
+                        script.abandoned += 1;
+                        return;
+                    }
+                    script.sent_chunks.push(std::time::Instant::now());
+                    drop(script);
+                    if i + 1 == count {
+                        break;
+                    }
+                }
+                // Dropping the sender ends the body.
+            });
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            });
+            let mut response =
+                Response::new(http_body_util::StreamBody::new(stream).boxed_unsync());
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/event-stream"),
+            );
+            return Ok(response);
+        }
         Some(Reply::Raw {
             status,
             content_type,
             body,
         }) => {
-            let mut response = Response::new(Full::new(Bytes::from(body)));
+            let mut response = Response::new(whole(body));
             *response.status_mut() =
                 StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             if let Ok(v) = hyper::header::HeaderValue::from_str(&content_type) {

@@ -22,6 +22,17 @@ use tokio::sync::Notify;
 pub enum Outcome {
     /// `POST /runtime/invocation/{id}/response`.
     Response(Value),
+    /// `POST /runtime/invocation/{id}/response` in streaming mode
+    /// (`Lambda-Runtime-Function-Response-Mode: streaming`, chunked): the metadata prelude (the
+    /// JSON before the 8 NUL bytes), the body after it, and each body chunk with when it came.
+    Streamed {
+        /// `{"statusCode", "headers", "cookies"}`.
+        prelude: Value,
+        /// The body after the delimiter.
+        body: Vec<u8>,
+        /// The raw chunks of the whole upload, with their arrival times.
+        chunks: Vec<(Instant, Vec<u8>)>,
+    },
     /// `POST /runtime/invocation/{id}/error`.
     Error(Value),
 }
@@ -157,12 +168,20 @@ async fn route(
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let streaming = req
+        .headers()
+        .get("lambda-runtime-function-response-mode")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"streaming"));
+    let mut incoming = req.into_body();
+    let mut chunks = Vec::new();
+    let mut body = Vec::new();
+    while let Some(Ok(frame)) = incoming.frame().await {
+        if let Ok(data) = frame.into_data() {
+            body.extend_from_slice(&data);
+            chunks.push((Instant::now(), data.to_vec()));
+        }
+    }
+    let body = Bytes::from(body);
     let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (method.as_str(), parts.as_slice()) {
@@ -207,10 +226,22 @@ async fn route(
             }
         }
         ("POST", ["2018-06-01", "runtime", "invocation", id, kind]) => {
-            let outcome = if *kind == "response" {
-                Outcome::Response(json)
-            } else {
+            let delimiter = [0u8; 8];
+            let outcome = if *kind != "response" {
                 Outcome::Error(json)
+            } else if streaming {
+                let split = body.windows(8).position(|w| w == delimiter);
+                let (prelude, rest) = match split {
+                    Some(at) => (&body[..at], &body[at + 8..]),
+                    None => (&body[..0], &body[..]),
+                };
+                Outcome::Streamed {
+                    prelude: serde_json::from_slice(prelude).unwrap_or(Value::Null),
+                    body: rest.to_vec(),
+                    chunks,
+                }
+            } else {
+                Outcome::Response(json)
             };
             lock(&state)
                 .outcomes

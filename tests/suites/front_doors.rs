@@ -71,11 +71,15 @@ struct Recorder {
 
 #[async_trait::async_trait]
 impl AgentRunner for Recorder {
-    async fn run(&self, request: &RunRequest) -> Result<AgentAnswer, AgentFailure> {
+    async fn run(
+        &self,
+        request: &RunRequest,
+        events: Option<&ak_core::stream::EventSender>,
+    ) -> Result<AgentAnswer, AgentFailure> {
         if let Ok(mut users) = self.users.lock() {
             users.push(request.user_id.clone());
         }
-        AgentRunner::run(&self.runtime, request).await
+        AgentRunner::run(&self.runtime, request, events).await
     }
 
     fn provider(&self) -> &'static str {
@@ -284,6 +288,7 @@ async fn every_event_of_the_corpus_is_answered_by_the_built_function() {
         let result = match api.outcome(&id, Duration::from_secs(20)).await {
             Some((Outcome::Response(answer), _)) => check_answer(&f, &answer),
             Some((Outcome::Error(e), _)) => Err(format!("invocation error: {e}")),
+            Some((other, _)) => Err(format!("unexpected outcome {other:?}")),
             None => Err(format!("no answer; init error {:?}", api.init_error())),
         };
         if let Err(e) = result {

@@ -15,3 +15,4 @@ mod queues;
 mod reliability;
 mod response_store;
 mod session_store;
+mod streaming;

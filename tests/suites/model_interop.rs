@@ -139,15 +139,15 @@ pub(crate) fn reference_settings() -> Settings {
     settings
 }
 
-struct Interop {
-    api: Api,
-    sessions: Arc<MemorySessionStore>,
-    model: ScriptedModel,
+pub(crate) struct Interop {
+    pub(crate) api: Api,
+    pub(crate) sessions: Arc<MemorySessionStore>,
+    pub(crate) model: ScriptedModel,
 }
 
 /// Direct mode over a scripted model answering `replies`, with no retries (so each error reply
 /// is seen once) and an in-memory session store the test can read.
-async fn interop(replies: Vec<Reply>) -> Interop {
+pub(crate) async fn interop(replies: Vec<Reply>) -> Interop {
     let model = ScriptedModel::start(replies)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -185,7 +185,7 @@ impl Interop {
     }
 
     /// The session's items; none of them may be an assistant message without text or calls.
-    async fn session_items(&self, session: &str) -> Result<Vec<Value>, String> {
+    pub(crate) async fn session_items(&self, session: &str) -> Result<Vec<Value>, String> {
         let limits = ak_core::ports::HistoryLimits {
             max_items: usize::MAX,
             max_bytes: usize::MAX,

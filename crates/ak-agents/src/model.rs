@@ -29,6 +29,28 @@ pub struct ModelRequest {
     /// When the answer must be there (the function's deadline less a margin); the provider
     /// shortens or skips attempts that would end later.
     pub deadline: Option<tokio::time::Instant>,
+    /// Set to stream: the provider asks for a streamed answer and hands each piece of answer
+    /// text (reasoning kept out) to this sink as it arrives.
+    pub on_text: Option<TextSink>,
+}
+
+/// Receives answer text as the model writes it.
+#[derive(Clone)]
+pub struct TextSink(pub std::sync::Arc<dyn Fn(&str) + Send + Sync>);
+
+impl TextSink {
+    /// Hands `text` on.
+    pub fn send(&self, text: &str) {
+        if !text.is_empty() {
+            (self.0)(text);
+        }
+    }
+}
+
+impl std::fmt::Debug for TextSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TextSink")
+    }
 }
 
 /// A function call requested by the model.

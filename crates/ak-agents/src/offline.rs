@@ -253,6 +253,12 @@ impl ModelProvider for OfflineModel {
                 request.agent
             ),
         };
+        // Streamed word by word, as a real model would, so local runs show streaming too.
+        if let Some(sink) = &request.on_text {
+            for piece in text.split_inclusive(' ') {
+                sink.send(piece);
+            }
+        }
         Ok(ModelReply {
             content: Some(text),
             usage: Usage {
@@ -300,6 +306,7 @@ mod tests {
             ],
             tools: vec![handoff("history", "historical"), handoff("math", "math")],
             deadline: None,
+            on_text: None,
         }
     }
 

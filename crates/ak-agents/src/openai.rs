@@ -2,12 +2,14 @@
 //! llama.cpp, text-generation-inference, LM Studio, Groq, Mistral, DeepSeek, Gemini, OpenRouter,
 //! LiteLLM, ...), over the shared [`ak_core::https`] client, built on first use so a cold start
 //! does not pay for loading root certificates. Requests use only the standard fields every
-//! server accepts; replies are read tolerantly ([`reply`]). Retries with exponential backoff on
-//! 429, 5xx, timeouts and connection errors (honouring `Retry-After`), never on other 4xx.
+//! server accepts; replies, buffered or streamed, are read tolerantly ([`reply`], [`stream`]).
+//! Retries with exponential backoff on 429, 5xx, timeouts and connection errors (honouring
+//! `Retry-After`), never on other 4xx, and never once streamed text has reached the client.
 
 mod reply;
+mod stream;
 
-use crate::model::{ModelError, ModelProvider, ModelReply, ModelRequest};
+use crate::model::{ModelError, ModelProvider, ModelReply, ModelRequest, TextSink};
 use ak_core::https::{HttpsClient, root_cause};
 use ak_core::secret::Secret;
 use async_trait::async_trait;
@@ -84,10 +86,27 @@ impl OpenAiProvider {
             })
     }
 
-    async fn send_once(&self, body: &Bytes) -> Result<(u16, Option<Duration>, Bytes), String> {
+    /// One attempt: the request, then the reply read as a stream (text handed to `sink` as it
+    /// arrives; `timeout` bounds the wait for the headers and every gap between chunks) or as
+    /// one body (`timeout` bounds the whole exchange). `emitted` says whether text went out.
+    async fn attempt(
+        &self,
+        body: Bytes,
+        sink: Option<&TextSink>,
+        timeout: Duration,
+        emitted: &mut bool,
+    ) -> Result<ModelReply, Failure> {
+        let started = tokio::time::Instant::now();
         let mut builder = http::Request::post(&self.endpoint)
             .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::ACCEPT, "application/json");
+            .header(
+                http::header::ACCEPT,
+                if sink.is_some() {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                },
+            );
         if let Some(key) = &self.config.api_key {
             builder = builder.header(
                 http::header::AUTHORIZATION,
@@ -95,10 +114,16 @@ impl OpenAiProvider {
             );
         }
         let request = builder
-            .body(Full::new(body.clone()))
-            .map_err(|e| format!("cannot build the request: {e}"))?;
-        let client = self.client().map_err(|e| e.to_string())?;
-        let response = client.request(request).await.map_err(|e| root_cause(&e))?;
+            .body(Full::new(body))
+            .map_err(|e| Failure::Connection(format!("cannot build the request: {e}")))?;
+        let client = self
+            .client()
+            .map_err(|e| Failure::Connection(e.to_string()))?;
+        let response = match tokio::time::timeout(timeout, client.request(request)).await {
+            Err(_) => return Err(Failure::Timeout),
+            Ok(Err(e)) => return Err(Failure::Connection(root_cause(&e))),
+            Ok(Ok(response)) => response,
+        };
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -107,30 +132,145 @@ impl OpenAiProvider {
             .and_then(|v| v.trim().parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s >= 0.0)
             .map(|s| Duration::from_secs_f64(s).min(RETRY_AFTER_MAX));
-        let success = (200..300).contains(&status);
-        let limit = if success {
-            MAX_REPLY_BYTES
-        } else {
-            MAX_ERROR_BYTES
-        };
-        let bytes = match http_body_util::Limited::new(response.into_body(), limit)
-            .collect()
-            .await
-        {
-            Ok(collected) => collected.to_bytes(),
-            // An oversized error body: its status is enough.
-            Err(_) if !success => Bytes::new(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return Ok((status, retry_after, Bytes::from_static(OVERSIZED)));
+        let event_stream = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/event-stream"));
+        let mut body = response.into_body();
+        if !(200..300).contains(&status) {
+            // Only the start of an error body: enough for its code.
+            let left = timeout.saturating_sub(started.elapsed());
+            let bytes = tokio::time::timeout(left, read_limited(&mut body, MAX_ERROR_BYTES))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            return Err(Failure::Status {
+                status,
+                code: reply::error_code(&bytes, status),
+                retry_after,
+                in_reply: false,
+            });
+        }
+        if event_stream {
+            let mut reader = stream::StreamReader::default();
+            let mut read = 0usize;
+            loop {
+                let frame = match tokio::time::timeout(timeout, body.frame()).await {
+                    Err(_) => return Err(Failure::Timeout),
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => {
+                        return Err(Failure::Connection(format!("the answer was cut off: {e}")));
+                    }
+                    Ok(Some(Ok(frame))) => frame,
+                };
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                read += data.len();
+                if read > MAX_REPLY_BYTES {
+                    return Err(too_large());
+                }
+                let text = reader.feed(&data);
+                if let Some(sink) = sink
+                    && !text.is_empty()
+                {
+                    sink.send(&text);
+                    *emitted = true;
+                }
             }
-            Err(e) => return Err(format!("the answer was cut off: {e}")),
+            if let Some(sink) = sink {
+                let held_back = reader.unsent_answer();
+                if !held_back.is_empty() {
+                    sink.send(&held_back);
+                    *emitted = true;
+                }
+            }
+            return reader.finish().map_err(Failure::from);
+        }
+        let left = timeout.saturating_sub(started.elapsed());
+        let bytes = match tokio::time::timeout(left, read_limited(&mut body, MAX_REPLY_BYTES)).await
+        {
+            Err(_) => return Err(Failure::Timeout),
+            Ok(Err(Some(e))) => {
+                return Err(Failure::Connection(format!("the answer was cut off: {e}")));
+            }
+            Ok(Err(None)) => return Err(too_large()),
+            Ok(Ok(bytes)) => bytes,
         };
-        Ok((status, retry_after, bytes))
+        // A server may stream to a request that did not ask for it, or answer a streaming
+        // request with one JSON body: either is read for what it is.
+        let reply = if stream::looks_like_stream(&bytes) {
+            stream::read_stream(&bytes)
+        } else {
+            reply::read_reply(&bytes)
+        }
+        .map_err(Failure::from)?;
+        if let Some(sink) = sink
+            && let Some(text) = reply.refusal.as_ref().or(reply.content.as_ref())
+        {
+            sink.send(text);
+            *emitted = true;
+        }
+        Ok(reply)
     }
 }
 
-/// Stands in for a reply larger than [`MAX_REPLY_BYTES`], which is not read.
-const OVERSIZED: &[u8] = b"\x00oversized";
+/// How an attempt failed.
+enum Failure {
+    /// No headers, or a silence in the body, within the timeout.
+    Timeout,
+    /// The connection failed or the body was cut off.
+    Connection(String),
+    /// An error status, or an error object inside a 2xx body.
+    Status {
+        status: u16,
+        code: Option<String>,
+        retry_after: Option<Duration>,
+        in_reply: bool,
+    },
+    /// An answer that can never be read: not retried.
+    Invalid(ModelError),
+}
+
+impl From<reply::ReadError> for Failure {
+    fn from(e: reply::ReadError) -> Self {
+        match e {
+            reply::ReadError::Invalid(why) => Failure::Invalid(ModelError::InvalidResponse(why)),
+            reply::ReadError::Embedded { status, code } => Failure::Status {
+                status,
+                code,
+                retry_after: None,
+                in_reply: true,
+            },
+        }
+    }
+}
+
+fn too_large() -> Failure {
+    Failure::Invalid(ModelError::InvalidResponse(format!(
+        "the reply is larger than {} MiB",
+        MAX_REPLY_BYTES >> 20
+    )))
+}
+
+/// Reads a body up to `limit` bytes: `Err(None)` when it is longer, `Err(Some)` when it broke.
+async fn read_limited(
+    body: &mut hyper::body::Incoming,
+    limit: usize,
+) -> Result<Bytes, Option<hyper::Error>> {
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.map_err(Some)?.into_data() {
+            if out.len() + data.len() > limit {
+                return Err(None);
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out.freeze())
+}
 
 fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
     if let Some(after) = retry_after {
@@ -148,9 +288,16 @@ fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
 }
 
 /// The request body: `model`, `messages`, and `tools` only when there are any (strict servers
-/// refuse `tools: []`), nothing null or empty.
-fn request_body(request: &ModelRequest) -> Bytes {
+/// refuse `tools: []`), nothing null or empty; `stream` (with `stream_options.include_usage`,
+/// for the token counts, unless the server refused it) when streaming.
+fn request_body(request: &ModelRequest, stream_options: bool) -> Bytes {
     let mut body = json!({"model": request.model, "messages": request.messages});
+    if request.on_text.is_some() {
+        body["stream"] = json!(true);
+        if stream_options {
+            body["stream_options"] = json!({"include_usage": true});
+        }
+    }
     if !request.tools.is_empty() {
         body["tools"] = request
             .tools
@@ -172,13 +319,14 @@ impl ModelProvider for OpenAiProvider {
     }
 
     async fn complete(&self, request: &ModelRequest) -> Result<ModelReply, ModelError> {
-        let body = request_body(request);
         let attempts = self.config.max_retries + 1;
+        let mut stream_options = true;
         let mut last = ModelError::Connection {
             detail: "no attempt made".to_owned(),
             attempts: 0,
         };
-        for attempt in 0..attempts {
+        let mut attempt = 0;
+        while attempt < attempts {
             // Each attempt gets the configured timeout, shortened so it ends before the
             // deadline; one that could not finish in time is not started.
             let left = request
@@ -189,45 +337,53 @@ impl ModelProvider for OpenAiProvider {
                 tracing::warn!(attempt, "no time left before the deadline for a model call");
                 return Err(ModelError::Deadline { attempts: attempt });
             }
+            let body = request_body(request, stream_options);
+            let mut emitted = false;
+            let failure = match self
+                .attempt(body, request.on_text.as_ref(), timeout, &mut emitted)
+                .await
+            {
+                Ok(reply) => return Ok(reply),
+                Err(failure) => failure,
+            };
             let mut retry_after = None;
-            match tokio::time::timeout(timeout, self.send_once(&body)).await {
-                Err(_) if Some(timeout) == left => {
+            match failure {
+                Failure::Invalid(e) => return Err(e),
+                Failure::Status {
+                    status: 400 | 422,
+                    in_reply: false,
+                    ..
+                } if request.on_text.is_some() && stream_options => {
+                    // Some servers refuse `stream_options`: ask once more without it.
+                    tracing::info!("the model provider refused stream_options; asking without");
+                    stream_options = false;
+                    continue;
+                }
+                Failure::Timeout if Some(timeout) == left => {
                     return Err(ModelError::Deadline {
                         attempts: attempt + 1,
                     });
                 }
-                Err(_) => {
+                Failure::Timeout => {
                     last = ModelError::Timeout {
                         timeout_secs: self.config.timeout.as_secs_f64(),
                         attempts: attempt + 1,
                     };
                 }
-                Ok(Err(detail)) => {
+                Failure::Connection(detail) => {
                     last = ModelError::Connection {
                         detail,
                         attempts: attempt + 1,
                     };
                 }
-                Ok(Ok((status, after, bytes))) => {
-                    let (status, detail, in_reply) = if (200..300).contains(&status) {
-                        if bytes.as_ref() == OVERSIZED {
-                            return Err(ModelError::InvalidResponse(format!(
-                                "the reply is larger than {} MiB",
-                                MAX_REPLY_BYTES >> 20
-                            )));
-                        }
-                        match reply::read_reply(&bytes) {
-                            Ok(reply) => return Ok(reply),
-                            Err(reply::ReadError::Embedded { status, code }) => {
-                                (status, code, true)
-                            }
-                            Err(invalid) => return Err(invalid.into()),
-                        }
-                    } else {
-                        (status, reply::error_code(&bytes, status), false)
-                    };
+                Failure::Status {
+                    status,
+                    code,
+                    retry_after: after,
+                    in_reply,
+                } => {
                     // A "code" that repeats the key would publish it.
-                    let detail = detail.filter(|code| {
+                    let detail = code.filter(|code| {
                         self.config
                             .api_key
                             .as_ref()
@@ -258,8 +414,14 @@ impl ModelProvider for OpenAiProvider {
                     };
                 }
             }
-            if attempt + 1 < attempts {
-                let mut pause = backoff(attempt, retry_after);
+            if emitted {
+                // The client already has part of this answer: a second attempt would repeat it.
+                tracing::warn!(error = %last, "the model call failed after text reached the client");
+                return Err(last);
+            }
+            attempt += 1;
+            if attempt < attempts {
+                let mut pause = backoff(attempt - 1, retry_after);
                 if let Some(deadline) = request.deadline {
                     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                     if pause + MIN_ATTEMPT > left {
@@ -333,9 +495,10 @@ mod tests {
             messages: vec![json!({"role": "user", "content": "hi"})],
             tools: Vec::new(),
             deadline: None,
+            on_text: None,
         };
         let body: serde_json::Value =
-            serde_json::from_slice(&request_body(&request)).unwrap_or_default();
+            serde_json::from_slice(&request_body(&request, true)).unwrap_or_default();
         assert_eq!(
             body,
             json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})

@@ -4,13 +4,16 @@
 //! a successful run.
 
 use crate::agent::{Agent, AgentError, AgentSet, handoff_tool_name};
-use crate::model::{FinishReason, ModelError, ModelProvider, ModelRequest, ToolSpec, Usage};
+use crate::model::{
+    FinishReason, ModelError, ModelProvider, ModelRequest, TextSink, ToolSpec, Usage,
+};
 use crate::offline::OfflineModel;
 use crate::openai::{OPENAI_BASE_URL, OpenAiConfig, OpenAiProvider};
 use crate::tool::{ToolContext, ToolRegistry};
 use ak_core::config::{ModelProvider as ProviderKind, ModelSettings, Settings};
 use ak_core::ports::{Appended, HistoryLimits, PortError, SessionStore, Turn, now_epoch_secs};
 use ak_core::secret::Secret;
+use ak_core::stream::{EventSender, RunEvent};
 use ak_core::{ApiError, RunRequest};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -232,6 +235,22 @@ impl AgentRuntime {
 
     /// Runs one chat turn.
     pub async fn run(&self, request: &RunRequest) -> Result<RunOutcome, RunError> {
+        self.run_with_events(request, None).await
+    }
+
+    /// Runs one chat turn, reporting it to `events` as it happens: `agent` at the start and on
+    /// each handoff, `delta` for the text the model writes (the model is asked to stream),
+    /// `tool_call` and `tool_result` for each tool. `done` and `error` are the caller's.
+    pub async fn run_with_events(
+        &self,
+        request: &RunRequest,
+        events: Option<&EventSender>,
+    ) -> Result<RunOutcome, RunError> {
+        let emit = |event: RunEvent| {
+            if let Some(events) = events {
+                events.send(event);
+            }
+        };
         let mut agent = match &request.agent {
             None => self.agents.default_agent(),
             Some(name) => self
@@ -261,8 +280,26 @@ impl AgentRuntime {
             .iter()
             .find(|t| t.request_id == request.request_id)
         {
-            return answer_of(turn, &fingerprint);
+            let outcome = answer_of(turn, &fingerprint)?;
+            emit(RunEvent::Agent {
+                agent: outcome.agent.clone(),
+            });
+            emit(RunEvent::Delta {
+                text: outcome.text.clone(),
+            });
+            return Ok(outcome);
         }
+        emit(RunEvent::Agent {
+            agent: agent.name.clone(),
+        });
+        let on_text = events.map(|events| {
+            let events = events.clone();
+            TextSink(Arc::new(move |text: &str| {
+                events.send(RunEvent::Delta {
+                    text: text.to_owned(),
+                });
+            }))
+        });
         let tool_context = ToolContext {
             request_id: request.request_id.clone(),
             session_id: request.session_id.clone(),
@@ -290,6 +327,7 @@ impl AgentRuntime {
                 ),
                 tools,
                 deadline: request.deadline,
+                on_text: on_text.clone(),
             };
             let called = std::time::Instant::now();
             let reply = self.model.complete(&model_request).await?;
@@ -401,11 +439,19 @@ impl AgentRuntime {
                     if next.is_none() {
                         tracing::debug!(from = %agent.name, to = %target.name, "handoff");
                         next = Some(target);
+                        emit(RunEvent::Agent {
+                            agent: target.name.clone(),
+                        });
                         json!({"assistant": target.name})
                     } else {
                         json!({"error": "only the first handoff of a turn is followed"})
                     }
                 } else if let Some(tool) = agent.tools.iter().find(|t| t.name() == call.name) {
+                    emit(RunEvent::ToolCall {
+                        name: call.name.clone(),
+                        arguments: serde_json::from_str(&call.arguments)
+                            .unwrap_or_else(|_| Value::String(call.arguments.clone())),
+                    });
                     match serde_json::from_str::<Value>(if call.arguments.trim().is_empty() {
                         "{}"
                     } else {
@@ -420,6 +466,12 @@ impl AgentRuntime {
                 } else {
                     json!({"error": format!("there is no tool named {:?}", call.name)})
                 };
+                if target.is_none() {
+                    emit(RunEvent::ToolResult {
+                        name: call.name.clone(),
+                        ok: result.get("error").is_none(),
+                    });
+                }
                 let content = match result {
                     Value::String(s) => s,
                     other => other.to_string(),
@@ -598,11 +650,14 @@ impl ak_core::ports::AgentRunner for AgentRuntime {
     async fn run(
         &self,
         request: &RunRequest,
+        events: Option<&EventSender>,
     ) -> Result<ak_core::ports::AgentAnswer, ak_core::ports::AgentFailure> {
-        match AgentRuntime::run(self, request).await {
+        match AgentRuntime::run_with_events(self, request, events).await {
             Ok(outcome) => Ok(ak_core::ports::AgentAnswer {
                 text: outcome.text,
                 agent: outcome.agent,
+                prompt_tokens: outcome.usage.prompt_tokens,
+                completion_tokens: outcome.usage.completion_tokens,
                 total_tokens: outcome.usage.total_tokens,
                 model_ms: outcome.model_ms,
                 refusal: outcome.refusal,

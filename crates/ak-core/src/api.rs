@@ -8,6 +8,7 @@ use crate::event::{self, DecodeOptions, Incoming, Problem};
 use crate::request::{Caller, RunRequest, poll_request_id};
 use crate::response::ApiResponse;
 use crate::router::{Route, Router};
+use crate::stream::SseBody;
 use http::Method;
 use lambda_http::{Body, Request, RequestExt};
 use serde_json::Value;
@@ -28,6 +29,60 @@ pub struct Api {
     chat: ChatService,
     max_body_bytes: usize,
     decode: DecodeOptions,
+    heartbeat: std::time::Duration,
+    streaming_doors: bool,
+}
+
+/// What the API answers a request with.
+pub enum Reply {
+    /// One JSON response.
+    Json(http::Response<Body>),
+    /// Server-sent events (a chat request that asked for a stream): `200`,
+    /// `Content-Type: text/event-stream`, this body.
+    Events(SseBody),
+}
+
+/// What the API answers a Lambda event with.
+pub enum EventReply {
+    /// The JSON the front door expects in one piece.
+    Buffered(Value),
+    /// Lambda response streaming (function URLs in `RESPONSE_STREAM` mode, REST API
+    /// integrations in `STREAM` mode): the status and headers first, then the body as it comes.
+    Streamed {
+        /// HTTP status.
+        status: http::StatusCode,
+        /// Headers (`Set-Cookie` among them).
+        headers: http::HeaderMap,
+        /// The body.
+        body: std::pin::Pin<
+            Box<
+                dyn futures_util::Stream<Item = Result<bytes::Bytes, std::convert::Infallible>>
+                    + Send,
+            >,
+        >,
+    },
+}
+
+/// The headers of an SSE response.
+pub fn sse_headers() -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
+    // Proxies such as nginx buffer responses unless told not to.
+    headers.insert("x-accel-buffering", http::HeaderValue::from_static("no"));
+    headers
+}
+
+/// What a dispatched request produced.
+enum Answer {
+    Json(ApiResponse),
+    Events(SseBody),
 }
 
 /// What the request log line says about a request, filled in as it is understood.
@@ -50,7 +105,23 @@ impl Api {
             chat,
             max_body_bytes,
             decode,
+            heartbeat: crate::stream::DEFAULT_HEARTBEAT,
+            streaming_doors: false,
         }
+    }
+
+    /// Answers the front doors that can stream (function URLs, REST APIs) through Lambda
+    /// response streaming, every request alike (`api.response_streaming`: the function URL's
+    /// invoke mode is `RESPONSE_STREAM`, the REST integrations' transfer mode `STREAM`).
+    pub fn with_response_streaming(mut self, on: bool) -> Self {
+        self.streaming_doors = on;
+        self
+    }
+
+    /// Sends an SSE comment after this much silence (`api.stream_heartbeat`).
+    pub fn with_heartbeat(mut self, every: std::time::Duration) -> Self {
+        self.heartbeat = every.max(std::time::Duration::from_millis(10));
+        self
     }
 
     /// Reads the user from this claim of Cognito, JWT and Lambda authorizers
@@ -91,6 +162,55 @@ impl Api {
         }
     }
 
+    /// Answers the raw JSON of a Lambda event before `deadline`: streamed when the deployment
+    /// streams ([`Api::with_response_streaming`]) and the front door can (function URLs and
+    /// REST APIs; HTTP APIs, ALB and direct invokes cannot), else buffered as
+    /// [`Api::handle_raw_event`] does.
+    pub async fn respond_raw_event(
+        &self,
+        event: &str,
+        deadline: Option<tokio::time::Instant>,
+    ) -> EventReply {
+        let decoded =
+            serde_json::from_str::<Value>(event).map(|event| event::decode(&event, &self.decode));
+        let (door, mut request) = match decoded {
+            Ok(Incoming::Request { door, request })
+                if self.streaming_doors
+                    && matches!(
+                        door,
+                        event::FrontDoor::RestApi | event::FrontDoor::FunctionUrl
+                    ) =>
+            {
+                (door, request)
+            }
+            _ => return EventReply::Buffered(self.handle_raw_event(event, deadline).await),
+        };
+        if let Some(deadline) = deadline {
+            request.extensions_mut().insert(Deadline(deadline));
+        }
+        tracing::debug!(door = door.as_str(), "answering through response streaming");
+        match self.respond(*request).await {
+            Reply::Json(response) => {
+                let (parts, body) = response.into_parts();
+                let bytes = match body {
+                    Body::Text(text) => bytes::Bytes::from(text),
+                    Body::Binary(data) => bytes::Bytes::from(data),
+                    _ => bytes::Bytes::new(),
+                };
+                EventReply::Streamed {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body: Box::pin(futures_util::stream::once(async move { Ok(bytes) })),
+                }
+            }
+            Reply::Events(body) => EventReply::Streamed {
+                status: http::StatusCode::OK,
+                headers: sse_headers(),
+                body: Box::pin(body),
+            },
+        }
+    }
+
     /// [`Api::handle_event`], with the invocation's deadline: model calls end in time for the
     /// answer, and rest_sync waits no longer than the invocation may run.
     pub async fn handle_event_until(
@@ -125,9 +245,21 @@ impl Api {
         &self.chat
     }
 
+    /// Answers one request in one piece: a stream is collected whole (`text/event-stream`).
+    pub async fn handle(&self, request: Request) -> http::Response<Body> {
+        match self.respond(request).await {
+            Reply::Json(response) => response,
+            Reply::Events(body) => {
+                let mut response = http::Response::new(Body::Text(body.collect().await));
+                *response.headers_mut() = sse_headers();
+                response
+            }
+        }
+    }
+
     /// Answers one request; never fails, never panics on input. Logs one line per request
     /// (request and session ids, user, mode, status, outcome, duration) and emits its metrics.
-    pub async fn handle(&self, request: Request) -> http::Response<Body> {
+    pub async fn respond(&self, request: Request) -> Reply {
         let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
@@ -149,8 +281,13 @@ impl Api {
                     ))
                 })
         };
-        let response = match dispatched {
-            Ok(response) => response,
+        let (response, events) = match dispatched {
+            Ok(Answer::Json(response)) => (response, None),
+            Ok(Answer::Events(body)) => {
+                let mut started = ApiResponse::ok(Value::Null);
+                started.outcome = "stream";
+                (started, Some(body))
+            }
             Err(error) => {
                 match &error {
                     ApiError::Internal { detail, .. }
@@ -162,7 +299,7 @@ impl Api {
                 crate::metrics::error_class(error.class());
                 let mut response = error.to_response();
                 response.outcome = error.class();
-                response
+                (response, None)
             }
         };
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -210,14 +347,13 @@ impl Api {
                 ("outcome", response.outcome.into()),
             ],
         );
-        response.into_http()
+        match events {
+            Some(body) => Reply::Events(body),
+            None => Reply::Json(response.into_http()),
+        }
     }
 
-    async fn dispatch(
-        &self,
-        request: Request,
-        log: &mut LogFields,
-    ) -> Result<ApiResponse, ApiError> {
+    async fn dispatch(&self, request: Request, log: &mut LogFields) -> Result<Answer, ApiError> {
         let size = request.body().len();
         if size > self.max_body_bytes {
             return Err(ApiError::PayloadTooLarge {
@@ -238,7 +374,7 @@ impl Api {
                 if let Some(Problem(problem)) = body_problem.filter(|_| reads_body(true)) {
                     return Err(ApiError::bad_request(problem));
                 }
-                handler.call(request).await
+                handler.call(request).await.map(Answer::Json)
             }
             Route::Chat => {
                 let caller = caller(&request);
@@ -251,7 +387,10 @@ impl Api {
                 if request.method() == Method::GET {
                     let id = poll_request_id(query_id.as_deref(), request.body().as_ref())?;
                     log.request_id = Some(id.clone());
-                    self.chat.poll(&id, caller.principal()).await
+                    self.chat
+                        .poll(&id, caller.principal())
+                        .await
+                        .map(Answer::Json)
                 } else {
                     let mut run = RunRequest::from_json(request.body().as_ref(), &caller)?;
                     log.request_id = Some(run.request_id.clone());
@@ -261,7 +400,20 @@ impl Api {
                         .extensions()
                         .get::<Deadline>()
                         .map(|d| d.0 - ANSWER_MARGIN);
-                    self.chat.post(run).await
+                    let asks_for_events = request
+                        .headers()
+                        .get_all(http::header::ACCEPT)
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                        .any(|v| v.contains("text/event-stream"));
+                    if run.stream || asks_for_events {
+                        self.chat
+                            .post_stream(run, self.heartbeat)
+                            .await
+                            .map(Answer::Events)
+                    } else {
+                        self.chat.post(run).await.map(Answer::Json)
+                    }
                 }
             }
         }

@@ -25,6 +25,7 @@ use crate::ports::{
 };
 use crate::request::RunRequest;
 use crate::response::{ApiResponse, ChatAnswer};
+use crate::stream::{EventSender, RunEvent, SseBody};
 use http::StatusCode;
 use serde_json::json;
 use std::sync::Arc;
@@ -150,66 +151,129 @@ impl ChatService {
 
     /// Answers a chat POST.
     pub async fn post(&self, request: RunRequest) -> Result<ApiResponse, ApiError> {
-        if let Some(agent) = &request.agent
-            && !self.agents.is_empty()
-            && !self.agents.contains(agent)
-        {
-            return Err(ApiError::bad_request(format!(
-                "unknown agent {agent:?}; available: {}",
-                self.agents.join(", ")
-            )));
+        self.check_agent(&request)?;
+        if let Some(repeat) = self.register(&request).await? {
+            return Ok(match self.execution {
+                Execution::Async { .. } => accepted(&request.request_id),
+                _ => repeat,
+            });
         }
+        self.answer(request, None, false).await
+    }
+
+    /// Answers a chat POST as server-sent events: the run's events as they happen (in direct
+    /// mode), heartbeats while waiting (in the queue modes), then `done` or `error`. What can
+    /// be refused is refused before the stream starts, with its own status (400, 422, 503).
+    pub async fn post_stream(
+        &self,
+        request: RunRequest,
+        heartbeat: Duration,
+    ) -> Result<SseBody, ApiError> {
+        self.check_agent(&request)?;
         let id = request.request_id.clone();
-        if let Some(store) = &self.store {
-            let registration = store
-                .register(&id, &request.fingerprint())
-                .await
-                .map_err(|e| ApiError::from(e).with_request_id(&id))?;
-            match registration {
-                Registration::Mismatch => return Err(ApiError::RequestIdReused { request_id: id }),
-                Registration::Repeat(Some(record))
-                    if record.visible_to(request.user_id.as_deref()) =>
-                {
-                    tracing::info!(request_id = %id, "a repeated request: answered with its first answer");
-                    return Ok(match self.execution {
-                        Execution::Async { .. } => accepted(&id),
-                        _ => stored_response(record.status_code, record.body),
-                    });
-                }
-                // New, or a repeat still in work (or whose first attempt failed): go on; the
-                // runner's claim keeps the model from being called twice.
-                _ => {}
-            }
+        if let Some(repeat) = self.register(&request).await? {
+            return Ok(SseBody::of(vec![final_event(repeat, &id)]));
         }
-        match &self.execution {
-            Execution::Direct(runner) => match &self.store {
-                None => run_direct(runner.as_ref(), request).await,
-                Some(store) => {
-                    self.run_direct_once(runner.as_ref(), store.as_ref(), request)
-                        .await
-                }
-            },
-            Execution::Sync { input, store, wait } => {
+        let enqueued = match &self.execution {
+            Execution::Sync { input, .. } | Execution::Async { input } => {
                 enqueue(input.as_ref(), &request).await?;
-                let wait = &within_deadline(&request, *wait);
-                let record = store
-                    .wait_for(&id, *wait)
-                    .await
-                    .map_err(|e| ApiError::from(e).with_request_id(&id))?;
-                match record {
-                    Some(record) if record.visible_to(request.user_id.as_deref()) => {
-                        Ok(stored_response(record.status_code, record.body))
+                true
+            }
+            Execution::Direct(_) => false,
+        };
+        let (events, receiver) = crate::stream::channel();
+        let service = self.clone();
+        let run = async move {
+            let result = service.answer(request, Some(&events), enqueued).await;
+            let last = match result {
+                Ok(response) => final_event(response, &id),
+                Err(error) => RunEvent::error(&error, &id),
+            };
+            events.send(last);
+        };
+        Ok(SseBody::new(run, receiver, heartbeat))
+    }
+
+    fn check_agent(&self, request: &RunRequest) -> Result<(), ApiError> {
+        match &request.agent {
+            Some(agent) if !self.agents.is_empty() && !self.agents.contains(agent) => {
+                Err(ApiError::bad_request(format!(
+                    "unknown agent {agent:?}; available: {}",
+                    self.agents.join(", ")
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Registers the request id where a store is configured: a mismatch is a 422, a repeat
+    /// whose first answer is stored gets that answer (`Some`).
+    async fn register(&self, request: &RunRequest) -> Result<Option<ApiResponse>, ApiError> {
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        let id = &request.request_id;
+        let registration = store
+            .register(id, &request.fingerprint())
+            .await
+            .map_err(|e| ApiError::from(e).with_request_id(id))?;
+        match registration {
+            Registration::Mismatch => Err(ApiError::RequestIdReused {
+                request_id: id.clone(),
+            }),
+            Registration::Repeat(Some(record)) if record.visible_to(request.user_id.as_deref()) => {
+                tracing::info!(request_id = %id, "a repeated request: answered with its first answer");
+                Ok(Some(stored_response(record.status_code, record.body)))
+            }
+            // New, or a repeat still in work (or whose first attempt failed): go on; the
+            // runner's claim keeps the model from being called twice.
+            _ => Ok(None),
+        }
+    }
+
+    /// The answer in this mode: the run's (direct), or the one the runner stores (queue modes;
+    /// a streaming request in rest_async waits for it as rest_sync does).
+    async fn answer(
+        &self,
+        request: RunRequest,
+        events: Option<&EventSender>,
+        enqueued: bool,
+    ) -> Result<ApiResponse, ApiError> {
+        let id = request.request_id.clone();
+        let (input, store, wait) = match &self.execution {
+            Execution::Direct(runner) => {
+                return match &self.store {
+                    None => run_direct(runner.as_ref(), request, events).await,
+                    Some(store) => {
+                        self.run_direct_once(runner.as_ref(), store.as_ref(), request, events)
+                            .await
                     }
-                    _ => Err(ApiError::ResponseTimeout {
-                        request_id: id,
-                        waited: *wait,
-                    }),
-                }
+                };
             }
-            Execution::Async { input } => {
-                enqueue(input.as_ref(), &request).await?;
-                Ok(accepted(&id))
+            Execution::Sync { input, store, wait } => (input, Some(store), *wait),
+            Execution::Async { input } => (input, self.store.as_ref(), self.repeat_wait),
+        };
+        if !enqueued {
+            enqueue(input.as_ref(), &request).await?;
+        }
+        let Some(store) =
+            store.filter(|_| events.is_some() || matches!(self.execution, Execution::Sync { .. }))
+        else {
+            return Ok(accepted(&id));
+        };
+        let wait = within_deadline(&request, wait);
+        let record = store
+            .wait_for(&id, wait)
+            .await
+            .map_err(|e| ApiError::from(e).with_request_id(&id))?;
+        match record {
+            Some(record) if record.visible_to(request.user_id.as_deref()) => {
+                Ok(stored_response(record.status_code, record.body))
             }
+            _ => Err(ApiError::ResponseTimeout {
+                request_id: id,
+                waited: wait,
+            }),
         }
     }
 
@@ -221,6 +285,7 @@ impl ChatService {
         runner: &dyn AgentRunner,
         store: &dyn ResponseStore,
         request: RunRequest,
+        events: Option<&EventSender>,
     ) -> Result<ApiResponse, ApiError> {
         let id = request.request_id.clone();
         let owner = crate::request::new_id();
@@ -249,7 +314,7 @@ impl ChatService {
             };
         }
         let (session_id, user_id) = (request.session_id.clone(), request.user_id.clone());
-        match run_direct(runner, request).await {
+        match run_direct(runner, request, events).await {
             Ok(response) => {
                 let stored = ResponseRecord {
                     request_id: id.clone(),
@@ -319,9 +384,10 @@ async fn enqueue(input: &dyn Queue, request: &RunRequest) -> Result<(), ApiError
 pub async fn run_agent(
     runner: &dyn AgentRunner,
     request: &RunRequest,
+    events: Option<&EventSender>,
 ) -> Result<crate::ports::AgentAnswer, crate::ports::AgentFailure> {
     use futures_util::FutureExt;
-    std::panic::AssertUnwindSafe(runner.run(request))
+    std::panic::AssertUnwindSafe(runner.run(request, events))
         .catch_unwind()
         .await
         .unwrap_or_else(|panic| {
@@ -348,10 +414,11 @@ fn within_deadline(request: &RunRequest, wait: Duration) -> Duration {
 async fn run_direct(
     runner: &dyn AgentRunner,
     request: RunRequest,
+    events: Option<&EventSender>,
 ) -> Result<ApiResponse, ApiError> {
     let id = request.request_id.clone();
     let started = std::time::Instant::now();
-    let result = run_agent(runner, &request).await;
+    let result = run_agent(runner, &request, events).await;
     let (agent, tokens, model_ms, outcome) = match &result {
         Ok(a) => (a.agent.as_str(), a.total_tokens, a.model_ms, "ok"),
         Err(f) => ("", 0, 0.0, f.error.class()),
@@ -372,6 +439,20 @@ async fn run_direct(
         &request.session_id,
         &id
     ))))
+}
+
+/// The last event of a stream for an answer: `done`, or `error` for an error status.
+fn final_event(response: ApiResponse, request_id: &str) -> RunEvent {
+    if response.status.is_success() {
+        return RunEvent::Done(response.body);
+    }
+    let mut body = response.body;
+    if let serde_json::Value::Object(map) = &mut body {
+        map.insert("status".into(), json!(response.status.as_u16()));
+        map.entry("request_id")
+            .or_insert_with(|| serde_json::Value::String(request_id.to_owned()));
+    }
+    RunEvent::Error(body)
 }
 
 fn accepted(request_id: &str) -> ApiResponse {

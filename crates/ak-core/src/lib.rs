@@ -14,6 +14,7 @@
 //! - [`auth`]: the authorizer: the `AuthValidator` trait, the built-in JWT validator, and
 //!   REQUEST/TOKEN events turned into IAM policies.
 //! - [`secret`]: values that never reach logs.
+//! - [`stream`]: a run's events as server-sent events, with heartbeats.
 //! - [`aws`], [`https`], [`logging`] and [`metrics`]: the shared AWS SDK configuration and HTTPS
 //!   client, JSON logs, and CloudWatch Embedded Metric Format lines.
 
@@ -35,6 +36,7 @@ pub mod request;
 pub mod response;
 pub mod router;
 pub mod secret;
+pub mod stream;
 
 pub use config::Settings;
 pub use error::ApiError;

@@ -188,7 +188,7 @@ impl AgentRunnerHandler {
             deadline: deadline.map(|d| d - crate::api::ANSWER_MARGIN),
             ..request
         };
-        let result = crate::chat::run_agent(self.runner.as_ref(), &request).await;
+        let result = crate::chat::run_agent(self.runner.as_ref(), &request, None).await;
         let run = |agent: &str, tokens: u64, model_ms: f64, outcome: &str| {
             crate::metrics::agent_run(&crate::metrics::AgentRun {
                 request_id: id,

@@ -543,6 +543,10 @@ pub struct AgentAnswer {
     pub text: String,
     /// The agent that wrote it.
     pub agent: String,
+    /// Prompt tokens of the run's model calls.
+    pub prompt_tokens: u64,
+    /// Completion tokens of the run's model calls.
+    pub completion_tokens: u64,
     /// Tokens used by the run.
     pub total_tokens: u64,
     /// Time spent waiting for the model (0 when the answer was already in the session).
@@ -566,8 +570,14 @@ pub struct AgentFailure {
 /// and the agent runner (queue modes) only need this.
 #[async_trait]
 pub trait AgentRunner: Send + Sync {
-    /// Answers one chat turn.
-    async fn run(&self, request: &crate::RunRequest) -> Result<AgentAnswer, AgentFailure>;
+    /// Answers one chat turn. With `events`, reports the run as it happens (`agent`, `delta`,
+    /// `tool_call`, `tool_result`; `done` and `error` are the caller's to send) and asks the
+    /// model for a streamed answer.
+    async fn run(
+        &self,
+        request: &crate::RunRequest,
+        events: Option<&crate::stream::EventSender>,
+    ) -> Result<AgentAnswer, AgentFailure>;
 
     /// Which model provider answers (`openai`, `offline`), for start-up logs.
     fn provider(&self) -> &'static str;

@@ -66,6 +66,9 @@ pub struct RunRequest {
     pub context: Map<String, Value>,
     /// Whether the runtime made the session id up (the client named none).
     pub session_generated: bool,
+    /// `"stream": true` in the body: answer as server-sent events (also asked for by
+    /// `Accept: text/event-stream`). Not part of the request's fingerprint.
+    pub stream: bool,
     /// When the answer must be ready: the Lambda invocation's deadline less a margin, so the
     /// client gets a JSON error instead of a timed-out function. `None`: no limit but the
     /// model's own timeouts.
@@ -134,6 +137,11 @@ impl RunRequest {
         if let Some(id) = &session_id {
             check_id("session_id", id)?;
         }
+        let stream = match fields.remove("stream") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => b,
+            Some(_) => return Err(ApiError::bad_request("stream must be true or false")),
+        };
         let body_user = optional_string(&mut fields, "user_id")?;
         let user_id = match caller {
             Caller::Authenticated(p) => Some(p.clone()),
@@ -151,6 +159,7 @@ impl RunRequest {
             agent,
             prompt,
             context: fields,
+            stream,
             deadline: None,
         })
     }

@@ -73,6 +73,21 @@ pub struct ChatAnswer {
     /// Omitted otherwise.
     #[serde(default, skip_serializing_if = "is_false")]
     pub truncated: bool,
+    /// Tokens the run's model calls used (all zero when the answer came from the session
+    /// without a model call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<TokenUsage>,
+}
+
+/// Token counts of a run, as the provider reported them (0 where it did not).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenUsage {
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Both.
+    pub total_tokens: u64,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
@@ -90,6 +105,11 @@ impl ChatAnswer {
             agent: answer.agent,
             refusal: answer.refusal,
             truncated: answer.truncated,
+            usage: Some(TokenUsage {
+                prompt_tokens: answer.prompt_tokens,
+                completion_tokens: answer.completion_tokens,
+                total_tokens: answer.total_tokens,
+            }),
         }
     }
 }

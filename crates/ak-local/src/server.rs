@@ -5,7 +5,7 @@
 
 use ak_agents::{AgentRuntime, ToolRegistry};
 use ak_core::adapters::{self, AwsConfig, required_output_queue, required_response_store};
-use ak_core::api::Api;
+use ak_core::api::{Api, Reply, sse_headers};
 use ak_core::chat::ChatService;
 use ak_core::pipeline::sqs::SqsBatchResponse;
 use ak_core::pipeline::{AgentRunnerHandler, ResponseHandler, pump};
@@ -81,7 +81,9 @@ impl LocalServer {
         let router = reference_routes(RoutePaths::from_env()?).build()?;
         let api = Arc::new(
             Api::new(router, chat, settings.api.max_body_bytes)
-                .with_principal_claim(&settings.auth.principal_claim),
+                .with_principal_claim(&settings.auth.principal_claim)
+                .with_alb_oidc_identity(settings.auth.trust_alb_oidc_identity)
+                .with_heartbeat(settings.api.heartbeat()),
         );
 
         let mut tasks = Vec::new();
@@ -158,13 +160,17 @@ where
     }
 }
 
+/// The body of a local response: one piece, or server-sent events as they come.
+type LocalBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
+
 async fn serve(
     api: Arc<Api>,
     limit: usize,
     request: hyper::Request<Incoming>,
-) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+) -> Result<hyper::Response<LocalBody>, Infallible> {
+    use futures_util::StreamExt;
     let (parts, body) = request.into_parts();
-    let response = match Limited::new(body, limit).collect().await {
+    let reply = match Limited::new(body, limit).collect().await {
         Ok(collected) => {
             let bytes = collected.to_bytes();
             let body = if bytes.is_empty() {
@@ -175,7 +181,7 @@ async fn serve(
                     Err(e) => Body::Binary(e.into_bytes()),
                 }
             };
-            api.handle(lambda_http::Request::from_parts(parts, body))
+            api.respond(lambda_http::Request::from_parts(parts, body))
                 .await
         }
         Err(_) => {
@@ -185,14 +191,27 @@ async fn serve(
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(limit + 1);
-            ApiResponse::from(ApiError::PayloadTooLarge { size, limit }).into_http()
+            Reply::Json(ApiResponse::from(ApiError::PayloadTooLarge { size, limit }).into_http())
         }
     };
-    let (parts, body) = response.into_parts();
-    let bytes = match body {
-        Body::Text(text) => Bytes::from(text),
-        Body::Binary(data) => Bytes::from(data),
-        _ => Bytes::new(),
-    };
-    Ok(hyper::Response::from_parts(parts, Full::new(bytes)))
+    Ok(match reply {
+        Reply::Json(response) => {
+            let (parts, body) = response.into_parts();
+            let bytes = match body {
+                Body::Text(text) => Bytes::from(text),
+                Body::Binary(data) => Bytes::from(data),
+                _ => Bytes::new(),
+            };
+            hyper::Response::from_parts(parts, Full::new(bytes).boxed_unsync())
+        }
+        // The body owns the run: a client that disconnects drops it, and the run stops.
+        Reply::Events(events) => {
+            let frames = events.map(|chunk| chunk.map(hyper::body::Frame::data));
+            let mut response = hyper::Response::new(BodyExt::boxed_unsync(
+                http_body_util::StreamBody::new(frames),
+            ));
+            *response.headers_mut() = sse_headers();
+            response
+        }
+    })
 }

@@ -4,6 +4,7 @@
 use ak_agents::{AgentRuntime, ToolRegistry};
 use ak_core::adapters::{AwsConfig, check_shared_backends};
 use ak_core::api::Api;
+use ak_core::api::EventReply;
 use ak_core::chat::ChatService;
 use ak_core::config::ExecutionMode;
 use ak_core::pipeline::deadline_from_epoch_ms;
@@ -11,9 +12,10 @@ use ak_core::ports::AgentRunner;
 use ak_core::router::request_summary;
 use ak_core::{ApiError, RoutePaths, Router, Settings};
 use lambda_http::Request;
-use lambda_runtime::{LambdaEvent, service_fn};
+use lambda_runtime::{FunctionResponse, LambdaEvent, MetadataPrelude, StreamResponse, service_fn};
+use serde_json::Value;
+use serde_json::json;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -54,22 +56,47 @@ async fn setup() -> Result<Api, Box<dyn std::error::Error>> {
         .build()?;
     Ok(Api::new(router, chat, settings.api.max_body_bytes)
         .with_principal_claim(&settings.auth.principal_claim)
-        .with_alb_oidc_identity(settings.auth.trust_alb_oidc_identity))
+        .with_alb_oidc_identity(settings.auth.trust_alb_oidc_identity)
+        .with_response_streaming(settings.api.response_streaming)
+        .with_heartbeat(settings.api.heartbeat()))
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let api = Arc::new(ak_core::lambda::start(setup()).await?);
-    // Events are read by `Api::handle_event` from plain JSON, so no event, however odd, fails
-    // the invocation: every one gets an HTTP answer in its front door's format.
+    // Events are read by the API from their raw JSON, so no event, however odd, fails the
+    // invocation: every one gets an HTTP answer in its front door's format, streamed through
+    // Lambda response streaming where the deployment and the front door allow it.
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Box<RawValue>>| {
         let api = api.clone();
         async move {
             let deadline = deadline_from_epoch_ms(event.context.deadline);
-            Ok::<Value, Infallible>(
-                api.handle_raw_event(event.payload.get(), Some(deadline))
-                    .await,
-            )
+            let reply = api
+                .respond_raw_event(event.payload.get(), Some(deadline))
+                .await;
+            Ok::<_, Infallible>(match reply {
+                EventReply::Buffered(answer) => FunctionResponse::BufferedResponse(answer),
+                EventReply::Streamed {
+                    status,
+                    mut headers,
+                    body,
+                } => {
+                    let cookies = headers
+                        .get_all(http::header::SET_COOKIE)
+                        .iter()
+                        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                        .collect();
+                    headers.remove(http::header::SET_COOKIE);
+                    FunctionResponse::StreamingResponse(StreamResponse {
+                        metadata_prelude: MetadataPrelude {
+                            status_code: status,
+                            headers,
+                            cookies,
+                        },
+                        stream: body,
+                    })
+                }
+            })
         }
     }))
     .await

@@ -678,13 +678,30 @@ pub struct ApiSettings {
     /// Largest request body accepted (413 above).
     #[serde(deserialize_with = "lenient::positive")]
     pub max_body_bytes: usize,
+    /// Answer function URLs and REST APIs through Lambda response streaming, every request
+    /// alike (the function URL's invoke mode is `RESPONSE_STREAM`, the REST integrations'
+    /// transfer mode `STREAM`; Terraform sets both together).
+    #[serde(deserialize_with = "lenient::boolean")]
+    pub response_streaming: bool,
+    /// Seconds of silence after which a streamed answer sends an SSE comment.
+    #[serde(deserialize_with = "lenient::seconds")]
+    pub stream_heartbeat: f64,
 }
 
 impl Default for ApiSettings {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
+            response_streaming: false,
+            stream_heartbeat: 5.0,
         }
+    }
+}
+
+impl ApiSettings {
+    /// The heartbeat interval (at least 10 ms).
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs_f64(self.stream_heartbeat.max(0.01))
     }
 }
 

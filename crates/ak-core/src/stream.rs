@@ -1,0 +1,336 @@
+//! Streaming a run to its client as server-sent events (SSE, the WHATWG HTML "server-sent
+//! events" format): the events a run emits, their encoding, and the body stream that carries
+//! them — heartbeats included — to a local HTTP client or through Lambda response streaming.
+//!
+//! ```text
+//! id: 1
+//! event: agent
+//! data: {"agent":"triage"}
+//!
+//! id: 2
+//! event: delta
+//! data: {"text":"12 * 7 "}
+//! ```
+//!
+//! Event types: `agent` `{"agent"}` (the active agent, at the start and on each handoff),
+//! `delta` `{"text"}`, `tool_call` `{"name", "arguments"}` (when complete), `tool_result`
+//! `{"name", "ok"}`, `done` (the non-streaming answer's JSON plus `usage`), `error`
+//! `{"status", "error", "request_id"}`. Every event has an `id:`, counting from 1; a comment
+//! line (`: keep-alive`) is sent whenever nothing else was for the heartbeat interval.
+
+use bytes::Bytes;
+use futures_util::Stream;
+use serde_json::{Value, json};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How often a silent stream sends a comment, so proxies and API Gateway (30 s idle timeout on
+/// edge-optimized endpoints) keep it open.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// One event of a run, as its client sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEvent {
+    /// The agent now answering (at the start, and after each handoff).
+    Agent {
+        /// Its name.
+        agent: String,
+    },
+    /// Text the model wrote.
+    Delta {
+        /// The new text.
+        text: String,
+    },
+    /// A tool call, once its arguments are complete.
+    ToolCall {
+        /// The tool.
+        name: String,
+        /// Its arguments (the JSON the model wrote, or the text when it is not JSON).
+        arguments: Value,
+    },
+    /// A tool call's outcome: whether it succeeded (never its payload).
+    ToolResult {
+        /// The tool.
+        name: String,
+        /// `false` when the tool failed or does not exist.
+        ok: bool,
+    },
+    /// The answer: the JSON object the non-streaming request gets, plus `usage`.
+    Done(Value),
+    /// The run failed: `{"status", "error", ...}` as the status table says.
+    Error(Value),
+}
+
+impl RunEvent {
+    /// The SSE event name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RunEvent::Agent { .. } => "agent",
+            RunEvent::Delta { .. } => "delta",
+            RunEvent::ToolCall { .. } => "tool_call",
+            RunEvent::ToolResult { .. } => "tool_result",
+            RunEvent::Done(_) => "done",
+            RunEvent::Error(_) => "error",
+        }
+    }
+
+    /// The event's JSON data.
+    pub fn data(&self) -> Value {
+        match self {
+            RunEvent::Agent { agent } => json!({"agent": agent}),
+            RunEvent::Delta { text } => json!({"text": text}),
+            RunEvent::ToolCall { name, arguments } => {
+                json!({"name": name, "arguments": arguments})
+            }
+            RunEvent::ToolResult { name, ok } => json!({"name": name, "ok": ok}),
+            RunEvent::Done(answer) | RunEvent::Error(answer) => answer.clone(),
+        }
+    }
+
+    /// Whether this event ends the stream.
+    pub fn is_last(&self) -> bool {
+        matches!(self, RunEvent::Done(_) | RunEvent::Error(_))
+    }
+
+    /// An `error` event for a failure as the API would answer it.
+    pub fn error(error: &crate::ApiError, request_id: &str) -> RunEvent {
+        let mut body = error.to_response().body;
+        if let Value::Object(map) = &mut body {
+            map.insert("status".into(), json!(error.status().as_u16()));
+            map.entry("request_id")
+                .or_insert_with(|| Value::String(request_id.to_owned()));
+        }
+        RunEvent::Error(body)
+    }
+
+    /// The event as SSE text with this id.
+    pub fn to_sse(&self, id: u64) -> String {
+        format!(
+            "id: {id}\nevent: {}\ndata: {}\n\n",
+            self.name(),
+            self.data()
+        )
+    }
+}
+
+/// The SSE comment sent while a stream is silent.
+pub const HEARTBEAT_COMMENT: &str = ": keep-alive\n\n";
+
+/// Where a run reports its events. Cloning shares the channel; sending after the client went
+/// away is harmless (the event is dropped).
+#[derive(Clone, Debug)]
+pub struct EventSender(mpsc::UnboundedSender<RunEvent>);
+
+impl EventSender {
+    /// Sends an event; `false` when nobody listens any more.
+    pub fn send(&self, event: RunEvent) -> bool {
+        self.0.send(event).is_ok()
+    }
+
+    /// Whether the listener is gone (the client disconnected).
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
+/// A sender and the receiver its events arrive at.
+pub fn channel() -> (EventSender, mpsc::UnboundedReceiver<RunEvent>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (EventSender(tx), rx)
+}
+
+type RunFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The body of an SSE response: drives the run that produces the events (it lives inside the
+/// body, so a client that goes away and drops the body stops the run, and with it the model
+/// call), turns its events into SSE text with ids, and sends a heartbeat comment whenever the
+/// run was silent for the heartbeat interval. Ends after `done` or `error` (or when the run
+/// ends without one).
+pub struct SseBody {
+    run: Option<RunFuture>,
+    events: mpsc::UnboundedReceiver<RunEvent>,
+    heartbeat: Pin<Box<tokio::time::Sleep>>,
+    interval: Duration,
+    next_id: u64,
+    finished: bool,
+}
+
+impl SseBody {
+    /// A body for the events `run` sends to the sender of `events`.
+    pub fn new(
+        run: impl Future<Output = ()> + Send + 'static,
+        events: mpsc::UnboundedReceiver<RunEvent>,
+        heartbeat: Duration,
+    ) -> Self {
+        Self {
+            run: Some(Box::pin(run)),
+            events,
+            heartbeat: Box::pin(tokio::time::sleep(heartbeat)),
+            interval: heartbeat,
+            next_id: 1,
+            finished: false,
+        }
+    }
+
+    /// A body that only carries `events` already known (a repeat's stored answer).
+    pub fn of(events: Vec<RunEvent>) -> Self {
+        let (tx, rx) = channel();
+        for event in events {
+            tx.send(event);
+        }
+        Self::new(async {}, rx, DEFAULT_HEARTBEAT)
+    }
+
+    /// The whole stream as one text (for front doors that cannot stream: every event, in order,
+    /// once the run is over).
+    pub async fn collect(mut self) -> String {
+        use futures_util::StreamExt;
+        let mut text = String::new();
+        while let Some(Ok(chunk)) = self.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        text
+    }
+}
+
+impl Stream for SseBody {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        if let Some(run) = &mut this.run
+            && run.as_mut().poll(cx).is_ready()
+        {
+            this.run = None;
+        }
+        match this.events.poll_recv(cx) {
+            Poll::Ready(Some(event)) => {
+                let id = this.next_id;
+                this.next_id += 1;
+                this.finished = event.is_last();
+                this.heartbeat
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + this.interval);
+                return Poll::Ready(Some(Ok(Bytes::from(event.to_sse(id)))));
+            }
+            // Every sender is gone: the run is over.
+            Poll::Ready(None) => {
+                this.finished = true;
+                return Poll::Ready(None);
+            }
+            Poll::Pending => {}
+        }
+        if this.run.is_none() && this.events.is_empty() && this.events.sender_strong_count() == 0 {
+            this.finished = true;
+            return Poll::Ready(None);
+        }
+        if this.heartbeat.as_mut().poll(cx).is_ready() {
+            this.heartbeat
+                .as_mut()
+                .reset(tokio::time::Instant::now() + this.interval);
+            return Poll::Ready(Some(Ok(Bytes::from_static(HEARTBEAT_COMMENT.as_bytes()))));
+        }
+        Poll::Pending
+    }
+}
+
+/// The SSE events of a text stream (for clients and tests): `(id, event, data)` for each event,
+/// comments skipped.
+pub fn parse_sse(text: &str) -> Vec<(Option<u64>, String, Value)> {
+    let mut events = Vec::new();
+    for block in text.split("\n\n") {
+        let (mut id, mut name, mut data) = (None, String::from("message"), String::new());
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("id:") {
+                id = v.trim().parse().ok();
+            } else if let Some(v) = line.strip_prefix("event:") {
+                v.trim().clone_into(&mut name);
+            } else if let Some(v) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            }
+        }
+        if !data.is_empty() {
+            events.push((id, name, serde_json::from_str(&data).unwrap_or(Value::Null)));
+        }
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_run_becomes_numbered_events_ending_at_done() {
+        let (tx, rx) = channel();
+        let run = async move {
+            tx.send(RunEvent::Agent {
+                agent: "math".into(),
+            });
+            tx.send(RunEvent::Delta { text: "84".into() });
+            tx.send(RunEvent::Done(json!({"result": "84"})));
+            tx.send(RunEvent::Delta {
+                text: "after the end".into(),
+            });
+        };
+        let text = SseBody::new(run, rx, Duration::from_secs(60))
+            .collect()
+            .await;
+        let events = parse_sse(&text);
+        let names: Vec<&str> = events.iter().map(|(_, n, _)| n.as_str()).collect();
+        assert_eq!(names, ["agent", "delta", "done"]);
+        let ids: Vec<Option<u64>> = events.iter().map(|(id, _, _)| *id).collect();
+        assert_eq!(ids, [Some(1), Some(2), Some(3)]);
+        assert_eq!(events[1].2, json!({"text": "84"}));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_run_sends_heartbeats() {
+        let (tx, rx) = channel();
+        let run = async move {
+            tokio::time::sleep(Duration::from_secs(12)).await;
+            tx.send(RunEvent::Done(json!({})));
+        };
+        let text = SseBody::new(run, rx, Duration::from_secs(5))
+            .collect()
+            .await;
+        assert_eq!(text.matches(HEARTBEAT_COMMENT).count(), 2, "{text}");
+        assert!(text.ends_with("event: done\ndata: {}\n\n"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn dropping_the_body_stops_the_run() {
+        let (tx, rx) = channel();
+        let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel::<()>();
+        struct Guard(Option<tokio::sync::oneshot::Sender<()>>);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                if let Some(tx) = self.0.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+        let run = async move {
+            let _guard = Guard(Some(dropped_tx));
+            tx.send(RunEvent::Delta { text: "a".into() });
+            std::future::pending::<()>().await;
+        };
+        let mut body = SseBody::new(run, rx, Duration::from_secs(60));
+        use futures_util::StreamExt;
+        assert!(body.next().await.is_some());
+        drop(body);
+        assert!(
+            dropped_rx.await.is_ok(),
+            "the run was dropped with the body"
+        );
+    }
+}
