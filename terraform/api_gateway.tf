@@ -69,6 +69,13 @@ resource "aws_api_gateway_method" "route" {
   authorizer_id = module.decisions.create_authorizer ? aws_api_gateway_authorizer.this[0].id : null
 }
 
+locals {
+  # Response streaming: Lambda's InvokeWithResponseStream behind the integration, and up to 15
+  # minutes (the function's timeout) instead of API Gateway's 29 seconds.
+  request_handler_timeout_ms = 1000 * try(var.functions.request_handler.timeout, 30)
+  streaming_invoke_uri       = "arn:aws:apigateway:${data.aws_region.current.region}:lambda:path/2021-11-15/functions/${aws_lambda_function.this["request_handler"].arn}/response-streaming-invocations"
+}
+
 resource "aws_api_gateway_integration" "route" {
   for_each = local.routes
 
@@ -77,7 +84,11 @@ resource "aws_api_gateway_integration" "route" {
   http_method             = aws_api_gateway_method.route[each.key].http_method
   integration_http_method = "POST"
   type                    = "AWS_PROXY"
-  uri                     = aws_lambda_function.this["request_handler"].invoke_arn
+  # Every route of the request handler streams or none does: the function answers all of
+  # them in the streaming format when AK_API__RESPONSE_STREAMING is on.
+  uri                    = var.response_streaming ? local.streaming_invoke_uri : aws_lambda_function.this["request_handler"].invoke_arn
+  response_transfer_mode = var.response_streaming ? "STREAM" : "BUFFERED"
+  timeout_milliseconds   = var.response_streaming ? min(max(local.request_handler_timeout_ms, 29000), 900000) : 29000
 }
 
 resource "aws_api_gateway_deployment" "this" {

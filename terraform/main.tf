@@ -29,13 +29,14 @@ locals {
 module "decisions" {
   source = "./modules/decisions"
 
-  execution_mode    = var.execution_mode
-  authorizer        = var.authorizer
-  response_store    = var.response_store
-  session_store     = var.session_store
-  names             = local.names
-  max_receive_count = var.queue.max_receive_count
-  log_level         = var.log_level
+  execution_mode     = var.execution_mode
+  authorizer         = var.authorizer
+  response_store     = var.response_store
+  session_store      = var.session_store
+  names              = local.names
+  max_receive_count  = var.queue.max_receive_count
+  log_level          = var.log_level
+  response_streaming = var.response_streaming
   api = {
     api_base_path  = var.api_base_path
     api_version    = var.api_version

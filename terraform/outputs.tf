@@ -3,6 +3,11 @@ output "agent_invoke_url" {
   value       = "${aws_api_gateway_stage.this.invoke_url}/${var.api_base_path}/${var.api_version}/${var.agent_endpoint}"
 }
 
+output "function_url" {
+  description = "The request handler's function URL (when function_url.create); chat at <url>api/v1/chat."
+  value       = try(aws_lambda_function_url.request_handler[0].function_url, null)
+}
+
 output "api_id" {
   description = "REST API id."
   value       = aws_api_gateway_rest_api.this.id

@@ -88,6 +88,27 @@ variable "functions" {
   }
 }
 
+variable "response_streaming" {
+  description = "Stream answers (server-sent events) through Lambda response streaming: the REST API's integrations use transfer mode STREAM (timeout up to the request handler's timeout, at most 15 minutes) and the optional function URL invoke mode RESPONSE_STREAM. Off: buffered answers within API Gateway's 29 seconds."
+  type        = bool
+  default     = true
+}
+
+variable "function_url" {
+  description = "Optional function URL for the request handler (create = true), with its authorization type (AWS_IAM or NONE; NONE makes it public) and CORS allowed origins. Its invoke mode follows response_streaming."
+  type = object({
+    create             = optional(bool, false)
+    authorization_type = optional(string, "AWS_IAM")
+    allow_origins      = optional(list(string), [])
+  })
+  default = {}
+
+  validation {
+    condition     = contains(["AWS_IAM", "NONE"], var.function_url.authorization_type)
+    error_message = "function_url.authorization_type: AWS_IAM or NONE."
+  }
+}
+
 variable "authorizer" {
   description = "Optional Lambda authorizer, created only when every required field (function_name, handler_path, package_type, package_path, module_name) is set. identity_header names the header carrying the token (default Authorization)."
   type = object({

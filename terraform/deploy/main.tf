@@ -20,4 +20,7 @@ module "agents" {
   model             = { api_key = var.openai_api_key, base_url = var.openai_base_url, name = var.model_name }
   gateway_endpoints = var.gateway_endpoints
   tags              = var.tags
+
+  response_streaming = var.response_streaming
+  function_url       = var.function_url
 }

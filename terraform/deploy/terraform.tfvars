@@ -6,7 +6,9 @@ stage_name     = "agents"
 architecture   = "arm64"
 
 functions = {
-  request_handler  = { package_path = "../../target/lambda/request-handler/bootstrap.zip", memory_size = 128, timeout = 30 }
+  # With response_streaming (the default) the request handler's timeout bounds a streamed answer
+  # (up to 900 s); buffered answers stay within API Gateway's 29 s.
+  request_handler  = { package_path = "../../target/lambda/request-handler/bootstrap.zip", memory_size = 128, timeout = 120 }
   agent_runner     = { package_path = "../../target/lambda/agent-runner/bootstrap.zip", memory_size = 128, timeout = 120 }
   response_handler = { package_path = "../../target/lambda/response-handler/bootstrap.zip", memory_size = 128, timeout = 30 }
 }
@@ -18,7 +20,11 @@ queue = {
 }
 
 response_store = { type = "dynamodb", ttl = 604800, retry_count = 5, delay = 5 }
-session_store  = { type = "dynamodb", ttl = 604800 }
+
+# Answers stream as server-sent events when a client asks (Accept: text/event-stream).
+response_streaming = true
+# function_url = { create = true, authorization_type = "NONE", allow_origins = ["https://app.example.com"] }
+session_store = { type = "dynamodb", ttl = 604800 }
 
 # Uncomment to protect the API with the JWT authorizer (every field below but the last two is required).
 # authorizer = {

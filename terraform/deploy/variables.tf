@@ -93,3 +93,15 @@ variable "tags" {
   type        = map(string)
   default     = { project = "agent-kernel" }
 }
+
+variable "response_streaming" {
+  description = "Stream answers through Lambda response streaming (see the module's variable)."
+  type        = bool
+  default     = true
+}
+
+variable "function_url" {
+  description = "Optional function URL for the request handler (see the module's variable)."
+  type        = any
+  default     = {}
+}

@@ -53,6 +53,12 @@ variable "log_level" {
   type        = string
 }
 
+variable "response_streaming" {
+  description = "Whether the request handler answers through Lambda response streaming."
+  type        = bool
+  default     = false
+}
+
 locals {
   queue_mode = contains(["rest_sync", "rest_async"], var.execution_mode)
 
@@ -109,7 +115,12 @@ locals {
 
   function_env = {
     # Direct mode runs the agents in the request handler, which then needs the sessions.
-    request_handler  = merge(local.common_env, local.store_env, local.queue_mode ? local.queue_env : merge({ AK_EXECUTION__MODE = "direct" }, local.session_env))
+    request_handler = merge(
+      local.common_env,
+      local.store_env,
+      local.queue_mode ? local.queue_env : merge({ AK_EXECUTION__MODE = "direct" }, local.session_env),
+      { AK_API__RESPONSE_STREAMING = tostring(var.response_streaming) },
+    )
     agent_runner     = merge(local.common_env, local.queue_env, local.store_env, local.session_env)
     response_handler = merge(local.common_env, local.store_env)
   }

@@ -4,8 +4,9 @@
 //! Prints a table and writes JSON: package sizes; cold start of each function binary against a
 //! local Runtime API (spawn → first `next`), its RSS then, the first and warm invocations and
 //! peak RSS; in-process chat overhead with a loopback model at 0, 10 and 100 turns of history;
-//! rest_sync's added latency (answer stored → waiter answered) on Redis and DynamoDB; and
-//! pipeline throughput through `ak-local` with requests lost or duplicated.
+//! rest_sync's added latency (answer stored → waiter answered) on Redis and DynamoDB; pipeline
+//! throughput through `ak-local` with requests lost or duplicated; and streaming: from the
+//! model's first streamed piece to the client's first `delta`, and per piece.
 
 use ak_agents::openai::{OpenAiConfig, OpenAiProvider};
 use ak_agents::{AgentRuntime, ToolRegistry};
@@ -77,6 +78,8 @@ struct Args {
     lambda_dir: PathBuf,
     out: PathBuf,
     runs: usize,
+    /// Measure one section alone and print it (`streaming`).
+    only: Option<String>,
 }
 
 fn args() -> Args {
@@ -84,6 +87,7 @@ fn args() -> Args {
         lambda_dir: PathBuf::from("target/lambda"),
         out: PathBuf::from("target/bench/results.json"),
         runs: 10,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -91,6 +95,7 @@ fn args() -> Args {
             ("--lambda-dir", Some(v)) => args.lambda_dir = v.into(),
             ("--out", Some(v)) => args.out = v.into(),
             ("--runs", Some(v)) => args.runs = v.parse().unwrap_or(10),
+            ("--only", Some(v)) => args.only = Some(v),
             _ => eprintln!("ak-bench: ignoring {flag}"),
         }
     }
@@ -238,6 +243,76 @@ async fn cold_starts(dir: &Path, runs: usize) -> Value {
         );
     }
     Value::Object(out)
+}
+
+/// Streaming through the request handler's API in direct mode: a loopback model streams 50
+/// pieces 5 ms apart; for each piece, the time from the model sending it to the client getting
+/// its `delta` event (the first of them is the time to first byte the runtime adds).
+async fn streaming_overhead(runs: usize) -> Value {
+    use futures_util::StreamExt;
+    let (mut first, mut each) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let text = "word ".repeat(50);
+        let model = ScriptedModel::start(vec![Reply::text_stream(
+            &text,
+            50,
+            Duration::from_millis(5),
+        )])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let provider = OpenAiProvider::new(OpenAiConfig {
+            base_url: model.base_url.clone(),
+            api_key: Some(Secret::new("sk-bench")),
+            timeout: Duration::from_secs(5),
+            max_retries: 0,
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let runtime: Arc<dyn AgentRunner> = Arc::new(
+            AgentRuntime::from_settings(
+                &Settings::default(),
+                &ToolRegistry::new(),
+                Arc::new(provider),
+                Arc::new(MemorySessionStore::default()),
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let api = Api::new(
+            Router::builder(RoutePaths::default())
+                .build()
+                .unwrap_or_else(|e| panic!("{e}")),
+            ChatService::new(Execution::Direct(runtime), None, vec![]),
+            1 << 20,
+        );
+        let mut event = fixture("apigw_v1_post_chat.json");
+        event["body"] = json!(json!({"prompt": "hello", "stream": true}).to_string());
+        let request =
+            match ak_core::event::decode(&event, &ak_core::event::DecodeOptions::default()) {
+                ak_core::event::Incoming::Request { request, .. } => *request,
+                _ => panic!("the fixture is a request"),
+            };
+        let ak_core::api::Reply::Events(mut body) = api.respond(request).await else {
+            panic!("not a stream");
+        };
+        let mut deltas = Vec::new();
+        while let Some(Ok(chunk)) = body.next().await {
+            if chunk.starts_with(b"id:") && String::from_utf8_lossy(&chunk).contains("event: delta")
+            {
+                deltas.push(Instant::now());
+            }
+        }
+        // The model's pieces: a role chunk, then the 50 text pieces.
+        let sent = model.sent_chunks();
+        for (k, got) in deltas.iter().enumerate() {
+            if let Some(sent) = sent.get(k + 1) {
+                let delay = ms(got.saturating_duration_since(*sent));
+                if k == 0 {
+                    first.push(delay);
+                }
+                each.push(delay);
+            }
+        }
+    }
+    json!({"time_to_first_delta_ms": stats(&first), "per_chunk_ms": stats(&each)})
 }
 
 /// Time per chat request through the request handler's API in direct mode, with the model on
@@ -421,6 +496,11 @@ async fn throughput(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = args();
+    if args.only.as_deref() == Some("streaming") {
+        let streaming = streaming_overhead(20).await;
+        println!("{}", serde_json::to_string_pretty(&streaming)?);
+        return Ok(());
+    }
     eprintln!("== package sizes");
     let packages = packages(&args.lambda_dir).await;
     eprintln!("== cold starts ({} runs per function)", args.runs);
@@ -435,6 +515,9 @@ async fn main() -> anyhow::Result<()> {
             - model_only["median"].as_f64().unwrap_or(0.0);
         overhead.insert(format!("{turns}_turns"), json!({"request_ms": handler, "model_call_alone_ms": model_only, "overhead_ms": round(added.max(0.0))}));
     }
+
+    eprintln!("== streaming: model piece → client delta");
+    let streaming = streaming_overhead(20).await;
 
     eprintln!("== rest_sync latency (stored → answered)");
     let redis: Arc<dyn ResponseStore> = Arc::new(RedisResponseStore::new(&redis_settings(600))?);
@@ -491,6 +574,7 @@ async fn main() -> anyhow::Result<()> {
         "packages": packages,
         "functions": cold,
         "chat_overhead": overhead,
+        "streaming": streaming,
         "rest_sync_latency": latency,
         "throughput": tput,
     });
@@ -537,6 +621,16 @@ fn print_table(r: &Value) {
             o["overhead_ms"]
         );
     }
+    println!("\n| streaming (direct mode, loopback model, 50 pieces 5 ms apart) | ms |");
+    println!("|---|---|");
+    println!(
+        "| model's first piece → client's first delta (time to first byte added) | {} |",
+        f(&r["streaming"]["time_to_first_delta_ms"])
+    );
+    println!(
+        "| model's piece → client's delta, every piece | {} |",
+        f(&r["streaming"]["per_chunk_ms"])
+    );
     println!("\n| rest_sync: answer stored → waiter answered | ms |");
     println!("|---|---|");
     println!("| Redis | {} |", f(&r["rest_sync_latency"]["redis_ms"]));

@@ -41,6 +41,19 @@ run "direct_mode_creates_no_queues" {
   }
 }
 
+run "response_streaming_reaches_the_request_handler" {
+  command = plan
+
+  variables {
+    response_streaming = true
+  }
+
+  assert {
+    condition     = output.environment.request_handler.AK_API__RESPONSE_STREAMING == "true"
+    error_message = "the request handler answers in the streaming format when the integrations stream"
+  }
+}
+
 run "direct_mode_without_a_response_store_when_asked" {
   command = plan
 
