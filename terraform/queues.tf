@@ -1,9 +1,16 @@
+locals {
+  # SQS's largest message (1 MiB since 2025; the provider's default is still 256 KiB): long
+  # prompts and answers fit, and the dead-letter queues take whatever their queue held.
+  max_message_size = 1048576
+}
+
 resource "aws_sqs_queue" "input_dlq" {
   count = module.decisions.queue_mode ? 1 : 0
 
   name                      = "${var.name}-input-dlq${local.fifo_suffix}"
   fifo_queue                = var.queue.fifo
   message_retention_seconds = 1209600
+  max_message_size          = local.max_message_size
   sqs_managed_sse_enabled   = true
   tags                      = var.tags
 }
@@ -16,6 +23,7 @@ resource "aws_sqs_queue" "input" {
   content_based_deduplication = false
   visibility_timeout_seconds  = local.visibility_timeout
   message_retention_seconds   = var.queue.message_retention_seconds
+  max_message_size            = local.max_message_size
   sqs_managed_sse_enabled     = true
   redrive_policy = jsonencode({
     deadLetterTargetArn = aws_sqs_queue.input_dlq[0].arn
@@ -39,6 +47,7 @@ resource "aws_sqs_queue" "output_dlq" {
   name                      = "${var.name}-output-dlq${local.fifo_suffix}"
   fifo_queue                = var.queue.fifo
   message_retention_seconds = 1209600
+  max_message_size          = local.max_message_size
   sqs_managed_sse_enabled   = true
   tags                      = var.tags
 }
@@ -51,6 +60,7 @@ resource "aws_sqs_queue" "output" {
   content_based_deduplication = false
   visibility_timeout_seconds  = 6 * try(var.functions.response_handler.timeout, 30)
   message_retention_seconds   = var.queue.message_retention_seconds
+  max_message_size            = local.max_message_size
   sqs_managed_sse_enabled     = true
   redrive_policy = jsonencode({
     deadLetterTargetArn = aws_sqs_queue.output_dlq[0].arn

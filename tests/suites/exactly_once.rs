@@ -313,6 +313,9 @@ impl ResponseStore for FlakyStore {
     async fn release(&self, id: &str, owner: &str) -> Result<(), PortError> {
         self.inner.release(id, owner).await
     }
+    async fn forget(&self, answer: &ResponseRecord) -> Result<(), PortError> {
+        self.inner.forget(answer).await
+    }
 }
 
 async fn a_runner_dies_between_the_session_save_and_the_output_send(
@@ -715,4 +718,136 @@ async fn a_session_holds_each_request_once_even_when_it_is_older_than_the_window
         .append("s", loaded.next_seq, &turn("r0", None, "x"))
         .await;
     assert_eq!(again.ok(), Some(ak_core::ports::Appended::Duplicate));
+}
+
+#[tokio::test]
+async fn turns_over_350_kb_in_a_row_keep_a_dynamodb_session_usable() {
+    // Turns split in parts: the history limit stops the read inside an older turn, which must
+    // not be read as a broken turn.
+    a_long_conversation(dynamodb_sessions().await, 360_000, 3).await;
+}
+
+#[tokio::test]
+async fn turns_over_350_kb_in_a_row_keep_a_redis_session_usable() {
+    a_long_conversation(redis_sessions(), 360_000, 3).await;
+}
+
+async fn a_repeat_of_a_request_outside_the_window(sessions: Arc<dyn SessionStore>) {
+    // An answer larger than history_max_bytes: its turn is never in the window a load returns.
+    let big = "y".repeat(250_000);
+    let model = ScriptedModel::constant(Reply::Text(big.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let api = direct_api(runtime(provider(&model), sessions));
+    let body = json!({"prompt": "a long essay", "agent": "history",
+        "session_id": unique_name("window"), "request_id": unique_name("big")})
+    .to_string();
+    let (status, _, first) = call(&api, event("POST", Some(&body), None, None)).await;
+    assert_eq!(status, 200, "{}", first["error"]);
+    let (status, _, again) = call(&api, event("POST", Some(&body), None, None)).await;
+    assert_eq!(status, 200, "{}", again["error"]);
+    assert_eq!(again["result"], first["result"]);
+    assert_eq!(
+        model.calls(),
+        1,
+        "the repeat is answered from the session's turn"
+    );
+}
+
+#[tokio::test]
+async fn a_repeat_of_a_request_whose_turn_is_outside_the_window_calls_the_model_once_on_redis() {
+    a_repeat_of_a_request_outside_the_window(redis_sessions()).await;
+}
+
+#[tokio::test]
+async fn a_repeat_of_a_request_whose_turn_is_outside_the_window_calls_the_model_once_on_dynamodb() {
+    a_repeat_of_a_request_outside_the_window(dynamodb_sessions().await).await;
+}
+
+async fn a_failed_request_sent_again(mode: ExecutionMode, store: Store) {
+    // The model refuses the first call (a bad key the operator then fixes): 502, stored as
+    // the answer in the queue modes; the same request again must run again, not get the 502.
+    let s = Arc::new(
+        system(
+            mode,
+            store,
+            vec![Reply::Status(400), Reply::Text("fixed now".into())],
+            |_| {},
+        )
+        .await,
+    );
+    let id = unique_name("fail");
+    let request = json!({"prompt": "hello", "agent": "history", "request_id": id});
+    let first = match post(&s, &request).await {
+        (202, _) => {
+            let mut polled = (0, Value::Null);
+            for _ in 0..20 {
+                s.run_runner().await;
+                s.run_responses().await;
+                let (status, _, body) =
+                    call(&s.api, event("GET", None, Some(("request_id", &id)), None)).await;
+                polled = (status, body);
+                if status != 404 {
+                    break;
+                }
+            }
+            polled
+        }
+        other => other,
+    };
+    assert_eq!(first.0, 502, "{mode}: {}", first.1);
+    assert_eq!(first.1["request_id"], id.as_str());
+    let (status, body) = post(&s, &request).await;
+    let answer = if status == 202 {
+        answer_of(&s, &id).await
+    } else {
+        assert_eq!(status, 200, "{mode}: {body}");
+        body
+    };
+    assert_eq!(answer["result"], "fixed now", "{mode}");
+    assert_eq!(s.model.calls(), 2, "{mode}");
+    // And now that it succeeded, the answer is kept: a third send calls no model.
+    let (status, _) = post(&s, &request).await;
+    assert!(matches!(status, 200 | 202), "{mode}: {status}");
+    assert_eq!(s.model.calls(), 2, "{mode}");
+}
+
+macro_rules! failed_requests {
+    ($($name:ident: $mode:ident, $store:ident;)+) => {
+        $(#[tokio::test]
+        async fn $name() {
+            a_failed_request_sent_again(ExecutionMode::$mode, Store::$store).await
+        })+
+    };
+}
+
+failed_requests! {
+    a_failed_request_sent_again_runs_again_in_rest_sync_on_redis: RestSync, Redis;
+    a_failed_request_sent_again_runs_again_in_rest_sync_on_dynamodb: RestSync, DynamoDb;
+    a_failed_request_sent_again_runs_again_in_rest_async_on_redis: RestAsync, Redis;
+    a_failed_request_sent_again_runs_again_in_direct_mode_with_a_dynamodb_store: Direct, DynamoDb;
+}
+
+#[tokio::test]
+async fn naming_the_default_agent_or_spelling_numbers_differently_is_the_same_request() {
+    let s = Arc::new(
+        system(
+            ExecutionMode::RestSync,
+            Store::Redis,
+            vec![Reply::Text("one answer".into())],
+            |_| {},
+        )
+        .await,
+    );
+    let id = unique_name("same");
+    let (status, first) = post(&s, &json!({"prompt": "hi", "request_id": id, "n": 1})).await;
+    assert_eq!(status, 200, "{first}");
+    for again in [
+        json!({"prompt": "hi", "request_id": id, "agent": "triage", "n": 1}),
+        json!({"prompt": "hi", "request_id": id, "n": 1.0, "x": null}),
+    ] {
+        let (status, body) = post(&s, &again).await;
+        assert_eq!((status, &body), (200, &first), "{again}");
+    }
+    assert_eq!(s.model.calls(), 1);
 }

@@ -496,6 +496,65 @@ async fn a_record_past_max_receive_count_gets_an_error_answer() {
 }
 
 #[tokio::test]
+async fn a_record_past_max_receive_count_still_in_work_elsewhere_is_handed_back_not_failed() {
+    let s = system(ExecutionMode::RestAsync, Store::Redis, vec![], |settings| {
+        settings.execution.queues.input.max_receive_count = 1;
+    })
+    .await;
+    let message = input_message("hello");
+    // A run longer than the visibility timeout holds the claim.
+    s.store
+        .claim(&message.request_id, "a-long-run", Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let record = message.to_sqs_record("m-late", "r-late", 2);
+    let response = s
+        .runner
+        .handle(ak_tests::records_json(vec![record]), None)
+        .await;
+    assert_eq!(response.batch_item_failures.len(), 1, "handed back");
+    assert_eq!(
+        s.store.get(&message.request_id).await.ok().flatten(),
+        None,
+        "no error answer in the way of the run's own"
+    );
+}
+
+#[tokio::test]
+async fn a_prompt_too_large_for_the_input_queue_is_a_413_not_a_503() {
+    let small = ak_tests::sqs_client()
+        .await
+        .create_queue()
+        .queue_name(unique_name("small"))
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize,
+            "1024",
+        )
+        .send()
+        .await
+        .ok()
+        .and_then(|o| o.queue_url)
+        .unwrap_or_else(|| panic!("cannot create the queue"));
+    let s = system(
+        ExecutionMode::RestAsync,
+        Store::Redis,
+        vec![],
+        move |settings| {
+            settings.execution.queues.input.url = Some(QueueUrl::Sqs(small));
+        },
+    )
+    .await;
+    let body = json!({"prompt": "x".repeat(4000), "request_id": unique_name("big")}).to_string();
+    let (status, _, answer) = call(&s.api, event("POST", Some(&body), None, None)).await;
+    assert_eq!(status, 413, "{answer}");
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("bytes") && error.contains("MaximumMessageSize"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn a_poison_record_does_not_fail_the_rest_of_its_batch() {
     let s = system(
         ExecutionMode::RestAsync,

@@ -4,7 +4,7 @@ use ak_core::adapters::dynamodb::DynamoResponseStore;
 use ak_core::adapters::memory::MemoryResponseStore;
 use ak_core::adapters::redis::RedisResponseStore;
 use ak_core::config::DynamoDbSettings;
-use ak_core::ports::{ClaimOutcome, ResponseRecord, ResponseStore, now_epoch_secs};
+use ak_core::ports::{ClaimOutcome, Registration, ResponseRecord, ResponseStore, now_epoch_secs};
 use ak_tests::{create_response_table, dynamodb_client, redis_settings, unique_name};
 use serde_json::json;
 use std::sync::Arc;
@@ -219,6 +219,88 @@ async fn a_claim_alone_is_not_an_answer(store: Arc<dyn ResponseStore>) {
     assert_eq!(store.get(&id).await.unwrap_or_else(|e| panic!("{e}")), None);
 }
 
+async fn answers_of_megabytes_are_stored_whole(store: Arc<dyn ResponseStore>) {
+    // Larger than a DynamoDB item (400 KB) and than a Redis bulk reply one would expect, with
+    // multi-byte characters across every cut.
+    let mut r = record(Some("u"));
+    r.body = json!({"result": "ü€😀".repeat(120_000), "agent": "writer"});
+    assert!(r.body.to_string().len() > 1_000_000);
+    store
+        .register(&r.request_id, "fp-big")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store.put(&r).await.unwrap_or_else(|e| panic!("{e}"));
+    let got = store
+        .get(&r.request_id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got.as_ref(), Some(&r));
+    let again = store
+        .register(&r.request_id, "fp-big")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again, Registration::Repeat(Some(r.clone())));
+    // A small answer for another request is not mixed with it.
+    let small = record(None);
+    store.put(&small).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        store.get(&small.request_id).await.ok().flatten(),
+        Some(small)
+    );
+}
+
+async fn a_forgotten_failure_makes_room_for_the_next_answer(store: Arc<dyn ResponseStore>) {
+    let mut failed = record(None);
+    failed.status_code = 502;
+    store
+        .register(&failed.request_id, "fp")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .claim(&failed.request_id, "runner-a", Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store.put(&failed).await.unwrap_or_else(|e| panic!("{e}"));
+    // Forgetting another answer than the stored one changes nothing.
+    let mut other = failed.clone();
+    other.created_at += 1;
+    store.forget(&other).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        store.get(&failed.request_id).await.ok().flatten().as_ref(),
+        Some(&failed)
+    );
+    store
+        .forget(&failed)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.get(&failed.request_id).await.ok().flatten(), None);
+    assert_eq!(
+        store
+            .register(&failed.request_id, "fp")
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        Registration::Repeat(None),
+        "the registration stays"
+    );
+    assert_eq!(
+        store
+            .claim(&failed.request_id, "runner-b", Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        ClaimOutcome::Acquired,
+        "the claim went with the answer"
+    );
+    let fixed = ResponseRecord {
+        status_code: 200,
+        ..failed.clone()
+    };
+    store.put(&fixed).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        store.get(&failed.request_id).await.ok().flatten(),
+        Some(fixed)
+    );
+}
+
 macro_rules! suite {
     ($($backend:ident),+) => {
         $(mod $backend {
@@ -237,11 +319,56 @@ macro_rules! suite {
             }
             #[tokio::test]
             async fn a_claim_alone_is_not_an_answer() { super::a_claim_alone_is_not_an_answer($backend().await).await }
+            #[tokio::test]
+            async fn answers_of_megabytes_are_stored_whole() { super::answers_of_megabytes_are_stored_whole($backend().await).await }
+            #[tokio::test]
+            async fn a_forgotten_failure_makes_room_for_the_next_answer() { super::a_forgotten_failure_makes_room_for_the_next_answer($backend().await).await }
         })+
     };
 }
 
 suite!(memory, redis, dynamodb);
+
+#[tokio::test]
+async fn a_redis_registration_lives_as_long_as_its_answer_and_then_the_id_is_new() {
+    // A TTL of 2 s, and a run of 1.5 s: the answer is stored 1.5 s after the registration.
+    let store = RedisResponseStore::new(&redis_settings(2)).unwrap_or_else(|e| panic!("{e}"));
+    let r = record(None);
+    let id = &r.request_id;
+    assert_eq!(
+        store.register(id, "first").await.ok(),
+        Some(Registration::New)
+    );
+    assert_eq!(
+        store
+            .claim(id, "runner", Duration::from_secs(300))
+            .await
+            .ok(),
+        Some(ClaimOutcome::Acquired)
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    store.put(&r).await.unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // 2.5 s after the registration, 1 s after the answer: another request is still told apart.
+    assert_eq!(
+        store.register(id, "second").await.ok(),
+        Some(Registration::Mismatch)
+    );
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    // Both expired: the id is new, and nothing of its first use (the 300 s claim) is in the way.
+    assert_eq!(
+        store.register(id, "second").await.ok(),
+        Some(Registration::New)
+    );
+    assert_eq!(store.get(id).await.ok(), Some(None));
+    assert_eq!(
+        store
+            .claim(id, "runner-2", Duration::from_secs(30))
+            .await
+            .ok(),
+        Some(ClaimOutcome::Acquired)
+    );
+}
 
 #[tokio::test]
 async fn redis_entries_expire_by_ttl() -> anyhow::Result<()> {

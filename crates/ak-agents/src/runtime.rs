@@ -261,11 +261,15 @@ impl AgentRuntime {
                     known: self.agents.names().join(", "),
                 })?,
         };
-        let history = self
-            .sessions
-            .load(&request.session_id, self.limits)
-            .await?
-            .unwrap_or_default();
+        // The request's own turn is looked up by id, not only in the loaded window: a turn the
+        // limits leave out (a large one, or one pushed out by later turns) is still this
+        // request's answer.
+        let (history, own_turn) = tokio::join!(
+            self.sessions.load(&request.session_id, self.limits),
+            self.sessions.find(&request.session_id, &request.request_id)
+        );
+        let history = history?.unwrap_or_default();
+        let own_turn = own_turn?;
         // A session started by a known user stays theirs; sessions started anonymously stay open.
         if let Some(owner) = &history.user_id
             && request.user_id.as_deref() != Some(owner.as_str())
@@ -275,11 +279,7 @@ impl AgentRuntime {
         let fingerprint = request.fingerprint();
         // The same request again (a redelivery after a crash, a client's retry): the session's
         // turn is the answer; the model is not called and nothing is appended.
-        if let Some(turn) = history
-            .turns
-            .iter()
-            .find(|t| t.request_id == request.request_id)
-        {
+        if let Some(turn) = &own_turn {
             let outcome = answer_of(turn, &fingerprint)?;
             emit(RunEvent::Agent {
                 agent: outcome.agent.clone(),

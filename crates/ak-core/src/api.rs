@@ -299,6 +299,11 @@ impl Api {
                 crate::metrics::error_class(error.class());
                 let mut response = error.to_response();
                 response.outcome = error.class();
+                // Every error about a known request names it, whichever step refused it.
+                if let (Some(id), Value::Object(body)) = (&log.request_id, &mut response.body) {
+                    body.entry("request_id")
+                        .or_insert_with(|| Value::String(id.clone()));
+                }
                 (response, None)
             }
         };

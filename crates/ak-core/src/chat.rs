@@ -13,7 +13,8 @@
 //! modes, and direct mode when `execution.response_store.type` is set): the store registers the
 //! fingerprint of the request each id is first used for. The same request again gets the first
 //! answer (in rest_async: 202 again; the answer by GET) without a second model call; the same id
-//! with a different request is a 422. Direct mode without a store remembers request ids in the
+//! with a different request is a 422. A failure (5xx, 408, 409, 425, 429) is not kept as the
+//! answer: a repeat of a failed request runs again, in every mode. Direct mode without a store remembers request ids in the
 //! session only (see `ak_agents::AgentRuntime::run`).
 
 use crate::adapters::{self, AwsConfig, SetupError};
@@ -52,9 +53,11 @@ pub enum Execution {
     },
 }
 
-/// How long a direct-mode run holds its request id (Lambda's longest run): a repeat arriving
-/// meanwhile waits for the answer instead of running the model again.
-pub const DIRECT_CLAIM_TTL: Duration = Duration::from_secs(15 * 60);
+/// How long a direct-mode run holds its request id beyond the invocation's deadline: a repeat
+/// arriving meanwhile waits for the answer instead of running the model again, and one arriving
+/// after a crash runs it again soon after. Without a deadline (the local server) the claim
+/// lasts [`crate::pipeline::LOCAL_CLAIM_TTL`].
+pub const DIRECT_CLAIM_GRACE: Duration = Duration::from_secs(5);
 
 /// The chat endpoint: POST to ask, GET to poll.
 #[derive(Clone)]
@@ -62,6 +65,8 @@ pub struct ChatService {
     execution: Execution,
     store: Option<Arc<dyn ResponseStore>>,
     agents: Vec<String>,
+    /// The agent of requests that name none: naming it is the same request as naming none.
+    default_agent: Option<String>,
     /// How long a repeat of a request still running in direct mode waits for its answer.
     repeat_wait: Duration,
 }
@@ -78,6 +83,7 @@ impl ChatService {
             execution,
             store,
             agents,
+            default_agent: None,
             repeat_wait: Duration::from_secs(25),
         }
     }
@@ -136,6 +142,7 @@ impl ChatService {
             .map(|d| d.name.clone())
             .collect();
         let mut service = Self::new(execution, store, agents);
+        service.default_agent = settings.agents.default_agent().map(str::to_owned);
         service.repeat_wait = settings.execution.response_store.sync_wait();
         Ok(service)
     }
@@ -150,8 +157,8 @@ impl ChatService {
     }
 
     /// Answers a chat POST.
-    pub async fn post(&self, request: RunRequest) -> Result<ApiResponse, ApiError> {
-        self.check_agent(&request)?;
+    pub async fn post(&self, mut request: RunRequest) -> Result<ApiResponse, ApiError> {
+        self.check_agent(&mut request)?;
         if let Some(repeat) = self.register(&request).await? {
             return Ok(match self.execution {
                 Execution::Async { .. } => accepted(&request.request_id),
@@ -166,10 +173,10 @@ impl ChatService {
     /// be refused is refused before the stream starts, with its own status (400, 422, 503).
     pub async fn post_stream(
         &self,
-        request: RunRequest,
+        mut request: RunRequest,
         heartbeat: Duration,
     ) -> Result<SseBody, ApiError> {
-        self.check_agent(&request)?;
+        self.check_agent(&mut request)?;
         let id = request.request_id.clone();
         if let Some(repeat) = self.register(&request).await? {
             return Ok(SseBody::of(vec![final_event(repeat, &id)]));
@@ -194,7 +201,12 @@ impl ChatService {
         Ok(SseBody::new(run, receiver, heartbeat))
     }
 
-    fn check_agent(&self, request: &RunRequest) -> Result<(), ApiError> {
+    /// Refuses an unknown agent; the default agent named explicitly becomes no agent named, so
+    /// both are the same request (one fingerprint).
+    fn check_agent(&self, request: &mut RunRequest) -> Result<(), ApiError> {
+        if request.agent.is_some() && request.agent == self.default_agent {
+            request.agent = None;
+        }
         match &request.agent {
             Some(agent) if !self.agents.is_empty() && !self.agents.contains(agent) => {
                 Err(ApiError::bad_request(format!(
@@ -221,6 +233,15 @@ impl ChatService {
             Registration::Mismatch => Err(ApiError::RequestIdReused {
                 request_id: id.clone(),
             }),
+            Registration::Repeat(Some(record)) if record.is_retryable() => {
+                // A failure is not the answer to keep: the repeat runs the request again.
+                tracing::info!(request_id = %id, status = record.status_code, "a repeated request whose first attempt failed: running it again");
+                store
+                    .forget(&record)
+                    .await
+                    .map_err(|e| ApiError::from(e).with_request_id(id))?;
+                Ok(None)
+            }
             Registration::Repeat(Some(record)) if record.visible_to(request.user_id.as_deref()) => {
                 tracing::info!(request_id = %id, "a repeated request: answered with its first answer");
                 Ok(Some(stored_response(record.status_code, record.body)))
@@ -289,9 +310,16 @@ impl ChatService {
     ) -> Result<ApiResponse, ApiError> {
         let id = request.request_id.clone();
         let owner = crate::request::new_id();
+        let claim_ttl = request
+            .deadline
+            .map_or(crate::pipeline::LOCAL_CLAIM_TTL, |deadline| {
+                deadline.saturating_duration_since(tokio::time::Instant::now())
+                    + crate::api::ANSWER_MARGIN
+                    + DIRECT_CLAIM_GRACE
+            });
         let unavailable = |e: PortError| ApiError::from(e).with_request_id(&id);
         let held_elsewhere = match store
-            .claim(&id, &owner, DIRECT_CLAIM_TTL)
+            .claim(&id, &owner, claim_ttl)
             .await
             .map_err(unavailable)?
         {

@@ -142,6 +142,16 @@ impl AgentRunnerHandler {
         let message = &delivery.message;
         let id = &message.request_id;
         if delivery.receive_count > self.max_receive_count {
+            // A run still holding the request (one longer than the visibility timeout) answers
+            // itself; only a request nobody works on is given up.
+            match self.store.claim(id, owner, claim_ttl).await {
+                Ok(ClaimOutcome::Acquired) => {}
+                Ok(ClaimOutcome::AlreadyAnswered) => return Outcome::Done,
+                Ok(ClaimOutcome::HeldByOther) | Err(_) => {
+                    tracing::info!(request_id = %id, receives = delivery.receive_count, "received again while still in work; handed back");
+                    return Outcome::Retry;
+                }
+            }
             let error = ApiError::internal(
                 Some(id),
                 format!("received {} times", delivery.receive_count),
@@ -247,13 +257,37 @@ impl AgentRunnerHandler {
             body,
             created_at: now_epoch_secs(),
         };
-        match self.store.put(&record).await {
+        let id = record.request_id.clone();
+        match put_answer(self.store.as_ref(), record).await {
             Ok(()) => Outcome::Done,
             Err(e) => {
-                tracing::error!(request_id = %record.request_id, error = %e, "cannot deliver the answer; will retry");
+                tracing::error!(request_id = %id, error = %e, "cannot deliver the answer; will retry");
                 Outcome::Retry
             }
         }
+    }
+}
+
+/// Stores an answer; one the store can never hold (too large) is replaced by an error saying
+/// so, so the client learns what happened instead of waiting for an answer that cannot come.
+/// Errors are transient ones: trying again later may help.
+async fn put_answer(store: &dyn ResponseStore, record: ResponseRecord) -> Result<(), PortError> {
+    match store.put(&record).await {
+        Err(e) if !e.is_transient() => {
+            tracing::error!(request_id = %record.request_id, error = %e, "the answer cannot be stored; storing an error in its place");
+            let error = ApiError::TooLarge(format!(
+                "the answer could not be stored: {e}; ask for a shorter answer"
+            ));
+            let (status_code, body) = error_answer(&record.request_id, &error, None);
+            store
+                .put(&ResponseRecord {
+                    status_code,
+                    body,
+                    ..record
+                })
+                .await
+        }
+        other => other,
     }
 }
 
@@ -316,10 +350,11 @@ impl ResponseHandler {
                 body: message.body,
                 created_at: now_epoch_secs(),
             };
-            match self.store.put(&record).await {
+            let request_id = record.request_id.clone();
+            match put_answer(self.store.as_ref(), record).await {
                 Ok(()) => None,
                 Err(e) => {
-                    tracing::warn!(request_id = %record.request_id, error = %e, "cannot store answer; will retry");
+                    tracing::warn!(request_id = %request_id, error = %e, "cannot store answer; will retry");
                     Some(id)
                 }
             }

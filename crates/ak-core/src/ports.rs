@@ -62,10 +62,13 @@ pub enum PortError {
     /// The data cannot be accepted (too large for the backend, say); trying again cannot help.
     #[error("{0}")]
     Rejected(String),
-    /// A conversation turn larger than the session store can ever hold.
-    #[error("the turn of request {request_id} is {size} bytes; {limit}")]
+    /// Something of a request (its turn, its queue message, its answer) larger than the
+    /// backend can ever hold.
+    #[error("the {what} of request {request_id} is {size} bytes; {limit}")]
     TooLarge {
-        /// The request whose turn it is.
+        /// What is too large: `turn`, `message` or `answer`.
+        what: &'static str,
+        /// The request it belongs to.
         request_id: String,
         /// Its size in bytes.
         size: usize,
@@ -105,9 +108,10 @@ impl From<PortError> for ApiError {
                 "session {session_id} was answering another message at the same time; send this one again once that answer has arrived"
             )),
             PortError::Rejected(message) => ApiError::BadRequest(message),
-            too_large @ PortError::TooLarge { .. } => ApiError::TooLarge(format!(
+            too_large @ PortError::TooLarge { what: "turn", .. } => ApiError::TooLarge(format!(
                 "{too_large}; start a new session (omit session_id) or ask for a shorter answer"
             )),
+            too_large @ PortError::TooLarge { .. } => ApiError::TooLarge(too_large.to_string()),
             PortError::Corrupt { .. } => ApiError::internal(None, e.to_string()),
         }
     }
@@ -361,6 +365,12 @@ pub struct ResponseRecord {
 }
 
 impl ResponseRecord {
+    /// Whether the answer is a failure worth running again (5xx, 408, 409, 425, 429): a repeat
+    /// of its request runs again instead of getting it back.
+    pub fn is_retryable(&self) -> bool {
+        self.status_code >= 500 || matches!(self.status_code, 408 | 409 | 425 | 429)
+    }
+
     /// Whether `user` may read this record: records without an owner are public, owned ones
     /// only to their owner.
     pub fn visible_to(&self, user: Option<&str>) -> bool {
@@ -430,6 +440,11 @@ pub trait ResponseStore: Send + Sync {
 
     /// Gives up a claim early (after a transient failure), if `owner` still holds it.
     async fn release(&self, request_id: &str, owner: &str) -> Result<(), PortError>;
+
+    /// Forgets a stored answer if it is still `answer` (same status and time), with any claim,
+    /// keeping the registration: the same request then runs again. For answers a client may
+    /// retry (see [`ResponseRecord::is_retryable`]).
+    async fn forget(&self, answer: &ResponseRecord) -> Result<(), PortError>;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -176,7 +176,7 @@ impl RunRequest {
             "session_id": (!self.session_generated).then_some(&self.session_id),
             "user_id": self.user_id,
             // serde_json maps are sorted by key, so equal extras serialize equally.
-            "context": self.context,
+            "context": canonical(&Value::Object(self.context.clone())),
         });
         let digest = sha2::Sha256::digest(canonical.to_string().as_bytes());
         digest.iter().map(|b| format!("{b:02x}")).collect()
@@ -191,6 +191,29 @@ impl RunRequest {
         }
         body.insert("session_id".into(), Value::String(self.session_id.clone()));
         Value::Object(body)
+    }
+}
+
+/// JSON as a fingerprint sees it: members whose value is `null` count as absent, and a number
+/// with an integral value is that integer (`1.0` is `1`), at any depth.
+fn canonical(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), canonical(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 =>
+            {
+                #[allow(clippy::cast_possible_truncation)]
+                Value::from(f as i64)
+            }
+            _ => value.clone(),
+        },
+        other => other.clone(),
     }
 }
 
@@ -451,6 +474,17 @@ mod tests {
             fp(json!({"prompt": "p", "a": 1, "b": 2})),
             fp(json!({"b": 2, "prompt": "p", "a": 1})),
             "field order does not matter"
+        );
+        let same = fp(json!({"prompt": "p", "n": 1, "deep": {"x": 2, "y": [3]}}));
+        for spelled in [
+            json!({"prompt": "p", "n": 1.0, "deep": {"x": 2.0, "y": [3.0]}}),
+            json!({"prompt": "p", "n": 1, "z": null, "deep": {"x": 2, "y": [3], "w": null}}),
+        ] {
+            assert_eq!(same, fp(spelled.clone()), "{spelled}");
+        }
+        assert_ne!(
+            same,
+            fp(json!({"prompt": "p", "n": 1.5, "deep": {"x": 2, "y": [3]}}))
         );
     }
 

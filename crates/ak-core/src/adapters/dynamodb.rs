@@ -65,6 +65,18 @@ where
         match send.await {
             Ok(_) => Ok(true),
             Err(e) if is_condition_failure(&e) => Ok(false),
+            // A write DynamoDB cannot take (an item over 400 KB, say) fails the same way again.
+            Err(e)
+                if e.as_service_error().and_then(ProvideErrorMetadata::code)
+                    == Some("ValidationException") =>
+            {
+                Err(PortError::Rejected(format!(
+                    "DynamoDB refused the write: {}",
+                    e.as_service_error()
+                        .and_then(ProvideErrorMetadata::message)
+                        .unwrap_or("validation error")
+                )))
+            }
             Err(e) => Err(unavailable(e)),
         }
     })
@@ -155,7 +167,49 @@ impl DynamoResponseStore {
     }
 }
 
-fn decode_record(item: &Item) -> Result<ResponseRecord, PortError> {
+/// The item holding part `index` (≥ 1) of an answer split under `reference`.
+fn body_part_key(request_id: &str, reference: &str, index: usize) -> String {
+    format!("{request_id}#body#{reference}#{index}")
+}
+
+impl DynamoResponseStore {
+    /// The record of an answered item, its body put together from its parts when it was split.
+    async fn decode(&self, item: &Item) -> Result<ResponseRecord, PortError> {
+        let parts: usize = get_n(item, "body_parts").unwrap_or(1);
+        if parts <= 1 {
+            return decode_record(item, None);
+        }
+        let (Some(id), Some(reference)) = (get_s(item, "request_id"), get_s(item, "body_ref"))
+        else {
+            return Err(corrupt("a split answer without request_id or body_ref"));
+        };
+        let mut text = get_s(item, "body").unwrap_or_default().to_owned();
+        for index in 1..parts {
+            let request = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key("request_id", s(body_part_key(id, reference, index)))
+                .consistent_read(true);
+            let output = with_timeout(Backend::DynamoDb, CALL_TIMEOUT, async {
+                request.send().await.map_err(unavailable)
+            })
+            .await?;
+            let part = output
+                .item
+                .as_ref()
+                .and_then(|part| get_s(part, "value"))
+                .ok_or_else(|| {
+                    corrupt(&format!("part {index} of the answer to {id} is missing"))
+                })?;
+            text.push_str(part);
+        }
+        decode_record(item, Some(&text))
+    }
+}
+
+/// The record of an answered item; `body` is the whole body when it was split.
+fn decode_record(item: &Item, body: Option<&str>) -> Result<ResponseRecord, PortError> {
     let text = |name: &str| {
         get_s(item, name)
             .map(str::to_owned)
@@ -167,7 +221,7 @@ fn decode_record(item: &Item) -> Result<ResponseRecord, PortError> {
         user_id: get_s(item, "user_id").map(str::to_owned),
         status_code: get_n(item, "status_code")
             .ok_or_else(|| corrupt("response item has no status_code"))?,
-        body: serde_json::from_str(&text("body")?)
+        body: serde_json::from_str(&body.map_or_else(|| text("body"), |b| Ok(b.to_owned()))?)
             .map_err(|e| corrupt(&format!("response body is not JSON: {e}")))?,
         created_at: get_n(item, "created_at").unwrap_or_default(),
     })
@@ -201,13 +255,12 @@ impl ResponseStore for DynamoResponseStore {
             // Expired between the write and the read: try once more.
             return Box::pin(self.register(request_id, fingerprint)).await;
         };
-        let answer = || {
-            item.contains_key("body")
-                .then(|| decode_record(&item))
-                .transpose()
+        let answer = async || match item.contains_key("body") {
+            true => self.decode(&item).await.map(Some),
+            false => Ok(None),
         };
         match get_s(&item, "fingerprint") {
-            Some(known) if known == fingerprint => Ok(Registration::Repeat(answer()?)),
+            Some(known) if known == fingerprint => Ok(Registration::Repeat(answer().await?)),
             Some(_) => Ok(Registration::Mismatch),
             // Claimed or answered before any registration (a message of another producer).
             None => {
@@ -220,7 +273,9 @@ impl ResponseStore for DynamoResponseStore {
                     .condition_expression("attribute_not_exists(fingerprint)")
                     .expression_attribute_values(":fp", s(fingerprint));
                 if conditional(adopt.send()).await? {
-                    Ok(answer()?.map_or(Registration::New, |r| Registration::Repeat(Some(r))))
+                    Ok(answer()
+                        .await?
+                        .map_or(Registration::New, |r| Registration::Repeat(Some(r))))
                 } else {
                     Box::pin(self.register(request_id, fingerprint)).await
                 }
@@ -229,6 +284,44 @@ impl ResponseStore for DynamoResponseStore {
     }
 
     async fn put(&self, record: &ResponseRecord) -> Result<(), PortError> {
+        let id = &record.request_id;
+        let body = record.body.to_string();
+        if body.len() > MAX_TURN_BYTES {
+            return Err(PortError::TooLarge {
+                what: "answer",
+                request_id: id.clone(),
+                size: body.len(),
+                limit: format!(
+                    "the DynamoDB response store holds answers of at most {MAX_TURN_BYTES} bytes"
+                ),
+            });
+        }
+        // An answer too large for one item goes in parts: the first on the request's item, the
+        // others on items of their own, written first and named by a reference of this write
+        // alone, so two racing answers never mix.
+        let parts = split_utf8(&body, PART_BYTES);
+        let reference = uuid::Uuid::new_v4().simple().to_string();
+        let writes = parts.iter().enumerate().skip(1).map(|(index, part)| {
+            let mut item: Item = HashMap::from([
+                (
+                    "request_id".to_owned(),
+                    s(body_part_key(id, &reference, index)),
+                ),
+                ("value".to_owned(), s(*part)),
+            ]);
+            if let Some(expiry) = self.expiry() {
+                item.insert("expiry_time".to_owned(), expiry);
+            }
+            let request = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item));
+            with_timeout(Backend::DynamoDb, CALL_TIMEOUT, async move {
+                request.send().await.map(drop).map_err(unavailable)
+            })
+        });
+        futures_util::future::try_join_all(writes).await?;
         // An update, not a put: the registration (fingerprint) on the item stays.
         let mut sets = vec![
             "session_id = :session",
@@ -240,10 +333,10 @@ impl ResponseStore for DynamoResponseStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .key("request_id", s(&record.request_id))
+            .key("request_id", s(id))
             .expression_attribute_values(":session", s(&record.session_id))
             .expression_attribute_values(":status", n(record.status_code))
-            .expression_attribute_values(":body", s(record.body.to_string()))
+            .expression_attribute_values(":body", s(parts[0]))
             .expression_attribute_values(":created", n(record.created_at))
             .expression_attribute_values(":now", n(now_epoch_secs()));
         if let Some(user) = &record.user_id {
@@ -254,8 +347,18 @@ impl ResponseStore for DynamoResponseStore {
             sets.push("expiry_time = :expiry");
             request = request.expression_attribute_values(":expiry", expiry);
         }
+        let mut expression = format!("SET {}", sets.join(", "));
+        if parts.len() > 1 {
+            expression.push_str(", body_parts = :parts, body_ref = :ref");
+            request = request
+                .expression_attribute_values(":parts", n(parts.len()))
+                .expression_attribute_values(":ref", s(&reference));
+        } else {
+            // What an expired answer split in parts left behind.
+            expression.push_str(" REMOVE body_parts, body_ref");
+        }
         let request = request
-            .update_expression(format!("SET {}", sets.join(", ")))
+            .update_expression(expression)
             .condition_expression("attribute_not_exists(body) OR expiry_time <= :now");
         // A failed condition means it was already answered: the first answer stays.
         conditional(request.send()).await.map(drop)
@@ -263,7 +366,7 @@ impl ResponseStore for DynamoResponseStore {
 
     async fn get(&self, request_id: &str) -> Result<Option<ResponseRecord>, PortError> {
         match self.read(request_id).await? {
-            Some(item) if item.contains_key("body") => decode_record(&item).map(Some),
+            Some(item) if item.contains_key("body") => self.decode(&item).await.map(Some),
             _ => Ok(None),
         }
     }
@@ -336,6 +439,22 @@ impl ResponseStore for DynamoResponseStore {
             .condition_expression("claim_owner = :owner AND attribute_not_exists(body)")
             .expression_attribute_values(":owner", s(owner));
         // Not held by `owner` (any more): nothing to release.
+        conditional(request.send()).await.map(drop)
+    }
+
+    async fn forget(&self, answer: &ResponseRecord) -> Result<(), PortError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("request_id", s(&answer.request_id))
+            .update_expression(
+                "REMOVE body, status_code, created_at, body_parts, body_ref, claim_owner, claim_until",
+            )
+            .condition_expression("status_code = :status AND created_at = :created")
+            .expression_attribute_values(":status", n(answer.status_code))
+            .expression_attribute_values(":created", n(answer.created_at));
+        // Another answer since, or none: nothing to forget.
         conditional(request.send()).await.map(drop)
     }
 }
@@ -485,6 +604,8 @@ impl SessionStore for DynamoSessionStore {
         let mut finished = Vec::new();
         let (mut items, mut bytes) = (0usize, 0usize);
         let mut error = None;
+        // Set when the limits stop the query: the turn being assembled then may lack parts.
+        let mut stopped = false;
         let mut take = |turn: TurnItems| -> bool {
             if !turn.alive {
                 return true;
@@ -508,12 +629,16 @@ impl SessionStore for DynamoSessionStore {
                 next_seq.get_or_insert(seq + 1);
             }
             match assembler.push(item) {
-                Some(done) => take(done),
+                Some(done) => {
+                    let more = take(done);
+                    stopped = !more;
+                    more
+                }
                 None => true,
             }
         })
         .await?;
-        if let Some(last) = assembler.finish() {
+        if let Some(last) = assembler.finish().filter(|_| !stopped) {
             take(last);
         }
         if let Some(e) = error {
@@ -539,6 +664,7 @@ impl SessionStore for DynamoSessionStore {
             .map_err(|e| PortError::Rejected(format!("the turn is not serializable: {e}")))?;
         if text.len() > MAX_TURN_BYTES {
             return Err(PortError::TooLarge {
+                what: "turn",
                 request_id: turn.request_id.clone(),
                 size: text.len(),
                 limit: format!(

@@ -301,6 +301,19 @@ impl ResponseStore for MemoryResponseStore {
         }
         Ok(())
     }
+
+    async fn forget(&self, answer: &ResponseRecord) -> Result<(), PortError> {
+        let mut slots = lock(&self.slots);
+        if let Some(slot) = slots.get_mut(&answer.request_id)
+            && slot.record.as_ref().is_some_and(|r| {
+                r.status_code == answer.status_code && r.created_at == answer.created_at
+            })
+        {
+            slot.record = None;
+            slot.claim = None;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone)]

@@ -172,7 +172,15 @@ impl ResponseStore for RedisResponseStore {
             )
             .await?;
         match known {
-            None => Ok(Registration::New),
+            None => {
+                // A fresh start: what an earlier use of the id left (an answer stored later than
+                // its registration, a claim outliving a short TTL) belongs to another request.
+                let mut pipe = redis::pipe();
+                pipe.cmd("DEL").arg(self.claim_key(request_id)).ignore();
+                pipe.cmd("DEL").arg(self.key(request_id)).ignore();
+                self.conn.query_pipe::<()>(&pipe).await?;
+                Ok(Registration::New)
+            }
             Some(known) if known == fingerprint => {
                 Ok(Registration::Repeat(self.get(request_id).await?))
             }
@@ -190,6 +198,14 @@ impl ResponseStore for RedisResponseStore {
         }
         let mut pipe = redis::pipe();
         pipe.add_command(set).ignore();
+        if self.ttl > 0 {
+            // The registration lives as long as the answer, so until both expire a different
+            // request with this id is told apart.
+            pipe.cmd("EXPIRE")
+                .arg(self.registration_key(&record.request_id))
+                .arg(self.ttl)
+                .ignore();
+        }
         pipe.cmd("PUBLISH")
             .arg(format!("{}{}", self.channel_prefix(), record.request_id))
             .arg(1)
@@ -285,6 +301,27 @@ impl ResponseStore for RedisResponseStore {
                     .arg(1)
                     .arg(self.claim_key(request_id))
                     .arg(owner),
+            )
+            .await
+            .map(drop)
+    }
+
+    async fn forget(&self, answer: &ResponseRecord) -> Result<(), PortError> {
+        const FORGET: &str = "local v = redis.call('GET', KEYS[1]) \
+            if not v then return 0 end \
+            local ok, r = pcall(cjson.decode, v) \
+            if not ok or tostring(r['status_code']) ~= ARGV[1] \
+              or tostring(r['created_at']) ~= ARGV[2] then return 0 end \
+            return redis.call('DEL', KEYS[1], KEYS[2])";
+        self.conn
+            .query::<i64>(
+                redis::cmd("EVAL")
+                    .arg(FORGET)
+                    .arg(2)
+                    .arg(self.key(&answer.request_id))
+                    .arg(self.claim_key(&answer.request_id))
+                    .arg(answer.status_code)
+                    .arg(answer.created_at),
             )
             .await
             .map(drop)

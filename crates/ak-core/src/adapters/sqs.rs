@@ -17,6 +17,41 @@ fn unavailable(e: impl std::error::Error) -> PortError {
     PortError::unavailable(Backend::Sqs, DisplayErrorContext(e))
 }
 
+/// JSON text as SQS takes it: SQS refuses message bodies with characters outside XML's set
+/// (`InvalidMessageContents`); of those, JSON text can hold U+FFFE and U+FFFF raw (only inside
+/// strings, where the `\u` escape means the same).
+fn sqs_safe(json: String) -> String {
+    if !json.contains(['\u{fffe}', '\u{ffff}']) {
+        return json;
+    }
+    json.replace('\u{fffe}', "\\ufffe")
+        .replace('\u{ffff}', "\\uffff")
+}
+
+/// A send error: a message too large for the queue (or otherwise refused for what it holds) is
+/// permanent; anything else may pass.
+fn send_error<R: std::fmt::Debug>(
+    e: aws_sdk_sqs::error::SdkError<aws_sdk_sqs::operation::send_message::SendMessageError, R>,
+    message: &QueueMessage,
+    size: usize,
+) -> PortError {
+    use aws_sdk_sqs::error::ProvideErrorMetadata;
+    let code = e.as_service_error().and_then(|s| s.code()).unwrap_or("");
+    let text = e.as_service_error().and_then(|s| s.message()).unwrap_or("");
+    if code.contains("InvalidParameterValue") && text.contains("shorter than") {
+        return PortError::TooLarge {
+            what: "queue message",
+            request_id: message.request_id.clone(),
+            size,
+            limit: format!("the queue refused it: {text} (the queue's MaximumMessageSize)"),
+        };
+    }
+    if code.contains("InvalidMessageContents") {
+        return PortError::Rejected(format!("SQS refused the message: {text}"));
+    }
+    unavailable(e)
+}
+
 /// One SQS queue.
 pub struct SqsQueue {
     client: aws_sdk_sqs::Client,
@@ -42,7 +77,8 @@ impl Queue for SqsQueue {
             .client
             .send_message()
             .queue_url(&self.url)
-            .message_body(message.body.to_string());
+            .message_body(sqs_safe(message.body.to_string()));
+        let size = request.get_message_body().as_ref().map_or(0, String::len);
         for (name, value) in message.attributes() {
             let attr = MessageAttributeValue::builder()
                 .data_type("String")
@@ -57,7 +93,11 @@ impl Queue for SqsQueue {
                 .message_deduplication_id(&message.request_id);
         }
         with_timeout(Backend::Sqs, CALL_TIMEOUT, async {
-            request.send().await.map(drop).map_err(unavailable)
+            request
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| send_error(e, message, size))
         })
         .await
     }
@@ -117,4 +157,19 @@ fn to_record(message: aws_sdk_sqs::types::Message) -> SqsMessage {
         record.message_attributes.insert(name, attr);
     }
     record
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_lose_the_characters_sqs_refuses_but_mean_the_same() {
+        let body = serde_json::json!({"prompt": "a\u{ffff}b\u{fffe}c\u{1F600}"}).to_string();
+        let safe = sqs_safe(body.clone());
+        assert!(!safe.contains(['\u{fffe}', '\u{ffff}']), "{safe}");
+        let back: serde_json::Value = serde_json::from_str(&safe).unwrap_or_default();
+        assert_eq!(back.to_string(), body);
+        assert_eq!(sqs_safe("{}".to_owned()), "{}");
+    }
 }
