@@ -29,6 +29,15 @@ resource "aws_api_gateway_resource" "chat" {
   path_part   = var.agent_endpoint
 }
 
+# GET .../chat/stream follows a run's event log (the queue modes keep one per request).
+resource "aws_api_gateway_resource" "chat_stream" {
+  count = module.decisions.queue_mode ? 1 : 0
+
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  parent_id   = aws_api_gateway_resource.chat.id
+  path_part   = "stream"
+}
+
 resource "aws_api_gateway_resource" "custom" {
   for_each = var.gateway_endpoints
 
@@ -51,6 +60,7 @@ resource "aws_api_gateway_authorizer" "this" {
 locals {
   routes = merge(
     { for m in ["POST", "GET"] : "chat-${m}" => { resource_id = aws_api_gateway_resource.chat.id, method = m } },
+    { for r in aws_api_gateway_resource.chat_stream : "chat-stream-GET" => { resource_id = r.id, method = "GET" } },
     merge([for path, methods in var.gateway_endpoints : {
       for m in methods : "${path}-${m}" => { resource_id = aws_api_gateway_resource.custom[path].id, method = m }
     }]...),

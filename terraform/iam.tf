@@ -10,9 +10,10 @@ locals {
   function_statements = {
     request_handler = concat(
       module.decisions.queue_mode ? [{ Effect = "Allow", Action = ["sqs:SendMessage"], Resource = [aws_sqs_queue.input[0].arn] }] : [],
-      # Registers request ids (idempotency keys) and reads answers; in direct mode also claims
-      # the request and stores its answer.
-      local.response_table_arn != null ? [{ Effect = "Allow", Action = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], Resource = [local.response_table_arn] }] : [],
+      # Registers request ids (idempotency keys), reads answers and follows event logs
+      # (BatchGetItem), forgets failed answers with their logs (DeleteItem); in direct mode
+      # also claims the request and stores its answer.
+      local.response_table_arn != null ? [{ Effect = "Allow", Action = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"], Resource = [local.response_table_arn] }] : [],
       !module.decisions.queue_mode && local.session_table_arn != null ? [{ Effect = "Allow", Action = local.session_actions, Resource = [local.session_table_arn] }] : [],
     )
     agent_runner = concat(
@@ -20,14 +21,17 @@ locals {
         { Effect = "Allow", Action = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"], Resource = [aws_sqs_queue.input[0].arn] },
         { Effect = "Allow", Action = ["sqs:SendMessage"], Resource = [aws_sqs_queue.output[0].arn] },
       ] : [],
-      # Claims and, when the output queue is down, the answer itself (both updates).
-      local.response_table_arn != null ? [{ Effect = "Allow", Action = ["dynamodb:GetItem", "dynamodb:UpdateItem"], Resource = [local.response_table_arn] }] : [],
+      # Claims, the event log (PutItem, one transaction per batch; GetItem and BatchGetItem to
+      # find where a retry continues) and, when the output queue is down, the answer itself
+      # (an update; answers over 350 KB add items of their own).
+      local.response_table_arn != null ? [{ Effect = "Allow", Action = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], Resource = [local.response_table_arn] }] : [],
       local.session_table_arn != null ? [{ Effect = "Allow", Action = local.session_actions, Resource = [local.session_table_arn] }] : [],
     )
     response_handler = concat(
       module.decisions.queue_mode ? [{ Effect = "Allow", Action = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"], Resource = [aws_sqs_queue.output[0].arn] }] : [],
-      # The answer is added to the request's item by a conditional update.
-      local.response_table_arn != null ? [{ Effect = "Allow", Action = ["dynamodb:UpdateItem"], Resource = [local.response_table_arn] }] : [],
+      # The answer is added to the request's item by a conditional update; one over 350 KB
+      # puts its other parts in items of their own.
+      local.response_table_arn != null ? [{ Effect = "Allow", Action = ["dynamodb:PutItem", "dynamodb:UpdateItem"], Resource = [local.response_table_arn] }] : [],
     )
     authorizer = []
   }

@@ -319,6 +319,26 @@ pub async fn post_streaming(
     body: &serde_json::Value,
     accept: &str,
 ) -> anyhow::Result<Streaming> {
+    send_streaming(
+        hyper::Method::POST,
+        url,
+        Some(body),
+        &[("content-type", "application/json"), ("accept", accept)],
+    )
+    .await
+}
+
+/// GETs `url` (path and query) with these headers and returns the response as it streams.
+pub async fn get_streaming(url: &str, headers: &[(&str, &str)]) -> anyhow::Result<Streaming> {
+    send_streaming(hyper::Method::GET, url, None, headers).await
+}
+
+async fn send_streaming(
+    method: hyper::Method,
+    url: &str,
+    body: Option<&serde_json::Value>,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<Streaming> {
     let uri: hyper::Uri = url.parse()?;
     let authority = uri
         .authority()
@@ -330,13 +350,16 @@ pub async fn post_streaming(
     let task = tokio::spawn(async move {
         let _ = connection.await;
     });
-    let request = hyper::Request::post(uri.path())
-        .header(hyper::header::HOST, authority.as_str())
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .header(hyper::header::ACCEPT, accept)
-        .body(http_body_util::Full::new(bytes::Bytes::from(
-            body.to_string(),
-        )))?;
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, authority.as_str());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let body = body.map(ToString::to_string).unwrap_or_default();
+    let request = request.body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
     let response = sender.send_request(request).await?;
     let (parts, body) = response.into_parts();
     Ok(Streaming {

@@ -17,8 +17,8 @@ use ak_core::chat::{ChatService, Execution};
 use ak_core::config::{DynamoDbSettings, ExecutionMode};
 use ak_core::pipeline::{AgentRunnerHandler, ResponseHandler, pump};
 use ak_core::ports::{
-    ClaimOutcome, HistoryLimits, PortError, Queue, QueueMessage, Registration, ResponseRecord,
-    ResponseStore, SessionStore,
+    ClaimOutcome, HistoryLimits, LoggedEvent, PortError, Queue, QueueMessage, Registration,
+    ResponseRecord, ResponseStore, SessionStore,
 };
 use ak_core::secret::Secret;
 use ak_core::{RoutePaths, Router};
@@ -277,16 +277,40 @@ impl Queue for FlakyQueue {
     }
 }
 
-/// A response store whose `put` fails while `down` is set (claims still work).
-struct FlakyStore {
-    inner: Arc<dyn ResponseStore>,
-    down: AtomicBool,
+/// A response store whose `put` fails while `down` is set (claims still work), and whose
+/// claims last at most `max_claim` (a runner that dies leaves a claim that lapses soon).
+pub(crate) struct FlakyStore {
+    pub(crate) inner: Arc<dyn ResponseStore>,
+    pub(crate) down: AtomicBool,
+    pub(crate) max_claim: Option<Duration>,
 }
 
 #[async_trait]
 impl ResponseStore for FlakyStore {
-    async fn register(&self, id: &str, fingerprint: &str) -> Result<Registration, PortError> {
-        self.inner.register(id, fingerprint).await
+    async fn register(
+        &self,
+        id: &str,
+        fingerprint: &str,
+        user: Option<&str>,
+    ) -> Result<Registration, PortError> {
+        self.inner.register(id, fingerprint, user).await
+    }
+    async fn registered_user(&self, id: &str) -> Result<Option<Option<String>>, PortError> {
+        self.inner.registered_user(id).await
+    }
+    async fn append_events(&self, id: &str, events: &[LoggedEvent]) -> Result<(), PortError> {
+        self.inner.append_events(id, events).await
+    }
+    async fn events_after(
+        &self,
+        id: &str,
+        after: u64,
+        wait: Duration,
+    ) -> Result<Vec<LoggedEvent>, PortError> {
+        self.inner.events_after(id, after, wait).await
+    }
+    async fn last_event_seq(&self, id: &str) -> Result<u64, PortError> {
+        self.inner.last_event_seq(id).await
     }
     async fn put(&self, record: &ResponseRecord) -> Result<(), PortError> {
         if self.down.load(Ordering::SeqCst) {
@@ -308,6 +332,7 @@ impl ResponseStore for FlakyStore {
         self.inner.wait_for(id, timeout).await
     }
     async fn claim(&self, id: &str, owner: &str, ttl: Duration) -> Result<ClaimOutcome, PortError> {
+        let ttl = self.max_claim.map_or(ttl, |max| ttl.min(max));
         self.inner.claim(id, owner, ttl).await
     }
     async fn release(&self, id: &str, owner: &str) -> Result<(), PortError> {
@@ -338,6 +363,7 @@ async fn a_runner_dies_between_the_session_save_and_the_output_send(
     let flaky_store = Arc::new(FlakyStore {
         inner: store.clone(),
         down: AtomicBool::new(true),
+        max_claim: None,
     });
     let runner = AgentRunnerHandler::new(runtime, flaky_output.clone(), flaky_store.clone(), 3);
     let (request_id, session_id) = (unique_name("req"), unique_name("s"));
@@ -574,6 +600,7 @@ async fn interleaving(sessions_of: Vec<usize>, steps: Vec<Step>) -> Result<(), S
     let flaky_store = Arc::new(FlakyStore {
         inner: store.clone(),
         down: AtomicBool::new(false),
+        max_claim: None,
     });
     let settings = reference_settings();
     let agents = AgentRuntime::from_settings(
@@ -771,7 +798,7 @@ async fn a_failed_request_sent_again(mode: ExecutionMode, store: Store) {
         system(
             mode,
             store,
-            vec![Reply::Status(400), Reply::Text("fixed now".into())],
+            vec![Reply::Status(401), Reply::Text("fixed now".into())],
             |_| {},
         )
         .await,

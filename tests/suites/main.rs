@@ -14,5 +14,6 @@ mod pipeline;
 mod queues;
 mod reliability;
 mod response_store;
+mod resumable_streams;
 mod session_store;
 mod streaming;

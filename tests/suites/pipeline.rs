@@ -34,7 +34,9 @@ pub(crate) struct System {
     pub(crate) runner: AgentRunnerHandler,
     responses: ResponseHandler,
     pub(crate) input: Arc<dyn Queue>,
-    output: Arc<dyn Queue>,
+    pub(crate) output: Arc<dyn Queue>,
+    /// The agents the runner runs.
+    pub(crate) runtime: Arc<dyn AgentRunner>,
     pub(crate) store: Arc<dyn ResponseStore>,
     pub(crate) model: ScriptedModel,
     pub(crate) sessions: Arc<MemorySessionStore>,
@@ -145,7 +147,7 @@ pub(crate) async fn system(
     System {
         api: Arc::new(Api::new(router, chat, settings.api.max_body_bytes)),
         runner: AgentRunnerHandler::new(
-            runtime,
+            runtime.clone(),
             output.clone(),
             store.clone(),
             settings.execution.queues.input.max_receive_count,
@@ -153,6 +155,7 @@ pub(crate) async fn system(
         responses: ResponseHandler::new(store.clone()),
         input,
         output,
+        runtime,
         store,
         model,
         sessions,
@@ -238,7 +241,7 @@ impl System {
         .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    async fn poll(&self, id: &str, user: Option<&str>) -> (u16, Option<String>, Value) {
+    pub(crate) async fn poll(&self, id: &str, user: Option<&str>) -> (u16, Option<String>, Value) {
         call(
             &self.api,
             event("GET", None, Some(("request_id", id)), user),

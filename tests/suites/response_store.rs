@@ -226,7 +226,7 @@ async fn answers_of_megabytes_are_stored_whole(store: Arc<dyn ResponseStore>) {
     r.body = json!({"result": "ü€😀".repeat(120_000), "agent": "writer"});
     assert!(r.body.to_string().len() > 1_000_000);
     store
-        .register(&r.request_id, "fp-big")
+        .register(&r.request_id, "fp-big", None)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     store.put(&r).await.unwrap_or_else(|e| panic!("{e}"));
@@ -236,7 +236,7 @@ async fn answers_of_megabytes_are_stored_whole(store: Arc<dyn ResponseStore>) {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(got.as_ref(), Some(&r));
     let again = store
-        .register(&r.request_id, "fp-big")
+        .register(&r.request_id, "fp-big", None)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(again, Registration::Repeat(Some(r.clone())));
@@ -253,7 +253,7 @@ async fn a_forgotten_failure_makes_room_for_the_next_answer(store: Arc<dyn Respo
     let mut failed = record(None);
     failed.status_code = 502;
     store
-        .register(&failed.request_id, "fp")
+        .register(&failed.request_id, "fp", None)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     store
@@ -276,7 +276,7 @@ async fn a_forgotten_failure_makes_room_for_the_next_answer(store: Arc<dyn Respo
     assert_eq!(store.get(&failed.request_id).await.ok().flatten(), None);
     assert_eq!(
         store
-            .register(&failed.request_id, "fp")
+            .register(&failed.request_id, "fp", None)
             .await
             .unwrap_or_else(|e| panic!("{e}")),
         Registration::Repeat(None),
@@ -336,7 +336,7 @@ async fn a_redis_registration_lives_as_long_as_its_answer_and_then_the_id_is_new
     let r = record(None);
     let id = &r.request_id;
     assert_eq!(
-        store.register(id, "first").await.ok(),
+        store.register(id, "first", None).await.ok(),
         Some(Registration::New)
     );
     assert_eq!(
@@ -351,13 +351,13 @@ async fn a_redis_registration_lives_as_long_as_its_answer_and_then_the_id_is_new
     tokio::time::sleep(Duration::from_millis(1000)).await;
     // 2.5 s after the registration, 1 s after the answer: another request is still told apart.
     assert_eq!(
-        store.register(id, "second").await.ok(),
+        store.register(id, "second", None).await.ok(),
         Some(Registration::Mismatch)
     );
     tokio::time::sleep(Duration::from_millis(1600)).await;
     // Both expired: the id is new, and nothing of its first use (the 300 s claim) is in the way.
     assert_eq!(
-        store.register(id, "second").await.ok(),
+        store.register(id, "second", None).await.ok(),
         Some(Registration::New)
     );
     assert_eq!(store.get(id).await.ok(), Some(None));

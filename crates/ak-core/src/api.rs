@@ -375,6 +375,26 @@ impl Api {
             ) || !has_query_id
         };
         match self.router.resolve(&request)? {
+            Route::ChatStream => {
+                let caller = caller(&request);
+                let query_id = query_param(&request, "request_id").ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "request_id is required: GET {}?request_id=<id>",
+                        self.router.paths().stream()
+                    ))
+                })?;
+                let id = poll_request_id(Some(&query_id), b"")?;
+                log.request_id = Some(id.clone());
+                let after = resume_point(&request)?;
+                let deadline = request
+                    .extensions()
+                    .get::<Deadline>()
+                    .map(|d| d.0 - ANSWER_MARGIN);
+                self.chat
+                    .follow(&id, after, caller.principal(), deadline, self.heartbeat)
+                    .await
+                    .map(Answer::Events)
+            }
             Route::Custom(handler) => {
                 if let Some(Problem(problem)) = body_problem.filter(|_| reads_body(true)) {
                     return Err(ApiError::bad_request(problem));
@@ -422,6 +442,31 @@ impl Api {
                 }
             }
         }
+    }
+}
+
+/// Where a follower resumes: after the event numbered by the `Last-Event-ID` header (what an
+/// `EventSource` sends when it reconnects) or else by `?after=`; 0 (from the start) without
+/// either.
+fn resume_point(request: &Request) -> Result<u64, ApiError> {
+    let parse = |name: &str, value: &str| {
+        value.trim().parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "{name} must be the number of the last event received (0 or more), got {value:?}"
+            ))
+        })
+    };
+    if let Some(value) = request.headers().get("last-event-id") {
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::bad_request("Last-Event-ID must be a number"))?;
+        if !text.trim().is_empty() {
+            return parse("Last-Event-ID", text);
+        }
+    }
+    match query_param(request, "after") {
+        Some(after) if !after.trim().is_empty() => parse("after", &after),
+        _ => Ok(0),
     }
 }
 

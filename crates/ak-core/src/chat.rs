@@ -165,7 +165,7 @@ impl ChatService {
                 _ => repeat,
             });
         }
-        self.answer(request, None, false).await
+        self.answer(request, None).await
     }
 
     /// Answers a chat POST as server-sent events: the run's events as they happen (in direct
@@ -181,22 +181,83 @@ impl ChatService {
         if let Some(repeat) = self.register(&request).await? {
             return Ok(SseBody::of(vec![final_event(repeat, &id)]));
         }
-        let enqueued = match &self.execution {
-            Execution::Sync { input, .. } | Execution::Async { input } => {
-                enqueue(input.as_ref(), &request).await?;
-                true
-            }
-            Execution::Direct(_) => false,
-        };
         let (events, receiver) = crate::stream::channel();
+        let queued = match &self.execution {
+            Execution::Sync { input, store, .. } => Some((input, store)),
+            Execution::Async { input } => self.store.as_ref().map(|store| (input, store)),
+            Execution::Direct(_) => None,
+        };
+        if let Some((input, store)) = queued {
+            // The queue modes: the runner logs the run's events; relay them as they are written.
+            enqueue(input.as_ref(), &request).await?;
+            let store = store.clone();
+            let until = stream_until(&request);
+            let started = tokio::time::Instant::now();
+            let run = async move {
+                let user = request.user_id.as_deref();
+                if !crate::eventlog::follow(store, &id, 0, user, &events, until).await {
+                    let waited = started.elapsed();
+                    events.send(RunEvent::error(
+                        &ApiError::ResponseTimeout {
+                            request_id: id.clone(),
+                            waited,
+                        },
+                        &id,
+                    ));
+                }
+            };
+            return Ok(SseBody::new(run, receiver, heartbeat));
+        }
         let service = self.clone();
         let run = async move {
-            let result = service.answer(request, Some(&events), enqueued).await;
+            let result = service.answer(request, Some(&events)).await;
             let last = match result {
                 Ok(response) => final_event(response, &id),
                 Err(error) => RunEvent::error(&error, &id),
             };
             events.send(last);
+        };
+        Ok(SseBody::new(run, receiver, heartbeat))
+    }
+
+    /// Follows the event log of `request_id` (`GET .../stream`): the events after number
+    /// `after`, then new ones as the runner writes them, until `done` or `error` or `deadline`
+    /// (the invocation's, or [`STREAM_MAX`] from now). Unknown ids and other users' requests are
+    /// NOT_FOUND; direct mode keeps no logs (its stream is the POST's).
+    pub async fn follow(
+        &self,
+        request_id: &str,
+        after: u64,
+        user: Option<&str>,
+        deadline: Option<tokio::time::Instant>,
+        heartbeat: Duration,
+    ) -> Result<SseBody, ApiError> {
+        let not_found = || ApiError::ResponseNotFound {
+            request_id: request_id.to_owned(),
+        };
+        let store = match (&self.execution, &self.store) {
+            (Execution::Direct(_), _) | (_, None) => {
+                return Err(ApiError::NothingToStream {
+                    request_id: request_id.to_owned(),
+                });
+            }
+            (_, Some(store)) => store.clone(),
+        };
+        let owner = store
+            .registered_user(request_id)
+            .await
+            .map_err(|e| ApiError::from(e).with_request_id(request_id))?;
+        let user = user.map(str::to_owned);
+        match owner {
+            Some(None) => {}
+            Some(Some(owner)) if user.as_deref() == Some(owner.as_str()) => {}
+            _ => return Err(not_found()),
+        }
+        let until = deadline.unwrap_or_else(|| tokio::time::Instant::now() + STREAM_MAX);
+        let (events, receiver) = crate::stream::channel();
+        let id = request_id.to_owned();
+        let run = async move {
+            crate::eventlog::follow(store, &id, after, user.as_deref(), &events, until).await;
         };
         Ok(SseBody::new(run, receiver, heartbeat))
     }
@@ -226,7 +287,7 @@ impl ChatService {
         };
         let id = &request.request_id;
         let registration = store
-            .register(id, &request.fingerprint())
+            .register(id, &request.fingerprint(), request.user_id.as_deref())
             .await
             .map_err(|e| ApiError::from(e).with_request_id(id))?;
         match registration {
@@ -252,13 +313,12 @@ impl ChatService {
         }
     }
 
-    /// The answer in this mode: the run's (direct), or the one the runner stores (queue modes;
-    /// a streaming request in rest_async waits for it as rest_sync does).
+    /// The answer in this mode: the run's (direct, reporting to `events`), the one the runner
+    /// stores (rest_sync), or 202 (rest_async).
     async fn answer(
         &self,
         request: RunRequest,
         events: Option<&EventSender>,
-        enqueued: bool,
     ) -> Result<ApiResponse, ApiError> {
         let id = request.request_id.clone();
         let (input, store, wait) = match &self.execution {
@@ -274,12 +334,8 @@ impl ChatService {
             Execution::Sync { input, store, wait } => (input, Some(store), *wait),
             Execution::Async { input } => (input, self.store.as_ref(), self.repeat_wait),
         };
-        if !enqueued {
-            enqueue(input.as_ref(), &request).await?;
-        }
-        let Some(store) =
-            store.filter(|_| events.is_some() || matches!(self.execution, Execution::Sync { .. }))
-        else {
+        enqueue(input.as_ref(), &request).await?;
+        let Some(store) = store.filter(|_| matches!(self.execution, Execution::Sync { .. })) else {
             return Ok(accepted(&id));
         };
         let wait = within_deadline(&request, wait);
@@ -431,6 +487,17 @@ pub async fn run_agent(
         })
 }
 
+/// Longest a stream relayed from an event log lasts without an invocation deadline (the local
+/// server): Lambda's longest run.
+pub const STREAM_MAX: Duration = Duration::from_secs(15 * 60);
+
+/// When a relayed stream of `request` ends at the latest.
+fn stream_until(request: &RunRequest) -> tokio::time::Instant {
+    request
+        .deadline
+        .unwrap_or_else(|| tokio::time::Instant::now() + STREAM_MAX)
+}
+
 /// How long to wait from now: `wait`, but never past the request's deadline.
 fn within_deadline(request: &RunRequest, wait: Duration) -> Duration {
     request.deadline.map_or(wait, |deadline| {
@@ -470,7 +537,7 @@ async fn run_direct(
 }
 
 /// The last event of a stream for an answer: `done`, or `error` for an error status.
-fn final_event(response: ApiResponse, request_id: &str) -> RunEvent {
+pub(crate) fn final_event(response: ApiResponse, request_id: &str) -> RunEvent {
     if response.status.is_success() {
         return RunEvent::Done(response.body);
     }
@@ -490,7 +557,7 @@ fn accepted(request_id: &str) -> ApiResponse {
     )
 }
 
-fn stored_response(status: u16, body: serde_json::Value) -> ApiResponse {
+pub(crate) fn stored_response(status: u16, body: serde_json::Value) -> ApiResponse {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     ApiResponse::json(status, body)
 }

@@ -67,6 +67,14 @@ pub enum ApiError {
         /// The request asked about.
         request_id: String,
     },
+    /// Direct mode keeps no event logs: a run's events stream in its own POST only.
+    #[error(
+        "this deployment runs in direct mode, where a run's events stream in the POST that asked (\"stream\": true) and no event log is kept to follow"
+    )]
+    NothingToStream {
+        /// The request asked about.
+        request_id: String,
+    },
     /// rest_sync waited its full bound without an answer; the client may poll later.
     #[error("no answer for request {request_id} within {}s; poll later with GET ?request_id={request_id}", waited.as_secs_f64())]
     ResponseTimeout {
@@ -155,7 +163,8 @@ impl ApiError {
             ApiError::RequestIdReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RouteNotFound { .. }
             | ApiError::ResponseNotFound { .. }
-            | ApiError::NothingToPoll { .. } => StatusCode::NOT_FOUND,
+            | ApiError::NothingToPoll { .. }
+            | ApiError::NothingToStream { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::ModelProvider { .. } => StatusCode::BAD_GATEWAY,
@@ -178,6 +187,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::ResponseNotFound { .. } => "response_not_found",
             ApiError::NothingToPoll { .. } => "nothing_to_poll",
+            ApiError::NothingToStream { .. } => "nothing_to_stream",
             ApiError::ResponseTimeout { .. } => "response_timeout",
             ApiError::ModelProvider { .. } => "model_provider",
             ApiError::ContentFiltered { .. } => "content_filtered",
@@ -201,7 +211,8 @@ impl ApiError {
                 json!({"status": "NOT_FOUND", "request_id": request_id})
             }
             ApiError::ResponseTimeout { request_id, .. }
-            | ApiError::NothingToPoll { request_id } => {
+            | ApiError::NothingToPoll { request_id }
+            | ApiError::NothingToStream { request_id } => {
                 json!({"status": "NOT_FOUND", "request_id": request_id, "error": self.to_string()})
             }
             ApiError::ModelProvider { request_id, .. } => {

@@ -14,7 +14,9 @@
 //! - [`auth`]: the authorizer: the `AuthValidator` trait, the built-in JWT validator, and
 //!   REQUEST/TOKEN events turned into IAM policies.
 //! - [`secret`]: values that never reach logs.
-//! - [`stream`]: a run's events as server-sent events, with heartbeats.
+//! - [`stream`]: a run's events as server-sent events, with heartbeats; [`eventlog`]: the
+//!   runs' event logs in the response store, written by the agent runner and followed by any
+//!   request handler (`GET .../stream`).
 //! - [`aws`], [`https`], [`logging`] and [`metrics`]: the shared AWS SDK configuration and HTTPS
 //!   client, JSON logs, and CloudWatch Embedded Metric Format lines.
 
@@ -26,6 +28,7 @@ pub mod chat;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod eventlog;
 pub mod https;
 pub mod lambda;
 pub mod logging;

@@ -5,9 +5,10 @@
 //! Both report per-record failures (`batchItemFailures`) so SQS redelivers only those.
 
 use crate::error::ApiError;
+use crate::eventlog::LogWriter;
 use crate::ports::{
-    AgentRunner, ClaimOutcome, Delivery, PortError, Queue, QueueMessage, ResponseRecord,
-    ResponseStore, now_epoch_secs,
+    AgentRunner, ClaimOutcome, Delivery, LoggedEvent, PortError, Queue, QueueMessage,
+    ResponseRecord, ResponseStore, now_epoch_secs,
 };
 use crate::request::RunRequest;
 use crate::response::ChatAnswer;
@@ -59,6 +60,7 @@ pub struct AgentRunnerHandler {
     output: Arc<dyn Queue>,
     store: Arc<dyn ResponseStore>,
     max_receive_count: u32,
+    event_log: bool,
 }
 
 /// What became of one record.
@@ -82,6 +84,62 @@ impl AgentRunnerHandler {
             output,
             store,
             max_receive_count: max_receive_count.max(1),
+            event_log: true,
+        }
+    }
+
+    /// Whether runs write their events to the store for streaming clients
+    /// (`execution.response_store.event_log`, on by default; see [`crate::eventlog`]).
+    pub fn with_event_log(mut self, on: bool) -> Self {
+        self.event_log = on;
+        self
+    }
+
+    /// Where this attempt's events go: a writer continuing the request's log, or `None` (logs
+    /// off, or the store unreadable: the run goes on without one). `Err(())` when the log
+    /// already ends with the answer (an attempt before this one answered; its answer is on its
+    /// way).
+    async fn log_writer(&self, request: &RunRequest) -> Result<Option<LogWriter>, ()> {
+        if !self.event_log {
+            return Ok(None);
+        }
+        let id = &request.request_id;
+        let after = match self.store.last_event_seq(id).await {
+            Ok(after) => after,
+            Err(e) => {
+                tracing::warn!(request_id = %id, error = %e, "cannot read the event log; running without it");
+                return Ok(None);
+            }
+        };
+        if after > 0 {
+            let last = self
+                .store
+                .events_after(id, after - 1, Duration::ZERO)
+                .await
+                .unwrap_or_default();
+            if last.iter().any(|e| e.event.is_last()) {
+                return Err(());
+            }
+        }
+        let agent = request.agent.as_deref().unwrap_or_default();
+        Ok(Some(LogWriter::start(self.store.clone(), id, after, agent)))
+    }
+
+    /// Logs the last event of a request answered without a run.
+    async fn log_last(&self, request_id: &str, (status, body): &(u16, Value)) {
+        if !self.event_log {
+            return;
+        }
+        let response = crate::chat::stored_response(*status, body.clone());
+        let event = crate::chat::final_event(response, request_id);
+        let logged = async {
+            let seq = self.store.last_event_seq(request_id).await? + 1;
+            self.store
+                .append_events(request_id, &[LoggedEvent { seq, event }])
+                .await
+        };
+        if let Err(e) = logged.await {
+            tracing::warn!(request_id, error = %e, "cannot log the answer's event");
         }
     }
 
@@ -157,16 +215,12 @@ impl AgentRunnerHandler {
                 format!("received {} times", delivery.receive_count),
             );
             tracing::error!(request_id = %id, receives = delivery.receive_count, "giving up on a request");
-            return self
-                .answer(
-                    message,
-                    error_answer(
-                        id,
-                        &error,
-                        Some("the request could not be processed; please send it again"),
-                    ),
-                )
-                .await;
+            let answer = error_answer(
+                id,
+                &error,
+                Some("the request could not be processed; please send it again"),
+            );
+            return self.answer_unrun(message, answer).await;
         }
         match self.store.claim(id, owner, claim_ttl).await {
             Ok(ClaimOutcome::Acquired) => {}
@@ -191,14 +245,26 @@ impl AgentRunnerHandler {
                 request.session_id = message.session_id.clone();
                 request
             }
-            Err(e) => return self.answer(message, error_answer(id, &e, None)).await,
+            Err(e) => return self.answer_unrun(message, error_answer(id, &e, None)).await,
         };
         let started = std::time::Instant::now();
         let request = RunRequest {
             deadline: deadline.map(|d| d - crate::api::ANSWER_MARGIN),
             ..request
         };
-        let result = crate::chat::run_agent(self.runner.as_ref(), &request, None).await;
+        let log = match self.log_writer(&request).await {
+            Ok(log) => log,
+            Err(()) => {
+                tracing::info!(request_id = %id, "its event log ends with the answer: answered before");
+                return Outcome::Done;
+            }
+        };
+        let result = crate::chat::run_agent(
+            self.runner.as_ref(),
+            &request,
+            log.as_ref().map(LogWriter::sender),
+        )
+        .await;
         let run = |agent: &str, tokens: u64, model_ms: f64, outcome: &str| {
             crate::metrics::agent_run(&crate::metrics::AgentRun {
                 request_id: id,
@@ -221,6 +287,9 @@ impl AgentRunnerHandler {
                 let last_try = delivery.receive_count >= self.max_receive_count;
                 if failure.transient && !last_try {
                     tracing::warn!(request_id = %id, error = %failure.error, receives = delivery.receive_count, "transient failure; will retry");
+                    if let Some(log) = log {
+                        log.close().await;
+                    }
                     let _ = self.store.release(id, owner).await;
                     return Outcome::Retry;
                 }
@@ -228,9 +297,29 @@ impl AgentRunnerHandler {
                 error_answer(id, &failure.error, None)
             }
         };
+        let last =
+            crate::chat::final_event(crate::chat::stored_response(answer.0, answer.1.clone()), id);
         let outcome = self.answer(message, answer).await;
+        if let Some(log) = log {
+            // The answer is on its way: only then does the log say `done`.
+            let stats = match outcome {
+                Outcome::Done => log.finish(last).await,
+                Outcome::Retry => log.close().await,
+            };
+            tracing::debug!(request_id = %id, writes = stats.writes, events = stats.events, "event log written");
+        }
         if let Outcome::Retry = outcome {
             let _ = self.store.release(id, owner).await;
+        }
+        outcome
+    }
+
+    /// Answers a request that was not run (unreadable, or given up), and logs the answer.
+    async fn answer_unrun(&self, message: &QueueMessage, answer: (u16, Value)) -> Outcome {
+        let logged = answer.clone();
+        let outcome = self.answer(message, answer).await;
+        if let Outcome::Done = outcome {
+            self.log_last(&message.request_id, &logged).await;
         }
         outcome
     }

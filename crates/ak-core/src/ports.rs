@@ -404,16 +404,67 @@ pub enum Registration {
     Mismatch,
 }
 
-/// Where answers wait for rest_sync and rest_async clients.
+/// One event of a run's log: its number (1, 2, ...; the SSE `id:` a follower resumes from)
+/// and the event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedEvent {
+    /// Position in the log, from 1.
+    pub seq: u64,
+    /// The event.
+    pub event: crate::stream::RunEvent,
+}
+
+impl LoggedEvent {
+    /// As stored: `{"event": name, "data": data}`.
+    pub fn to_json(&self) -> String {
+        serde_json::json!({"event": self.event.name(), "data": self.event.data()}).to_string()
+    }
+
+    /// From what [`LoggedEvent::to_json`] stored.
+    pub fn from_json(seq: u64, text: &str) -> Option<LoggedEvent> {
+        let v: Value = serde_json::from_str(text).ok()?;
+        let event = crate::stream::RunEvent::from_parts(v["event"].as_str()?, v["data"].clone())?;
+        Some(LoggedEvent { seq, event })
+    }
+}
+
+/// Where answers wait for rest_sync and rest_async clients, and where runs in the queue modes
+/// keep their event logs for streaming clients.
 #[async_trait]
 pub trait ResponseStore: Send + Sync {
-    /// Registers `request_id` for the request with `fingerprint`, or tells what it was used for
-    /// before. The registration lives as long as an answer would (the store's TTL).
+    /// Registers `request_id` for the request with `fingerprint`, asked by `user_id`, or tells
+    /// what it was used for before. The registration lives as long as an answer would (the
+    /// store's TTL).
     async fn register(
         &self,
         request_id: &str,
         fingerprint: &str,
+        user_id: Option<&str>,
     ) -> Result<Registration, PortError>;
+
+    /// Who registered `request_id`: `None` if nobody did (or it expired), `Some(None)` for an
+    /// anonymous request.
+    async fn registered_user(&self, request_id: &str) -> Result<Option<Option<String>>, PortError>;
+
+    /// Appends events to the request's log (each `seq` new and larger than the last, else
+    /// [`PortError::Conflict`]), with the store's TTL, and wakes its followers.
+    async fn append_events(
+        &self,
+        request_id: &str,
+        events: &[LoggedEvent],
+    ) -> Result<(), PortError>;
+
+    /// The events after number `after`, in order; waits up to `wait` for the first one when
+    /// there is none yet (an empty list then).
+    async fn events_after(
+        &self,
+        request_id: &str,
+        after: u64,
+        wait: Duration,
+    ) -> Result<Vec<LoggedEvent>, PortError>;
+
+    /// The number of the log's last event (0: none).
+    async fn last_event_seq(&self, request_id: &str) -> Result<u64, PortError>;
 
     /// Stores an answer, with the store's TTL. Idempotent: the first answer stored for a request
     /// id stays, so every read sees the same answer.

@@ -18,6 +18,10 @@ use std::sync::Arc;
 /// Methods the chat path answers: POST to ask, GET to poll.
 pub const CHAT_METHODS: [Method; 2] = [Method::GET, Method::POST];
 
+/// The segment after the chat path where a run's event log is followed
+/// (`/api/v1/chat/stream`).
+pub const STREAM_SEGMENT: &str = "stream";
+
 /// The future a route handler returns.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<ApiResponse, ApiError>> + Send>>;
 
@@ -69,6 +73,7 @@ pub enum RouterError {
 pub struct RoutePaths {
     base: String,
     chat: String,
+    stream: String,
 }
 
 impl RoutePaths {
@@ -79,7 +84,8 @@ impl RoutePaths {
         let endpoint = segment("AGENT_ENDPOINT", endpoint)?;
         let base = format!("/{base_path}/{version}");
         let chat = format!("{base}/{endpoint}");
-        Ok(Self { base, chat })
+        let stream = format!("{chat}/{STREAM_SEGMENT}");
+        Ok(Self { base, chat, stream })
     }
 
     /// Reads the three variables from the process environment (defaults api, v1, chat).
@@ -110,6 +116,11 @@ impl RoutePaths {
     pub fn chat(&self) -> &str {
         &self.chat
     }
+
+    /// `/api/v1/chat/stream`: where a run's events are followed.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
 }
 
 impl Default for RoutePaths {
@@ -117,6 +128,7 @@ impl Default for RoutePaths {
         Self {
             base: "/api/v1".to_owned(),
             chat: "/api/v1/chat".to_owned(),
+            stream: "/api/v1/chat/stream".to_owned(),
         }
     }
 }
@@ -146,6 +158,8 @@ fn segment(var: &'static str, value: &str) -> Result<String, RouterError> {
 pub enum Route {
     /// The chat endpoint (POST to ask, GET to poll) or a direct Lambda invoke.
     Chat,
+    /// A run's event log, followed as SSE (GET).
+    ChatStream,
     /// A custom route.
     Custom(Arc<dyn RouteHandler>),
 }
@@ -154,6 +168,7 @@ impl std::fmt::Debug for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Route::Chat => f.write_str("Chat"),
+            Route::ChatStream => f.write_str("ChatStream"),
             Route::Custom(_) => f.write_str("Custom"),
         }
     }
@@ -196,7 +211,7 @@ impl RouterBuilder {
             return self;
         }
         let full = format!("{}{relative}", self.paths.base);
-        if full == self.paths.chat {
+        if full == self.paths.chat || full == self.paths.stream {
             self.error = Some(bad(&format!(
                 "{full} is the chat endpoint; it is served by the built-in chat handler"
             )));
@@ -316,6 +331,17 @@ impl Router {
                     method: method.clone(),
                     path: path.to_owned(),
                     allowed: CHAT_METHODS.to_vec(),
+                })
+            };
+        }
+        if path == self.paths.stream {
+            return if method == Method::GET {
+                Ok(Some(Route::ChatStream))
+            } else {
+                Err(ApiError::MethodNotAllowed {
+                    method: method.clone(),
+                    path: path.to_owned(),
+                    allowed: vec![Method::GET],
                 })
             };
         }

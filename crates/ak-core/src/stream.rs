@@ -39,6 +39,12 @@ pub enum RunEvent {
         /// Its name.
         agent: String,
     },
+    /// A run starting over (the agent runner took the request up again after an attempt that
+    /// did not finish): what came before in the log was that attempt's.
+    Retry {
+        /// The agent the new attempt starts with.
+        agent: String,
+    },
     /// Text the model wrote.
     Delta {
         /// The new text.
@@ -68,7 +74,7 @@ impl RunEvent {
     /// The SSE event name.
     pub fn name(&self) -> &'static str {
         match self {
-            RunEvent::Agent { .. } => "agent",
+            RunEvent::Agent { .. } | RunEvent::Retry { .. } => "agent",
             RunEvent::Delta { .. } => "delta",
             RunEvent::ToolCall { .. } => "tool_call",
             RunEvent::ToolResult { .. } => "tool_result",
@@ -81,6 +87,7 @@ impl RunEvent {
     pub fn data(&self) -> Value {
         match self {
             RunEvent::Agent { agent } => json!({"agent": agent}),
+            RunEvent::Retry { agent } => json!({"agent": agent, "retry": true}),
             RunEvent::Delta { text } => json!({"text": text}),
             RunEvent::ToolCall { name, arguments } => {
                 json!({"name": name, "arguments": arguments})
@@ -88,6 +95,35 @@ impl RunEvent {
             RunEvent::ToolResult { name, ok } => json!({"name": name, "ok": ok}),
             RunEvent::Done(answer) | RunEvent::Error(answer) => answer.clone(),
         }
+    }
+
+    /// The event of this name with this data (what [`RunEvent::name`] and [`RunEvent::data`]
+    /// gave); `None` for an unknown name.
+    pub fn from_parts(name: &str, data: Value) -> Option<RunEvent> {
+        let text = |k: &str| data.get(k).and_then(Value::as_str).map(str::to_owned);
+        Some(match name {
+            "agent" if data.get("retry") == Some(&Value::Bool(true)) => RunEvent::Retry {
+                agent: text("agent")?,
+            },
+            "agent" => RunEvent::Agent {
+                agent: text("agent")?,
+            },
+            "delta" => RunEvent::Delta {
+                text: text("text")?,
+            },
+            "tool_call" => RunEvent::ToolCall {
+                name: text("name")?,
+                arguments: data.get("arguments").cloned().unwrap_or(Value::Null),
+            },
+            "tool_result" => RunEvent::ToolResult {
+                name: text("name")?,
+                ok: data.get("ok").and_then(Value::as_bool).unwrap_or(false),
+            },
+            "done" => RunEvent::Done(data),
+            "error" => RunEvent::Error(data),
+            // A retry marker is an agent event with more fields.
+            _ => return None,
+        })
     }
 
     /// Whether this event ends the stream.
@@ -119,15 +155,23 @@ impl RunEvent {
 /// The SSE comment sent while a stream is silent.
 pub const HEARTBEAT_COMMENT: &str = ": keep-alive\n\n";
 
+/// An event on its way to a stream, with the id it must carry (`None`: the next one).
+pub type Numbered = (Option<u64>, RunEvent);
+
 /// Where a run reports its events. Cloning shares the channel; sending after the client went
 /// away is harmless (the event is dropped).
 #[derive(Clone, Debug)]
-pub struct EventSender(mpsc::UnboundedSender<RunEvent>);
+pub struct EventSender(mpsc::UnboundedSender<Numbered>);
 
 impl EventSender {
     /// Sends an event; `false` when nobody listens any more.
     pub fn send(&self, event: RunEvent) -> bool {
-        self.0.send(event).is_ok()
+        self.0.send((None, event)).is_ok()
+    }
+
+    /// Sends an event that carries its own id (a logged event, relayed with its number).
+    pub fn send_numbered(&self, id: u64, event: RunEvent) -> bool {
+        self.0.send((Some(id), event)).is_ok()
     }
 
     /// Whether the listener is gone (the client disconnected).
@@ -137,7 +181,7 @@ impl EventSender {
 }
 
 /// A sender and the receiver its events arrive at.
-pub fn channel() -> (EventSender, mpsc::UnboundedReceiver<RunEvent>) {
+pub fn channel() -> (EventSender, mpsc::UnboundedReceiver<Numbered>) {
     let (tx, rx) = mpsc::unbounded_channel();
     (EventSender(tx), rx)
 }
@@ -151,7 +195,7 @@ type RunFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// ends without one).
 pub struct SseBody {
     run: Option<RunFuture>,
-    events: mpsc::UnboundedReceiver<RunEvent>,
+    events: mpsc::UnboundedReceiver<Numbered>,
     heartbeat: Pin<Box<tokio::time::Sleep>>,
     interval: Duration,
     next_id: u64,
@@ -162,7 +206,7 @@ impl SseBody {
     /// A body for the events `run` sends to the sender of `events`.
     pub fn new(
         run: impl Future<Output = ()> + Send + 'static,
-        events: mpsc::UnboundedReceiver<RunEvent>,
+        events: mpsc::UnboundedReceiver<Numbered>,
         heartbeat: Duration,
     ) -> Self {
         Self {
@@ -210,9 +254,9 @@ impl Stream for SseBody {
             this.run = None;
         }
         match this.events.poll_recv(cx) {
-            Poll::Ready(Some(event)) => {
-                let id = this.next_id;
-                this.next_id += 1;
+            Poll::Ready(Some((given, event))) => {
+                let id = given.unwrap_or(this.next_id);
+                this.next_id = id + 1;
                 this.finished = event.is_last();
                 this.heartbeat
                     .as_mut()

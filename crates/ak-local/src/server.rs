@@ -94,12 +94,15 @@ impl LocalServer {
             };
             let output = required_output_queue(settings, &aws).await?;
             let store = required_response_store(settings, &aws).await?;
-            let runner = Arc::new(AgentRunnerHandler::new(
-                runtime.clone(),
-                output.clone(),
-                store.clone(),
-                settings.execution.queues.input.max_receive_count,
-            ));
+            let runner = Arc::new(
+                AgentRunnerHandler::new(
+                    runtime.clone(),
+                    output.clone(),
+                    store.clone(),
+                    settings.execution.queues.input.max_receive_count,
+                )
+                .with_event_log(settings.execution.response_store.event_log),
+            );
             let responses = Arc::new(ResponseHandler::new(store));
             for _ in 0..workers.max(1) {
                 let (input, runner) = (input.clone(), runner.clone());

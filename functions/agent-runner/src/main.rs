@@ -25,7 +25,8 @@ async fn setup() -> Result<AgentRunnerHandler, Box<dyn std::error::Error>> {
         required_output_queue(&settings, &aws).await?,
         required_response_store(&settings, &aws).await?,
         settings.execution.queues.input.max_receive_count,
-    ))
+    )
+    .with_event_log(settings.execution.response_store.event_log))
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -5,8 +5,9 @@
 //! local Runtime API (spawn → first `next`), its RSS then, the first and warm invocations and
 //! peak RSS; in-process chat overhead with a loopback model at 0, 10 and 100 turns of history;
 //! rest_sync's added latency (answer stored → waiter answered) on Redis and DynamoDB; pipeline
-//! throughput through `ak-local` with requests lost or duplicated; and streaming: from the
-//! model's first streamed piece to the client's first `delta`, and per piece.
+//! throughput through `ak-local` with requests lost or duplicated; streaming: from the
+//! model's first streamed piece to the client's first `delta`, and per piece; and the event logs
+//! of the queue modes: writes per 2,000-token answer and the runner-write → follower-read delay.
 
 use ak_agents::openai::{OpenAiConfig, OpenAiProvider};
 use ak_agents::{AgentRuntime, ToolRegistry};
@@ -407,6 +408,68 @@ async fn sync_latency(store: Arc<dyn ResponseStore>, runs: usize) -> Value {
     stats(&lags)
 }
 
+/// The event log of the queue modes on one store: how many writes a 2,000-token answer costs
+/// (tokens of 4 bytes, all at once and at 500 tokens/s), and the delay from the start of the
+/// runner's write to a waiting follower's read.
+async fn event_log(store: Arc<dyn ResponseStore>) -> Value {
+    use ak_core::eventlog::LogWriter;
+    use ak_core::ports::LoggedEvent;
+    use ak_core::stream::RunEvent;
+    let mut writes = serde_json::Map::new();
+    for (label, pause) in [
+        ("instant", Duration::ZERO),
+        ("500_tokens_per_s", Duration::from_millis(2)),
+    ] {
+        let id = unique_name("log");
+        let writer = LogWriter::start(store.clone(), &id, 0, "bench");
+        writer.sender().send(RunEvent::Agent {
+            agent: "bench".into(),
+        });
+        for _ in 0..2000 {
+            writer.sender().send(RunEvent::Delta {
+                text: "tok ".into(),
+            });
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+        }
+        let stats = writer.finish(RunEvent::Done(json!({"result": "x"}))).await;
+        writes.insert(
+            label.into(),
+            json!({"writes": stats.writes, "events": stats.events, "gave_up": stats.gave_up}),
+        );
+    }
+    let mut delays = Vec::new();
+    let id = unique_name("lag");
+    for seq in 1..=40u64 {
+        let follower = {
+            let store = store.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                let _ = store
+                    .events_after(&id, seq - 1, Duration::from_secs(10))
+                    .await;
+                Instant::now()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let written = Instant::now();
+        let event = LoggedEvent {
+            seq,
+            event: RunEvent::Delta {
+                text: "tok ".into(),
+            },
+        };
+        if store.append_events(&id, &[event]).await.is_err() {
+            continue;
+        }
+        if let Ok(read) = follower.await {
+            delays.push(ms(read.saturating_duration_since(written)));
+        }
+    }
+    json!({"writes_per_2000_token_answer": writes, "write_to_follower_ms": stats(&delays)})
+}
+
 async fn throughput(
     label: &str,
     env: Vec<(String, String)>,
@@ -493,12 +556,33 @@ async fn throughput(
     })
 }
 
+/// A response store on Redis and one on a fresh DynamoDB table (moto).
+async fn bench_stores() -> anyhow::Result<(Arc<dyn ResponseStore>, Arc<dyn ResponseStore>)> {
+    let redis: Arc<dyn ResponseStore> = Arc::new(RedisResponseStore::new(&redis_settings(600))?);
+    let table = unique_name("bench");
+    create_response_table(&dynamodb_client().await, &table).await?;
+    let dynamo: Arc<dyn ResponseStore> = Arc::new(DynamoResponseStore::new(
+        aws_sdk_dynamodb::Client::new(AwsConfig::default().get().await),
+        &DynamoDbSettings {
+            table_name: Some(table),
+            ttl: 600,
+        },
+    )?);
+    Ok((redis, dynamo))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = args();
     if args.only.as_deref() == Some("streaming") {
         let streaming = streaming_overhead(20).await;
         println!("{}", serde_json::to_string_pretty(&streaming)?);
+        return Ok(());
+    }
+    if args.only.as_deref() == Some("eventlog") {
+        let (redis, dynamo) = bench_stores().await?;
+        let logs = json!({"redis": event_log(redis).await, "dynamodb": event_log(dynamo).await});
+        println!("{}", serde_json::to_string_pretty(&logs)?);
         return Ok(());
     }
     eprintln!("== package sizes");
@@ -520,17 +604,11 @@ async fn main() -> anyhow::Result<()> {
     let streaming = streaming_overhead(20).await;
 
     eprintln!("== rest_sync latency (stored → answered)");
-    let redis: Arc<dyn ResponseStore> = Arc::new(RedisResponseStore::new(&redis_settings(600))?);
-    let table = unique_name("bench");
-    create_response_table(&dynamodb_client().await, &table).await?;
-    let dynamo: Arc<dyn ResponseStore> = Arc::new(DynamoResponseStore::new(
-        aws_sdk_dynamodb::Client::new(AwsConfig::default().get().await),
-        &DynamoDbSettings {
-            table_name: Some(table),
-            ttl: 600,
-        },
-    )?);
-    let latency = json!({"redis_ms": sync_latency(redis, 30).await, "dynamodb_ms": sync_latency(dynamo, 30).await});
+    let (redis, dynamo) = bench_stores().await?;
+    let latency = json!({"redis_ms": sync_latency(redis.clone(), 30).await, "dynamodb_ms": sync_latency(dynamo.clone(), 30).await});
+
+    eprintln!("== event logs (writes per answer, runner write → follower read)");
+    let logs = json!({"redis": event_log(redis).await, "dynamodb": event_log(dynamo).await});
 
     eprintln!("== pipeline throughput through ak-local (rest_sync)");
     let memory_env = vec![
@@ -576,6 +654,7 @@ async fn main() -> anyhow::Result<()> {
         "chat_overhead": overhead,
         "streaming": streaming,
         "rest_sync_latency": latency,
+        "event_log": logs,
         "throughput": tput,
     });
     if let Some(dir) = args.out.parent() {
@@ -638,6 +717,19 @@ fn print_table(r: &Value) {
         "| DynamoDB (moto) | {} |",
         f(&r["rest_sync_latency"]["dynamodb_ms"])
     );
+    println!(
+        "\n| event log | writes, 2,000-token answer at once | writes, at 500 tokens/s | runner write → follower read ms |"
+    );
+    println!("|---|---|---|---|");
+    for (label, key) in [("Redis", "redis"), ("DynamoDB (moto)", "dynamodb")] {
+        let l = &r["event_log"][key];
+        println!(
+            "| {label} | {} | {} | {} |",
+            l["writes_per_2000_token_answer"]["instant"]["writes"],
+            l["writes_per_2000_token_answer"]["500_tokens_per_s"]["writes"],
+            f(&l["write_to_follower_ms"])
+        );
+    }
     println!(
         "\n| pipeline through ak-local (rest_sync) | requests | clients | req/s | lost | duplicated model calls |"
     );

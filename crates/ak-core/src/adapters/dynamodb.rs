@@ -20,12 +20,13 @@
 use super::{CALL_TIMEOUT, with_timeout};
 use crate::config::DynamoDbSettings;
 use crate::ports::{
-    Appended, Backend, ClaimOutcome, HistoryLimits, PortError, Registration, ResponseRecord,
-    ResponseStore, SessionHistory, SessionStore, Turn, now_epoch_secs,
+    Appended, Backend, ClaimOutcome, HistoryLimits, LoggedEvent, PortError, Registration,
+    ResponseRecord, ResponseStore, SessionHistory, SessionStore, Turn, now_epoch_secs,
 };
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
+use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
@@ -41,6 +42,8 @@ const MAX_TURN_BYTES: usize = 3_500_000;
 /// First and longest pause between reads while waiting for an answer.
 const POLL_FIRST: Duration = Duration::from_millis(20);
 const POLL_MAX: Duration = Duration::from_millis(50);
+/// Pause between reads of an event log that has nothing new (one read unit each).
+const EVENT_POLL: Duration = Duration::from_millis(50);
 
 fn unavailable(e: impl std::error::Error) -> PortError {
     PortError::unavailable(Backend::DynamoDb, DisplayErrorContext(e))
@@ -167,6 +170,92 @@ impl DynamoResponseStore {
     }
 }
 
+/// The item holding event `seq` of a request's log.
+fn event_key(request_id: &str, seq: u64) -> String {
+    format!("{request_id}#event#{seq}")
+}
+
+impl DynamoResponseStore {
+    async fn event_exists(&self, request_id: &str, seq: u64) -> Result<bool, PortError> {
+        let request = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("request_id", s(event_key(request_id, seq)))
+            .projection_expression("request_id, expiry_time")
+            .consistent_read(true);
+        let output = with_timeout(Backend::DynamoDb, CALL_TIMEOUT, async {
+            request.send().await.map_err(unavailable)
+        })
+        .await?;
+        Ok(output.item.is_some_and(|item| !expired(&item)))
+    }
+
+    /// The events after `after` that are written, in order, gapless: the next one by itself
+    /// (a follower that is up to date reads one item per poll), then batches that double while
+    /// they come back full (a replay reads a long log in a few calls).
+    async fn read_events(
+        &self,
+        request_id: &str,
+        after: u64,
+    ) -> Result<Vec<LoggedEvent>, PortError> {
+        let mut found = Vec::new();
+        let mut next = after + 1;
+        let mut batch = 1u64;
+        loop {
+            let keys: Vec<Item> = (next..next + batch)
+                .map(|seq| {
+                    HashMap::from([("request_id".to_owned(), s(event_key(request_id, seq)))])
+                })
+                .collect();
+            let keys = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| PortError::Rejected(e.to_string()))?;
+            let request = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, keys);
+            let output = with_timeout(Backend::DynamoDb, CALL_TIMEOUT, async {
+                request.send().await.map_err(unavailable)
+            })
+            .await?;
+            let mut got: HashMap<u64, LoggedEvent> = HashMap::new();
+            for item in output
+                .responses
+                .unwrap_or_default()
+                .remove(&self.table)
+                .unwrap_or_default()
+            {
+                if expired(&item) {
+                    continue;
+                }
+                let seq = get_s(&item, "request_id")
+                    .and_then(|key| key.rsplit('#').next())
+                    .and_then(|seq| seq.parse().ok());
+                let event = seq.and_then(|seq| LoggedEvent::from_json(seq, get_s(&item, "event")?));
+                match event {
+                    Some(event) => {
+                        got.insert(event.seq, event);
+                    }
+                    None => tracing::warn!(request_id, "an unreadable event in the log; skipped"),
+                }
+            }
+            let before = found.len();
+            while let Some(event) = got.remove(&next) {
+                found.push(event);
+                next += 1;
+            }
+            let complete = (found.len() - before) as u64 == batch;
+            if !complete || found.len() >= 1000 {
+                return Ok(found);
+            }
+            batch = (batch * 2).min(100);
+        }
+    }
+}
+
 /// The item holding part `index` (≥ 1) of an answer split under `reference`.
 fn body_part_key(request_id: &str, reference: &str, index: usize) -> String {
     format!("{request_id}#body#{reference}#{index}")
@@ -233,11 +322,15 @@ impl ResponseStore for DynamoResponseStore {
         &self,
         request_id: &str,
         fingerprint: &str,
+        user_id: Option<&str>,
     ) -> Result<Registration, PortError> {
         let mut item: Item = HashMap::from([
             ("request_id".to_owned(), s(request_id)),
             ("fingerprint".to_owned(), s(fingerprint)),
         ]);
+        if let Some(user) = user_id {
+            item.insert("user_id".to_owned(), s(user));
+        }
         if let Some(expiry) = self.expiry() {
             item.insert("expiry_time".to_owned(), expiry);
         }
@@ -253,7 +346,7 @@ impl ResponseStore for DynamoResponseStore {
         }
         let Some(item) = self.read(request_id).await? else {
             // Expired between the write and the read: try once more.
-            return Box::pin(self.register(request_id, fingerprint)).await;
+            return Box::pin(self.register(request_id, fingerprint, user_id)).await;
         };
         let answer = async || match item.contains_key("body") {
             true => self.decode(&item).await.map(Some),
@@ -264,7 +357,7 @@ impl ResponseStore for DynamoResponseStore {
             Some(_) => Ok(Registration::Mismatch),
             // Claimed or answered before any registration (a message of another producer).
             None => {
-                let adopt = self
+                let mut adopt = self
                     .client
                     .update_item()
                     .table_name(&self.table)
@@ -272,15 +365,138 @@ impl ResponseStore for DynamoResponseStore {
                     .update_expression("SET fingerprint = :fp")
                     .condition_expression("attribute_not_exists(fingerprint)")
                     .expression_attribute_values(":fp", s(fingerprint));
+                if let Some(user) = user_id {
+                    adopt = adopt
+                        .update_expression("SET fingerprint = :fp, user_id = :user")
+                        .expression_attribute_values(":user", s(user));
+                }
                 if conditional(adopt.send()).await? {
                     Ok(answer()
                         .await?
                         .map_or(Registration::New, |r| Registration::Repeat(Some(r))))
                 } else {
-                    Box::pin(self.register(request_id, fingerprint)).await
+                    Box::pin(self.register(request_id, fingerprint, user_id)).await
                 }
             }
         }
+    }
+
+    async fn registered_user(&self, request_id: &str) -> Result<Option<Option<String>>, PortError> {
+        Ok(self
+            .read(request_id)
+            .await?
+            .filter(|item| item.contains_key("fingerprint"))
+            .map(|item| get_s(&item, "user_id").map(str::to_owned)))
+    }
+
+    async fn append_events(
+        &self,
+        request_id: &str,
+        events: &[LoggedEvent],
+    ) -> Result<(), PortError> {
+        use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
+        let now = now_epoch_secs();
+        let item = |event: &LoggedEvent| {
+            let mut item: Item = HashMap::from([
+                ("request_id".to_owned(), s(event_key(request_id, event.seq))),
+                ("event".to_owned(), s(event.to_json())),
+            ]);
+            if let Some(expiry) = self.expiry() {
+                item.insert("expiry_time".to_owned(), expiry);
+            }
+            item
+        };
+        const FRESH: &str = "attribute_not_exists(request_id) OR expiry_time <= :now";
+        // One event (the usual batch: merged deltas) is one conditional put; more go in one
+        // transaction per 100, so a follower never sees a batch half written.
+        if let [event] = events {
+            let request = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item(event)))
+                .condition_expression(FRESH)
+                .expression_attribute_values(":now", n(now));
+            return match conditional(request.send()).await? {
+                true => Ok(()),
+                false => Err(super::memory::event_taken(request_id, event.seq)),
+            };
+        }
+        for chunk in events.chunks(100) {
+            let writes = chunk
+                .iter()
+                .map(|event| {
+                    Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(item(event)))
+                        .condition_expression(FRESH)
+                        .expression_attribute_values(":now", n(now))
+                        .build()
+                        .map(|put| TransactWriteItem::builder().put(put).build())
+                        .map_err(|e| PortError::Rejected(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let request = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(writes));
+            let sent = with_timeout(Backend::DynamoDb, CALL_TIMEOUT, async {
+                Ok(request.send().await)
+            })
+            .await?;
+            if let Err(e) = sent {
+                let taken = matches!(
+                    e.as_service_error(),
+                    Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c))
+                        if c.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
+                );
+                return Err(if taken {
+                    super::memory::event_taken(request_id, chunk[0].seq)
+                } else {
+                    unavailable(e)
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn events_after(
+        &self,
+        request_id: &str,
+        after: u64,
+        wait: Duration,
+    ) -> Result<Vec<LoggedEvent>, PortError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let found = self.read_events(request_id, after).await?;
+            let now = Instant::now();
+            if !found.is_empty() || now >= deadline {
+                return Ok(found);
+            }
+            tokio::time::sleep_until(deadline.min(now + EVENT_POLL)).await;
+        }
+    }
+
+    async fn last_event_seq(&self, request_id: &str) -> Result<u64, PortError> {
+        // Logs are gapless from 1: find the end by doubling, then halving.
+        if !self.event_exists(request_id, 1).await? {
+            return Ok(0);
+        }
+        let mut known = 1;
+        let mut beyond = 2;
+        while self.event_exists(request_id, beyond).await? {
+            known = beyond;
+            beyond = beyond.saturating_mul(2);
+        }
+        while beyond - known > 1 {
+            let middle = known + (beyond - known) / 2;
+            if self.event_exists(request_id, middle).await? {
+                known = middle;
+            } else {
+                beyond = middle;
+            }
+        }
+        Ok(known)
     }
 
     async fn put(&self, record: &ResponseRecord) -> Result<(), PortError> {
@@ -455,7 +671,28 @@ impl ResponseStore for DynamoResponseStore {
             .expression_attribute_values(":status", n(answer.status_code))
             .expression_attribute_values(":created", n(answer.created_at));
         // Another answer since, or none: nothing to forget.
-        conditional(request.send()).await.map(drop)
+        if !conditional(request.send()).await? {
+            return Ok(());
+        }
+        // The failed run's event log goes with it.
+        let id = &answer.request_id;
+        let last = self.last_event_seq(id).await?;
+        let deletes = (1..=last).map(|seq| {
+            let request = self
+                .client
+                .delete_item()
+                .table_name(&self.table)
+                .key("request_id", s(event_key(id, seq)));
+            with_timeout(Backend::DynamoDb, CALL_TIMEOUT, async move {
+                request.send().await.map(drop).map_err(unavailable)
+            })
+        });
+        futures_util::stream::iter(deletes)
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<(), PortError>>()
     }
 }
 

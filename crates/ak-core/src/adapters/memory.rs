@@ -4,8 +4,8 @@
 //! SQS, Redis and DynamoDB.
 
 use crate::ports::{
-    Appended, ClaimOutcome, HistoryLimits, PortError, Queue, QueueMessage, Registration,
-    ResponseRecord, ResponseStore, SessionHistory, SessionStore, Turn,
+    Appended, ClaimOutcome, HistoryLimits, LoggedEvent, PortError, Queue, QueueMessage,
+    Registration, ResponseRecord, ResponseStore, SessionHistory, SessionStore, Turn,
 };
 use async_trait::async_trait;
 use aws_lambda_events::sqs::SqsMessage;
@@ -189,6 +189,8 @@ struct ResponseSlot {
     record: Option<ResponseRecord>,
     claim: Option<(String, Instant)>,
     fingerprint: Option<String>,
+    user_id: Option<String>,
+    events: Vec<LoggedEvent>,
 }
 
 /// In-process response store.
@@ -196,6 +198,7 @@ struct ResponseSlot {
 pub struct MemoryResponseStore {
     slots: Mutex<HashMap<String, ResponseSlot>>,
     stored: Notify,
+    logged: Notify,
 }
 
 impl MemoryResponseStore {
@@ -212,17 +215,85 @@ impl ResponseStore for MemoryResponseStore {
         &self,
         request_id: &str,
         fingerprint: &str,
+        user_id: Option<&str>,
     ) -> Result<Registration, PortError> {
         let mut slots = lock(&self.slots);
         let slot = slots.entry(request_id.to_owned()).or_default();
         Ok(match &slot.fingerprint {
             None => {
                 slot.fingerprint = Some(fingerprint.to_owned());
+                slot.user_id = user_id.map(str::to_owned);
                 Registration::New
             }
             Some(known) if known == fingerprint => Registration::Repeat(slot.record.clone()),
             Some(_) => Registration::Mismatch,
         })
+    }
+
+    async fn registered_user(&self, request_id: &str) -> Result<Option<Option<String>>, PortError> {
+        Ok(lock(&self.slots)
+            .get(request_id)
+            .filter(|slot| slot.fingerprint.is_some())
+            .map(|slot| slot.user_id.clone()))
+    }
+
+    async fn append_events(
+        &self,
+        request_id: &str,
+        events: &[LoggedEvent],
+    ) -> Result<(), PortError> {
+        {
+            let mut slots = lock(&self.slots);
+            let slot = slots.entry(request_id.to_owned()).or_default();
+            let mut last = slot.events.last().map_or(0, |e| e.seq);
+            for event in events {
+                if event.seq <= last {
+                    return Err(event_taken(request_id, event.seq));
+                }
+                last = event.seq;
+            }
+            slot.events.extend_from_slice(events);
+        }
+        self.logged.notify_waiters();
+        Ok(())
+    }
+
+    async fn events_after(
+        &self,
+        request_id: &str,
+        after: u64,
+        wait: Duration,
+    ) -> Result<Vec<LoggedEvent>, PortError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let logged = self.logged.notified();
+            tokio::pin!(logged);
+            logged.as_mut().enable();
+            let found: Vec<LoggedEvent> = lock(&self.slots)
+                .get(request_id)
+                .map(|slot| {
+                    slot.events
+                        .iter()
+                        .filter(|e| e.seq > after)
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !found.is_empty() || Instant::now() >= deadline {
+                return Ok(found);
+            }
+            tokio::select! {
+                () = &mut logged => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    async fn last_event_seq(&self, request_id: &str) -> Result<u64, PortError> {
+        Ok(lock(&self.slots)
+            .get(request_id)
+            .and_then(|slot| slot.events.last())
+            .map_or(0, |e| e.seq))
     }
 
     async fn put(&self, record: &ResponseRecord) -> Result<(), PortError> {
@@ -311,9 +382,17 @@ impl ResponseStore for MemoryResponseStore {
         {
             slot.record = None;
             slot.claim = None;
+            slot.events.clear();
         }
         Ok(())
     }
+}
+
+/// The error for an event number already in a request's log (a second writer).
+pub(crate) fn event_taken(request_id: &str, seq: u64) -> PortError {
+    PortError::Rejected(format!(
+        "event {seq} of request {request_id} is already in its log (another run writes it)"
+    ))
 }
 
 #[derive(Clone)]

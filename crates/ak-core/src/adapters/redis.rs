@@ -16,8 +16,8 @@
 use super::{CALL_TIMEOUT, with_timeout};
 use crate::config::RedisSettings;
 use crate::ports::{
-    Appended, Backend, ClaimOutcome, HistoryLimits, PortError, Registration, ResponseRecord,
-    ResponseStore, SessionHistory, SessionStore, Turn,
+    Appended, Backend, ClaimOutcome, HistoryLimits, LoggedEvent, PortError, Registration,
+    ResponseRecord, ResponseStore, SessionHistory, SessionStore, Turn,
 };
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -109,18 +109,55 @@ pub struct RedisResponseStore {
     conn: Connection,
     prefix: String,
     ttl: u64,
-    notifications: Arc<Notifications>,
+    stored: Arc<Notifications>,
+    logged: Arc<Notifications>,
 }
 
 impl RedisResponseStore {
     /// A store for these settings; connects on first use.
     pub fn new(settings: &RedisSettings) -> Result<Self, PortError> {
+        let prefix = settings.prefix().to_owned();
         Ok(Self {
             conn: Connection::new(settings)?,
-            prefix: settings.prefix().to_owned(),
+            stored: Arc::new(Notifications::new(format!("{prefix}#done:"))),
+            logged: Arc::new(Notifications::new(format!("{prefix}#evt:"))),
+            prefix,
             ttl: settings.ttl,
-            notifications: Arc::new(Notifications::default()),
         })
+    }
+
+    fn events_key(&self, request_id: &str) -> String {
+        format!("{}#events:{request_id}", self.prefix)
+    }
+
+    /// The registration as stored: `{"fingerprint", "user_id"}` JSON, or (as written before
+    /// event logs existed) the bare fingerprint of an anonymous request.
+    fn registration(text: &str) -> (String, Option<String>) {
+        #[derive(serde::Deserialize)]
+        struct Stored {
+            fingerprint: String,
+            user_id: Option<String>,
+        }
+        match serde_json::from_str::<Stored>(text) {
+            Ok(stored) => (stored.fingerprint, stored.user_id),
+            Err(_) => (text.to_owned(), None),
+        }
+    }
+
+    /// Log entries (`[id, [field, value, ...]]`) as events; ids are `0-<seq>`.
+    fn logged_events(request_id: &str, entries: Vec<(String, Vec<String>)>) -> Vec<LoggedEvent> {
+        entries
+            .into_iter()
+            .filter_map(|(id, fields)| {
+                let seq = id.strip_prefix("0-")?.parse().ok()?;
+                let text = fields.get(1)?;
+                let event = LoggedEvent::from_json(seq, text);
+                if event.is_none() {
+                    tracing::warn!(request_id, seq, "an unreadable event in the log; skipped");
+                }
+                event
+            })
+            .collect()
     }
 
     fn key(&self, request_id: &str) -> String {
@@ -153,7 +190,9 @@ impl ResponseStore for RedisResponseStore {
         &self,
         request_id: &str,
         fingerprint: &str,
+        user_id: Option<&str>,
     ) -> Result<Registration, PortError> {
+        let value = serde_json::json!({"fingerprint": fingerprint, "user_id": user_id}).to_string();
         // SET NX GET would do, but only from Redis 7.0 on; this works on 6.x too.
         const REGISTER: &str = "local known = redis.call('GET', KEYS[1]) \
             if known then return known end \
@@ -167,7 +206,7 @@ impl ResponseStore for RedisResponseStore {
                     .arg(REGISTER)
                     .arg(1)
                     .arg(self.registration_key(request_id))
-                    .arg(fingerprint)
+                    .arg(value)
                     .arg(self.ttl),
             )
             .await?;
@@ -178,14 +217,112 @@ impl ResponseStore for RedisResponseStore {
                 let mut pipe = redis::pipe();
                 pipe.cmd("DEL").arg(self.claim_key(request_id)).ignore();
                 pipe.cmd("DEL").arg(self.key(request_id)).ignore();
+                pipe.cmd("DEL").arg(self.events_key(request_id)).ignore();
                 self.conn.query_pipe::<()>(&pipe).await?;
                 Ok(Registration::New)
             }
-            Some(known) if known == fingerprint => {
+            Some(known) if Self::registration(&known).0 == fingerprint => {
                 Ok(Registration::Repeat(self.get(request_id).await?))
             }
             Some(_) => Ok(Registration::Mismatch),
         }
+    }
+
+    async fn registered_user(&self, request_id: &str) -> Result<Option<Option<String>>, PortError> {
+        let known: Option<String> = self
+            .conn
+            .query(redis::cmd("GET").arg(self.registration_key(request_id)))
+            .await?;
+        Ok(known.map(|text| Self::registration(&text).1))
+    }
+
+    async fn append_events(
+        &self,
+        request_id: &str,
+        events: &[LoggedEvent],
+    ) -> Result<(), PortError> {
+        // Refuses a number not above the log's last, then adds every event, refreshes the TTL
+        // and wakes the followers: one script, so a log never holds half a batch.
+        const APPEND: &str = "local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1) \
+            if #last > 0 and tonumber(string.sub(last[1][1], 3)) >= tonumber(ARGV[3]) then \
+              return -1 end \
+            for i = 3, #ARGV, 2 do \
+              redis.call('XADD', KEYS[1], '0-' .. ARGV[i], 'e', ARGV[i + 1]) end \
+            if tonumber(ARGV[1]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end \
+            redis.call('PUBLISH', ARGV[2], 1) \
+            return 0";
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(APPEND)
+            .arg(1)
+            .arg(self.events_key(request_id))
+            .arg(self.ttl)
+            .arg(format!("{}#evt:{request_id}", self.prefix));
+        for event in events {
+            cmd.arg(event.seq).arg(event.to_json());
+        }
+        match self.conn.query::<i64>(&cmd).await? {
+            -1 => Err(super::memory::event_taken(request_id, first.seq)),
+            _ => Ok(()),
+        }
+    }
+
+    async fn events_after(
+        &self,
+        request_id: &str,
+        after: u64,
+        wait: Duration,
+    ) -> Result<Vec<LoggedEvent>, PortError> {
+        let deadline = Instant::now() + wait;
+        let read = redis::cmd("XRANGE")
+            .arg(self.events_key(request_id))
+            .arg(format!("0-{}", after.saturating_add(1)))
+            .arg("+")
+            .arg("COUNT")
+            .arg(1000)
+            .clone();
+        let first: Vec<(String, Vec<String>)> = self.conn.query(&read).await?;
+        if !first.is_empty() || wait.is_zero() {
+            return Ok(Self::logged_events(request_id, first));
+        }
+        let waiter = self.logged.register(request_id);
+        self.logged
+            .listening(&self.conn.client, SUBSCRIBE_GRACE.min(wait))
+            .await;
+        loop {
+            let notified = waiter.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let entries: Vec<(String, Vec<String>)> = self.conn.query(&read).await?;
+            let now = Instant::now();
+            if !entries.is_empty() || now >= deadline {
+                return Ok(Self::logged_events(request_id, entries));
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(deadline.min(now + FALLBACK_POLL)) => {}
+            }
+        }
+    }
+
+    async fn last_event_seq(&self, request_id: &str) -> Result<u64, PortError> {
+        let last: Vec<(String, Vec<String>)> = self
+            .conn
+            .query(
+                redis::cmd("XREVRANGE")
+                    .arg(self.events_key(request_id))
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1),
+            )
+            .await?;
+        Ok(last
+            .first()
+            .and_then(|(id, _)| id.strip_prefix("0-")?.parse().ok())
+            .unwrap_or(0))
     }
 
     async fn put(&self, record: &ResponseRecord) -> Result<(), PortError> {
@@ -227,11 +364,9 @@ impl ResponseStore for RedisResponseStore {
         timeout: Duration,
     ) -> Result<Option<ResponseRecord>, PortError> {
         let deadline = Instant::now() + timeout;
-        let waiter = self.notifications.register(request_id);
-        self.notifications
-            .ensure_listening(&self.conn.client, &self.prefix, self.channel_prefix());
-        self.notifications
-            .until_subscribed(SUBSCRIBE_GRACE.min(timeout))
+        let waiter = self.stored.register(request_id);
+        self.stored
+            .listening(&self.conn.client, SUBSCRIBE_GRACE.min(timeout))
             .await;
         loop {
             let notified = waiter.notify.notified();
@@ -312,19 +447,28 @@ impl ResponseStore for RedisResponseStore {
             local ok, r = pcall(cjson.decode, v) \
             if not ok or tostring(r['status_code']) ~= ARGV[1] \
               or tostring(r['created_at']) ~= ARGV[2] then return 0 end \
-            return redis.call('DEL', KEYS[1], KEYS[2])";
-        self.conn
-            .query::<i64>(
+            return redis.call('DEL', KEYS[1])";
+        let id = &answer.request_id;
+        let forgotten: i64 = self
+            .conn
+            .query(
                 redis::cmd("EVAL")
                     .arg(FORGET)
-                    .arg(2)
-                    .arg(self.key(&answer.request_id))
-                    .arg(self.claim_key(&answer.request_id))
+                    .arg(1)
+                    .arg(self.key(id))
                     .arg(answer.status_code)
                     .arg(answer.created_at),
             )
-            .await
-            .map(drop)
+            .await?;
+        if forgotten > 0 {
+            // The failed run's claim and event log go with it (separate commands: the keys may
+            // live in different slots of a cluster).
+            let mut pipe = redis::pipe();
+            pipe.cmd("DEL").arg(self.claim_key(id)).ignore();
+            pipe.cmd("DEL").arg(self.events_key(id)).ignore();
+            self.conn.query_pipe::<()>(&pipe).await?;
+        }
+        Ok(())
     }
 }
 
@@ -347,16 +491,20 @@ impl Drop for Waiter {
     }
 }
 
-/// One pattern subscription per store, fanning "stored" announcements out to waiters.
+/// One pattern subscription per store and channel prefix, fanning announcements (an answer
+/// stored, events logged) out to the waiters of each request id.
 struct Notifications {
+    channels: String,
     waiters: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
     started: AtomicBool,
     subscribed: watch::Sender<bool>,
 }
 
-impl Default for Notifications {
-    fn default() -> Self {
+impl Notifications {
+    /// Announcements on channels `<channels><request_id>`.
+    fn new(channels: String) -> Self {
         Self {
+            channels,
             waiters: Arc::default(),
             started: AtomicBool::new(false),
             subscribed: watch::Sender::new(false),
@@ -375,16 +523,22 @@ impl Notifications {
         }
     }
 
-    fn ensure_listening(self: &Arc<Self>, client: &redis::Client, prefix: &str, channels: String) {
-        if self.started.swap(true, Ordering::SeqCst) {
-            return;
+    /// Starts the subscription (once) and waits up to `grace` for it to be up.
+    async fn listening(self: &Arc<Self>, client: &redis::Client, grace: Duration) {
+        if !self.started.swap(true, Ordering::SeqCst) {
+            self.start(client);
         }
-        let pattern = format!("{}#done:*", escape_glob(prefix));
+        let mut rx = self.subscribed.subscribe();
+        let _ = tokio::time::timeout(grace, rx.wait_for(|s| *s)).await;
+    }
+
+    fn start(self: &Arc<Self>, client: &redis::Client) {
+        let pattern = format!("{}*", escape_glob(&self.channels));
         let this = self.clone();
         let client = client.clone();
         tokio::spawn(async move {
             loop {
-                if let Err(e) = this.listen(&client, &pattern, &channels).await {
+                if let Err(e) = this.listen(&client, &pattern).await {
                     tracing::warn!(error = %e, "Redis notification connection failed; retrying");
                 }
                 this.subscribed.send_replace(false);
@@ -393,12 +547,7 @@ impl Notifications {
         });
     }
 
-    async fn listen(
-        &self,
-        client: &redis::Client,
-        pattern: &str,
-        channels: &str,
-    ) -> Result<(), PortError> {
+    async fn listen(&self, client: &redis::Client, pattern: &str) -> Result<(), PortError> {
         use futures_util::StreamExt;
         let mut pubsub = with_timeout(Backend::Redis, CONNECT_TIMEOUT, async {
             client.get_async_pubsub().await.map_err(unavailable)
@@ -409,7 +558,7 @@ impl Notifications {
         let mut messages = pubsub.on_message();
         while let Some(message) = messages.next().await {
             let channel = message.get_channel_name();
-            if let Some(id) = channel.strip_prefix(channels) {
+            if let Some(id) = channel.strip_prefix(self.channels.as_str()) {
                 let waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(notify) = waiters.get(id) {
                     notify.notify_waiters();
@@ -420,11 +569,6 @@ impl Notifications {
             Backend::Redis,
             "notification connection closed",
         ))
-    }
-
-    async fn until_subscribed(&self, grace: Duration) {
-        let mut rx = self.subscribed.subscribe();
-        let _ = tokio::time::timeout(grace, rx.wait_for(|s| *s)).await;
     }
 }
 

@@ -369,6 +369,10 @@ pub struct ResponseStoreSettings {
     pub redis: RedisSettings,
     /// DynamoDB backend.
     pub dynamodb: DynamoDbSettings,
+    /// Whether the agent runner writes each run's events to the store (queue modes), for
+    /// streaming clients and `GET .../stream`. Off, streams carry only the final answer.
+    #[serde(deserialize_with = "lenient::boolean")]
+    pub event_log: bool,
 }
 
 impl Default for ResponseStoreSettings {
@@ -379,6 +383,7 @@ impl Default for ResponseStoreSettings {
             delay: 5.0,
             redis: RedisSettings::default(),
             dynamodb: DynamoDbSettings::default(),
+            event_log: true,
         }
     }
 }
