@@ -558,3 +558,235 @@ async fn pump_until<T>(s: &System, task: &tokio::task::JoinHandle<T>) {
         s.run_responses().await;
     }
 }
+
+/// A direct-mode API over `model` with a deadline-carrying request: the raw event of a REST API
+/// POST of `body`, answered through Lambda response streaming as the request handler does.
+async fn streamed_event_reply(
+    api: &Api,
+    body: &Value,
+    deadline: Duration,
+) -> (Vec<(String, Value)>, Duration) {
+    let mut event: Value =
+        serde_json::from_str(include_str!("../fixtures/apigw_v1_post_chat.json"))
+            .unwrap_or_default();
+    event["body"] = json!(body.to_string());
+    let started = Instant::now();
+    let reply = api
+        .respond_raw_event(
+            &event.to_string(),
+            Some(tokio::time::Instant::now() + deadline),
+        )
+        .await;
+    let ak_core::api::EventReply::Streamed { body, .. } = reply else {
+        panic!("a REST API event is streamed");
+    };
+    let text: String = body
+        .map(|chunk| String::from_utf8_lossy(&chunk.unwrap_or_default()).into_owned())
+        .collect::<Vec<_>>()
+        .await
+        .concat();
+    (events_of(&text), started.elapsed())
+}
+
+#[tokio::test]
+async fn a_model_that_keeps_writing_is_stopped_at_the_deadline_with_an_error_event() {
+    // 40 pieces 100 ms apart: never silent for long, but 4 s in all, against a 2 s deadline.
+    let model = ScriptedModel::start(vec![Model::text_stream(
+        &"word ".repeat(40),
+        40,
+        Duration::from_millis(100),
+    )])
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let api =
+        direct_api(&model, Arc::new(MemorySessionStore::default())).with_response_streaming(true);
+    let (events, took) = streamed_event_reply(
+        &api,
+        &json!({"prompt": "go on", "agent": "history", "stream": true}),
+        Duration::from_secs(2),
+    )
+    .await;
+    let (name, data) = events.last().cloned().unwrap_or_default();
+    assert_eq!(name, "error", "{events:?}");
+    assert_eq!(data["status"], 502);
+    assert!(
+        data["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("deadline"),
+        "{data}"
+    );
+    assert!(
+        took < Duration::from_millis(2500),
+        "ended {took:?} after the start"
+    );
+    assert!(
+        named(&events, "delta").len() >= 3,
+        "the text so far went out first"
+    );
+}
+
+#[tokio::test]
+async fn an_http_api_payload_1_event_and_a_direct_invoke_get_one_json_answer() {
+    let model = ScriptedModel::constant(Model::Text("one piece".into()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let api =
+        direct_api(&model, Arc::new(MemorySessionStore::default())).with_response_streaming(true);
+    let fixture: Value = serde_json::from_str(include_str!(
+        "../fixtures/events/http/payload_v1_post_chat.json"
+    ))
+    .unwrap_or_default();
+    let mut event = fixture["event"].clone();
+    event["body"] = json!(json!({"prompt": "hi", "agent": "history", "stream": true}).to_string());
+    event["isBase64Encoded"] = json!(false);
+    match api.respond_raw_event(&event.to_string(), None).await {
+        ak_core::api::EventReply::Buffered(answer) => {
+            assert_eq!(answer["statusCode"], 200, "{answer}");
+        }
+        ak_core::api::EventReply::Streamed { .. } => panic!("an HTTP API cannot take a stream"),
+    }
+    let direct = json!({"prompt": "hi", "agent": "history", "stream": true});
+    let answer = api.handle_event(direct).await;
+    assert_eq!(answer["result"], "one piece", "{answer}");
+}
+
+#[tokio::test]
+async fn a_400_about_stream_options_is_asked_again_without_them_once_and_for_all() {
+    let refusal = Model::Raw {
+        status: 400,
+        content_type: "application/json".into(),
+        body: json!({"error": {"message": "Unrecognized request argument supplied: stream_options", "type": "invalid_request_error", "code": null}}).to_string(),
+    };
+    let model = ScriptedModel::start(vec![
+        refusal,
+        Model::text_stream("first", 2, Duration::ZERO),
+        Model::text_stream("second", 2, Duration::ZERO),
+        Model::Status(400),
+    ])
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let api = direct_api(&model, Arc::new(MemorySessionStore::default()));
+    for prompt in ["one", "two"] {
+        let body = json!({"prompt": prompt, "agent": "history", "stream": true});
+        let (_, _, text) = post_in_process(&api, &body).await;
+        assert!(text.contains("event: done"), "{text}");
+    }
+    let sent: Vec<bool> = model
+        .requests()
+        .iter()
+        .map(|r| r.get("stream_options").is_some())
+        .collect();
+    assert_eq!(
+        sent,
+        [true, false, false],
+        "asked again without, and not sent again"
+    );
+    // Any other 400 is the model's answer to the request, not retried.
+    let body = json!({"prompt": "three", "agent": "history", "stream": true});
+    let (_, _, text) = post_in_process(&api, &body).await;
+    assert!(text.contains("event: error"), "{text}");
+    assert_eq!(model.calls(), 4);
+}
+
+#[tokio::test]
+async fn every_tool_result_follows_its_tool_call_and_streams_name_their_request() {
+    let model = ScriptedModel::start(vec![
+        Model::tool_call_stream("transfer_to_math", &json!({})),
+        Model::tool_call_stream("no_such_tool", &json!({"x": 1})),
+        Model::text_stream("  84", 2, Duration::ZERO),
+    ])
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let api = direct_api(&model, Arc::new(MemorySessionStore::default()));
+    let body = json!({"prompt": "what is 12 * 7", "stream": true, "request_id": "req-named"});
+    let (status, headers, text) = post_in_process(&api, &body).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        headers.get("x-request-id").map(|v| v.as_bytes()),
+        Some(&b"req-named"[..])
+    );
+    assert!(headers.get("x-session-id").is_some());
+    let events = events_of(&text);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    let call = names.iter().position(|n| *n == "tool_call");
+    let result = names.iter().position(|n| *n == "tool_result");
+    assert!(call.is_some() && call < result, "{names:?}");
+    let done = events.last().map(|(_, d)| d.clone()).unwrap_or_default();
+    let after_tools = names
+        .iter()
+        .rposition(|n| *n == "tool_result" || *n == "agent")
+        .unwrap_or(0);
+    let text_after: String = events[after_tools..]
+        .iter()
+        .filter(|(n, _)| n == "delta")
+        .filter_map(|(_, d)| d["text"].as_str())
+        .collect();
+    assert_eq!(
+        text_after,
+        done["result"].as_str().unwrap_or("-"),
+        "leading spaces too"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_frees_its_request_id_in_direct_mode_with_a_store() {
+    let s = Arc::new(
+        system(
+            ExecutionMode::Direct,
+            Store::Redis,
+            vec![
+                Model::text_stream(
+                    "a slow answer that is never heard",
+                    10,
+                    Duration::from_millis(300),
+                ),
+                Model::Text("the retry's answer".into()),
+            ],
+            |_| {},
+        )
+        .await,
+    );
+    let id = ak_tests::unique_name("left");
+    let body = json!({"prompt": "hello", "agent": "history", "stream": true, "request_id": id})
+        .to_string();
+    let Reply::Events(mut stream) = s.api.respond(event("POST", Some(&body), None, None)).await
+    else {
+        panic!("a stream");
+    };
+    // Leave once the model is writing.
+    while let Some(Ok(chunk)) = stream.next().await {
+        if String::from_utf8_lossy(&chunk).contains("event: delta") {
+            break;
+        }
+    }
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let retry = json!({"prompt": "hello", "agent": "history", "request_id": id}).to_string();
+    let (status, _, answer) =
+        crate::pipeline::call(&s.api, event("POST", Some(&retry), None, None)).await;
+    assert_eq!(
+        (status, &answer["result"]),
+        (200, &json!("the retry's answer")),
+        "{answer}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "no wait for a lapsing claim"
+    );
+}
+
+/// POSTs `body` to the in-process API: status, headers and the whole text.
+async fn post_in_process(api: &Api, body: &Value) -> (u16, lambda_http::http::HeaderMap, String) {
+    let response = api
+        .handle(event("POST", Some(&body.to_string()), None, None))
+        .await;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = match response.body() {
+        lambda_http::Body::Text(t) => t.clone(),
+        _ => String::new(),
+    };
+    (status, headers, text)
+}

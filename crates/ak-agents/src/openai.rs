@@ -49,6 +49,8 @@ pub struct OpenAiProvider {
     endpoint: http::Uri,
     config: OpenAiConfig,
     client: OnceLock<Result<HttpsClient, String>>,
+    /// Set once the server refused `stream_options`: later calls leave it out.
+    no_stream_options: std::sync::atomic::AtomicBool,
 }
 
 impl OpenAiProvider {
@@ -73,6 +75,7 @@ impl OpenAiProvider {
             endpoint,
             config,
             client: OnceLock::new(),
+            no_stream_options: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -87,13 +90,15 @@ impl OpenAiProvider {
     }
 
     /// One attempt: the request, then the reply read as a stream (text handed to `sink` as it
-    /// arrives; `timeout` bounds the wait for the headers and every gap between chunks) or as
-    /// one body (`timeout` bounds the whole exchange). `emitted` says whether text went out.
+    /// arrives; `timeout` bounds the wait for the headers and every gap between chunks, and
+    /// `deadline` the whole answer) or as one body (`timeout` bounds the whole exchange).
+    /// `emitted` says whether text went out.
     async fn attempt(
         &self,
         body: Bytes,
         sink: Option<&TextSink>,
         timeout: Duration,
+        deadline: Option<tokio::time::Instant>,
         emitted: &mut bool,
     ) -> Result<ModelReply, Failure> {
         let started = tokio::time::Instant::now();
@@ -131,12 +136,18 @@ impl OpenAiProvider {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(|s| Duration::from_secs_f64(s).min(RETRY_AFTER_MAX));
-        let event_stream = response
+            .map(|s| Duration::from_secs_f64(s.min(RETRY_AFTER_MAX.as_secs_f64())));
+        // A streaming request is read as a stream unless the answer says it is JSON: some
+        // servers stream under `text/plain` or no content type at all (a JSON body that comes
+        // anyway is still read whole, see `StreamReader::finish`).
+        let content_type = response
             .headers()
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("text/event-stream"));
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_default();
+        let event_stream = content_type.contains("text/event-stream")
+            || (sink.is_some() && !content_type.contains("json"));
         let mut body = response.into_body();
         if !(200..300).contains(&status) {
             // Only the start of an error body: enough for its code.
@@ -151,13 +162,21 @@ impl OpenAiProvider {
                 code: reply::error_code(&bytes, status),
                 retry_after,
                 in_reply: false,
+                about_stream_options: String::from_utf8_lossy(&bytes).contains("stream_options"),
             });
         }
         if event_stream {
             let mut reader = stream::StreamReader::default();
             let mut read = 0usize;
             loop {
-                let frame = match tokio::time::timeout(timeout, body.frame()).await {
+                // `timeout` bounds each silence; the deadline bounds the whole answer, however
+                // steadily it streams.
+                let silence_ends = tokio::time::Instant::now() + timeout;
+                let until = deadline.map_or(silence_ends, |d| d.min(silence_ends));
+                let frame = match tokio::time::timeout_at(until, body.frame()).await {
+                    Err(_) if deadline.is_some_and(|d| d <= silence_ends) => {
+                        return Err(Failure::Deadline);
+                    }
                     Err(_) => return Err(Failure::Timeout),
                     Ok(None) => break,
                     Ok(Some(Err(e))) => {
@@ -223,12 +242,16 @@ enum Failure {
     Timeout,
     /// The connection failed or the body was cut off.
     Connection(String),
+    /// The deadline came while the answer was still streaming.
+    Deadline,
     /// An error status, or an error object inside a 2xx body.
     Status {
         status: u16,
         code: Option<String>,
         retry_after: Option<Duration>,
         in_reply: bool,
+        /// Whether the error body names `stream_options` (a server that does not take it).
+        about_stream_options: bool,
     },
     /// An answer that can never be read: not retried.
     Invalid(ModelError),
@@ -243,6 +266,7 @@ impl From<reply::ReadError> for Failure {
                 code,
                 retry_after: None,
                 in_reply: true,
+                about_stream_options: false,
             },
         }
     }
@@ -319,8 +343,9 @@ impl ModelProvider for OpenAiProvider {
     }
 
     async fn complete(&self, request: &ModelRequest) -> Result<ModelReply, ModelError> {
+        use std::sync::atomic::Ordering;
         let attempts = self.config.max_retries + 1;
-        let mut stream_options = true;
+        let mut stream_options = !self.no_stream_options.load(Ordering::Relaxed);
         let mut last = ModelError::Connection {
             detail: "no attempt made".to_owned(),
             attempts: 0,
@@ -340,7 +365,13 @@ impl ModelProvider for OpenAiProvider {
             let body = request_body(request, stream_options);
             let mut emitted = false;
             let failure = match self
-                .attempt(body, request.on_text.as_ref(), timeout, &mut emitted)
+                .attempt(
+                    body,
+                    request.on_text.as_ref(),
+                    timeout,
+                    request.deadline,
+                    &mut emitted,
+                )
                 .await
             {
                 Ok(reply) => return Ok(reply),
@@ -352,12 +383,21 @@ impl ModelProvider for OpenAiProvider {
                 Failure::Status {
                     status: 400 | 422,
                     in_reply: false,
+                    about_stream_options: true,
                     ..
                 } if request.on_text.is_some() && stream_options => {
-                    // Some servers refuse `stream_options`: ask once more without it.
+                    // Some servers refuse `stream_options`: ask again without it, and leave it
+                    // out from now on.
                     tracing::info!("the model provider refused stream_options; asking without");
+                    self.no_stream_options.store(true, Ordering::Relaxed);
                     stream_options = false;
                     continue;
+                }
+                Failure::Deadline => {
+                    tracing::warn!("the model was still writing at the deadline");
+                    return Err(ModelError::Deadline {
+                        attempts: attempt + 1,
+                    });
                 }
                 Failure::Timeout if Some(timeout) == left => {
                     return Err(ModelError::Deadline {
@@ -381,6 +421,7 @@ impl ModelProvider for OpenAiProvider {
                     code,
                     retry_after: after,
                     in_reply,
+                    ..
                 } => {
                     // A "code" that repeats the key would publish it.
                     let detail = code.filter(|code| {

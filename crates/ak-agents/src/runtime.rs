@@ -435,6 +435,15 @@ impl AgentRuntime {
                     .iter()
                     .find(|t| handoff_tool_name(t) == call.name)
                     .and_then(|t| self.agents.get(t));
+                if target.is_none() {
+                    // Every tool call is reported, one the agent does not have too, so each
+                    // `tool_result` follows its `tool_call`.
+                    emit(RunEvent::ToolCall {
+                        name: call.name.clone(),
+                        arguments: serde_json::from_str(&call.arguments)
+                            .unwrap_or_else(|_| Value::String(call.arguments.clone())),
+                    });
+                }
                 let result = if let Some(target) = target {
                     if next.is_none() {
                         tracing::debug!(from = %agent.name, to = %target.name, "handoff");
@@ -447,11 +456,6 @@ impl AgentRuntime {
                         json!({"error": "only the first handoff of a turn is followed"})
                     }
                 } else if let Some(tool) = agent.tools.iter().find(|t| t.name() == call.name) {
-                    emit(RunEvent::ToolCall {
-                        name: call.name.clone(),
-                        arguments: serde_json::from_str(&call.arguments)
-                            .unwrap_or_else(|_| Value::String(call.arguments.clone())),
-                    });
                     match serde_json::from_str::<Value>(if call.arguments.trim().is_empty() {
                         "{}"
                     } else {

@@ -8,7 +8,7 @@ use crate::event::{self, DecodeOptions, Incoming, Problem};
 use crate::request::{Caller, RunRequest, poll_request_id};
 use crate::response::ApiResponse;
 use crate::router::{Route, Router};
-use crate::stream::SseBody;
+use crate::stream::{RunEvent, SseBody};
 use http::Method;
 use lambda_http::{Body, Request, RequestExt};
 use serde_json::Value;
@@ -22,6 +22,11 @@ pub const ANSWER_MARGIN: std::time::Duration = std::time::Duration::from_secs(1)
 /// [`Api::handle_event_until`].
 #[derive(Debug, Clone, Copy)]
 pub struct Deadline(pub tokio::time::Instant);
+
+/// Marks a request whose caller can only read one JSON answer (a direct invoke): it is never
+/// answered with a stream.
+#[derive(Debug, Clone, Copy)]
+struct JsonOnly;
 
 /// The request handler's HTTP API.
 pub struct Api {
@@ -63,22 +68,6 @@ pub enum EventReply {
     },
 }
 
-/// The headers of an SSE response.
-pub fn sse_headers() -> http::HeaderMap {
-    let mut headers = http::HeaderMap::new();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(
-        http::header::CACHE_CONTROL,
-        http::HeaderValue::from_static("no-cache"),
-    );
-    // Proxies such as nginx buffer responses unless told not to.
-    headers.insert("x-accel-buffering", http::HeaderValue::from_static("no"));
-    headers
-}
-
 /// What a dispatched request produced.
 enum Answer {
     Json(ApiResponse),
@@ -91,6 +80,53 @@ struct LogFields {
     request_id: Option<String>,
     session_id: Option<String>,
     user_id: Option<String>,
+}
+
+/// The one log line (and the metrics) of a request, written when its outcome is known.
+struct RequestLine {
+    method: String,
+    path: String,
+    mode: &'static str,
+    started: Instant,
+    fields: LogFields,
+}
+
+impl RequestLine {
+    /// Logs the request with its final status and outcome; ids missing from what was
+    /// understood of the request are taken from the answer's `body`.
+    fn emit(&self, status: u16, outcome: &str, body: &Value) {
+        let duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let field = |name: &str| body.get(name).and_then(|v| v.as_str()).unwrap_or("");
+        let or_body = |known: &Option<String>, name: &str| {
+            known.clone().unwrap_or_else(|| field(name).to_owned())
+        };
+        tracing::info!(
+            method = %self.method,
+            path = %self.path,
+            status,
+            outcome,
+            mode = self.mode,
+            request_id = or_body(&self.fields.request_id, "request_id"),
+            session_id = or_body(&self.fields.session_id, "session_id"),
+            agent = field("agent"),
+            user_id = self.fields.user_id.as_deref().unwrap_or(""),
+            duration_ms,
+            "request"
+        );
+        let errors = if status >= 500 { 1.0 } else { 0.0 };
+        crate::metrics::emit(
+            &[
+                ("Function", &crate::metrics::function_name()),
+                ("Mode", self.mode),
+            ],
+            &[
+                ("Requests", 1.0, crate::metrics::Unit::Count),
+                ("ServerErrors", errors, crate::metrics::Unit::Count),
+                ("Latency", duration_ms, crate::metrics::Unit::Milliseconds),
+            ],
+            &[("status", status.into()), ("outcome", outcome.into())],
+        );
+    }
 }
 
 impl Api {
@@ -171,10 +207,14 @@ impl Api {
         event: &str,
         deadline: Option<tokio::time::Instant>,
     ) -> EventReply {
-        let decoded =
-            serde_json::from_str::<Value>(event).map(|event| event::decode(&event, &self.decode));
+        // An HTTP API's payload format 1.0 reads like a REST API event but says `"version":
+        // "1.0"`; HTTP APIs invoke without streaming, so it is answered in one piece.
+        let decoded = serde_json::from_str::<Value>(event).map(|event| {
+            let http_api = event.get("version").and_then(Value::as_str) == Some("1.0");
+            (event::decode(&event, &self.decode), http_api)
+        });
         let (door, mut request) = match decoded {
-            Ok(Incoming::Request { door, request })
+            Ok((Incoming::Request { door, request }, false))
                 if self.streaming_doors
                     && matches!(
                         door,
@@ -205,7 +245,7 @@ impl Api {
             }
             Reply::Events(body) => EventReply::Streamed {
                 status: http::StatusCode::OK,
-                headers: sse_headers(),
+                headers: body.headers(),
                 body: Box::pin(body),
             },
         }
@@ -222,6 +262,10 @@ impl Api {
             Incoming::Request { door, mut request } => {
                 if let Some(deadline) = deadline {
                     request.extensions_mut().insert(Deadline(deadline));
+                }
+                if door == event::FrontDoor::DirectInvoke {
+                    // An invoker reads one JSON answer; a stream request gets that too.
+                    request.extensions_mut().insert(JsonOnly);
                 }
                 event::encode(door, self.handle(*request).await)
             }
@@ -250,8 +294,9 @@ impl Api {
         match self.respond(request).await {
             Reply::Json(response) => response,
             Reply::Events(body) => {
+                let headers = body.headers();
                 let mut response = http::Response::new(Body::Text(body.collect().await));
-                *response.headers_mut() = sse_headers();
+                *response.headers_mut() = headers;
                 response
             }
         }
@@ -281,13 +326,36 @@ impl Api {
                     ))
                 })
         };
-        let (response, events) = match dispatched {
-            Ok(Answer::Json(response)) => (response, None),
-            Ok(Answer::Events(body)) => {
-                let mut started = ApiResponse::ok(Value::Null);
-                started.outcome = "stream";
-                (started, Some(body))
+        let mode = self.chat.mode().as_str();
+        let line = RequestLine {
+            method: method.to_string(),
+            path,
+            mode,
+            started,
+            fields: log,
+        };
+        match dispatched {
+            Ok(Answer::Json(response)) => {
+                line.emit(response.status.as_u16(), response.outcome, &response.body);
+                Reply::Json(response.into_http())
             }
+            // A stream is logged when it ends, with the status its last event carries.
+            Ok(Answer::Events(body)) => Reply::Events(body.on_end(move |last| {
+                let (status, outcome, data) = match last {
+                    Some(RunEvent::Done(data)) => (200, "ok", data.clone()),
+                    Some(RunEvent::Error(data)) => (
+                        data.get("status")
+                            .and_then(Value::as_u64)
+                            .and_then(|s| u16::try_from(s).ok())
+                            .unwrap_or(500),
+                        "stream_error",
+                        data.clone(),
+                    ),
+                    // Nginx's "client closed request": the stream ended before its answer.
+                    _ => (499, "stream_cut", Value::Null),
+                };
+                line.emit(status, outcome, &data);
+            })),
             Err(error) => {
                 match &error {
                     ApiError::Internal { detail, .. }
@@ -300,61 +368,15 @@ impl Api {
                 let mut response = error.to_response();
                 response.outcome = error.class();
                 // Every error about a known request names it, whichever step refused it.
-                if let (Some(id), Value::Object(body)) = (&log.request_id, &mut response.body) {
+                if let (Some(id), Value::Object(body)) =
+                    (&line.fields.request_id, &mut response.body)
+                {
                     body.entry("request_id")
                         .or_insert_with(|| Value::String(id.clone()));
                 }
-                (response, None)
+                line.emit(response.status.as_u16(), response.outcome, &response.body);
+                Reply::Json(response.into_http())
             }
-        };
-        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let field = |name: &str| {
-            response
-                .body
-                .get(name)
-                .and_then(|v| v.as_str())
-                .unwrap_or("")
-        };
-        let or_body = |known: &Option<String>, name: &str| {
-            known.clone().unwrap_or_else(|| field(name).to_owned())
-        };
-        let mode = self.chat.mode().as_str();
-        tracing::info!(
-            method = %method,
-            path = %path,
-            status = response.status.as_u16(),
-            outcome = response.outcome,
-            mode,
-            request_id = or_body(&log.request_id, "request_id"),
-            session_id = or_body(&log.session_id, "session_id"),
-            agent = field("agent"),
-            user_id = log.user_id.as_deref().unwrap_or(""),
-            duration_ms,
-            "request"
-        );
-        let errors = if response.status.is_server_error() {
-            1.0
-        } else {
-            0.0
-        };
-        crate::metrics::emit(
-            &[
-                ("Function", &crate::metrics::function_name()),
-                ("Mode", mode),
-            ],
-            &[
-                ("Requests", 1.0, crate::metrics::Unit::Count),
-                ("ServerErrors", errors, crate::metrics::Unit::Count),
-                ("Latency", duration_ms, crate::metrics::Unit::Milliseconds),
-            ],
-            &[
-                ("status", response.status.as_u16().into()),
-                ("outcome", response.outcome.into()),
-            ],
-        );
-        match events {
-            Some(body) => Reply::Events(body),
-            None => Reply::Json(response.into_http()),
         }
     }
 
@@ -425,13 +447,8 @@ impl Api {
                         .extensions()
                         .get::<Deadline>()
                         .map(|d| d.0 - ANSWER_MARGIN);
-                    let asks_for_events = request
-                        .headers()
-                        .get_all(http::header::ACCEPT)
-                        .iter()
-                        .filter_map(|v| v.to_str().ok())
-                        .any(|v| v.contains("text/event-stream"));
-                    if run.stream || asks_for_events {
+                    let json_only = request.extensions().get::<JsonOnly>().is_some();
+                    if wants_stream(run.stream, request.headers()) && !json_only {
                         self.chat
                             .post_stream(run, self.heartbeat)
                             .await
@@ -443,6 +460,31 @@ impl Api {
             }
         }
     }
+}
+
+/// Whether a chat POST asked for a stream: `"stream"` in the body when given (`false` wins over
+/// any header), else an `Accept` header that accepts `text/event-stream` (media types compared
+/// without case; a `q=0` range does not accept).
+fn wants_stream(stream: Option<bool>, headers: &http::HeaderMap) -> bool {
+    if let Some(explicit) = stream {
+        return explicit;
+    }
+    headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|range| {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or_default().trim();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f64>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            media.eq_ignore_ascii_case("text/event-stream") && !refused
+        })
 }
 
 /// Where a follower resumes: after the event numbered by the `Last-Event-ID` header (what an
@@ -528,6 +570,30 @@ mod tests {
             "%a\u{e9}",
             "no panic inside a multi-byte char"
         );
+    }
+
+    #[test]
+    fn accept_headers_are_read_as_media_ranges_and_an_explicit_stream_wins() {
+        let with = |accept: &str| {
+            let mut headers = http::HeaderMap::new();
+            if let Ok(v) = http::HeaderValue::from_str(accept) {
+                headers.insert(http::header::ACCEPT, v);
+            }
+            headers
+        };
+        for (accept, stream) in [
+            ("text/event-stream", true),
+            ("TEXT/Event-Stream", true),
+            ("application/json, text/event-stream;q=0.5", true),
+            ("application/json, text/event-stream;q=0", false),
+            ("application/json", false),
+            ("*/*", false),
+            ("", false),
+        ] {
+            assert_eq!(wants_stream(None, &with(accept)), stream, "{accept:?}");
+        }
+        assert!(!wants_stream(Some(false), &with("text/event-stream")));
+        assert!(wants_stream(Some(true), &with("application/json")));
     }
 
     fn decoded(fixture: &str) -> Request {

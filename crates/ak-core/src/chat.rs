@@ -178,10 +178,12 @@ impl ChatService {
     ) -> Result<SseBody, ApiError> {
         self.check_agent(&mut request)?;
         let id = request.request_id.clone();
+        let session = request.session_id.clone();
         if let Some(repeat) = self.register(&request).await? {
-            return Ok(SseBody::of(vec![final_event(repeat, &id)]));
+            return Ok(SseBody::of(vec![final_event(repeat, &id)]).with_ids(&id, Some(&session)));
         }
         let (events, receiver) = crate::stream::channel();
+        let id_header = id.clone();
         let queued = match &self.execution {
             Execution::Sync { input, store, .. } => Some((input, store)),
             Execution::Async { input } => self.store.as_ref().map(|store| (input, store)),
@@ -206,7 +208,7 @@ impl ChatService {
                     ));
                 }
             };
-            return Ok(SseBody::new(run, receiver, heartbeat));
+            return Ok(SseBody::new(run, receiver, heartbeat).with_ids(&id_header, Some(&session)));
         }
         let service = self.clone();
         let run = async move {
@@ -217,7 +219,7 @@ impl ChatService {
             };
             events.send(last);
         };
-        Ok(SseBody::new(run, receiver, heartbeat))
+        Ok(SseBody::new(run, receiver, heartbeat).with_ids(&id_header, Some(&session)))
     }
 
     /// Follows the event log of `request_id` (`GET .../stream`): the events after number
@@ -259,7 +261,7 @@ impl ChatService {
         let run = async move {
             crate::eventlog::follow(store, &id, after, user.as_deref(), &events, until).await;
         };
-        Ok(SseBody::new(run, receiver, heartbeat))
+        Ok(SseBody::new(run, receiver, heartbeat).with_ids(request_id, None))
     }
 
     /// Refuses an unknown agent; the default agent named explicitly becomes no agent named, so
@@ -326,7 +328,7 @@ impl ChatService {
                 return match &self.store {
                     None => run_direct(runner.as_ref(), request, events).await,
                     Some(store) => {
-                        self.run_direct_once(runner.as_ref(), store.as_ref(), request, events)
+                        self.run_direct_once(runner.as_ref(), store.clone(), request, events)
                             .await
                     }
                 };
@@ -360,7 +362,7 @@ impl ChatService {
     async fn run_direct_once(
         &self,
         runner: &dyn AgentRunner,
-        store: &dyn ResponseStore,
+        store: Arc<dyn ResponseStore>,
         request: RunRequest,
         events: Option<&EventSender>,
     ) -> Result<ApiResponse, ApiError> {
@@ -397,8 +399,17 @@ impl ChatService {
                 }),
             };
         }
+        // A run that does not finish (its client left and the stream was dropped) gives the
+        // request id back at once, so a retry runs instead of waiting for the claim to lapse.
+        let mut claim = ClaimGuard {
+            store: Some(store.clone()),
+            id: id.clone(),
+            owner: owner.clone(),
+        };
         let (session_id, user_id) = (request.session_id.clone(), request.user_id.clone());
-        match run_direct(runner, request, events).await {
+        let result = run_direct(runner, request, events).await;
+        claim.store = None;
+        match result {
             Ok(response) => {
                 let stored = ResponseRecord {
                     request_id: id.clone(),
@@ -487,6 +498,57 @@ pub async fn run_agent(
         })
 }
 
+/// Logs a direct-mode run dropped before it ended (its client left) as an agent run with
+/// outcome `cancelled`.
+struct CancelledRun {
+    request_id: Option<String>,
+    session_id: String,
+    user_id: Option<String>,
+    started: std::time::Instant,
+}
+
+impl Drop for CancelledRun {
+    fn drop(&mut self) {
+        if let Some(request_id) = &self.request_id {
+            crate::metrics::agent_run(&crate::metrics::AgentRun {
+                request_id,
+                session_id: &self.session_id,
+                user_id: self.user_id.as_deref(),
+                agent: "",
+                tokens: 0,
+                duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+                model_ms: 0.0,
+                outcome: "cancelled",
+            });
+        }
+    }
+}
+
+/// Releases a direct-mode claim when dropped while armed (the run was cancelled midway).
+struct ClaimGuard {
+    store: Option<Arc<dyn ResponseStore>>,
+    id: String,
+    owner: String,
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        let Some(store) = self.store.take() else {
+            return;
+        };
+        let (id, owner) = (
+            std::mem::take(&mut self.id),
+            std::mem::take(&mut self.owner),
+        );
+        tracing::info!(request_id = %id, "the run was cancelled (its client left); its request id is free again");
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = store.release(&id, &owner).await;
+            });
+        }
+    }
+}
+
 /// Longest a stream relayed from an event log lasts without an invocation deadline (the local
 /// server): Lambda's longest run.
 pub const STREAM_MAX: Duration = Duration::from_secs(15 * 60);
@@ -513,7 +575,14 @@ async fn run_direct(
 ) -> Result<ApiResponse, ApiError> {
     let id = request.request_id.clone();
     let started = std::time::Instant::now();
+    let mut cancelled = CancelledRun {
+        request_id: Some(id.clone()),
+        session_id: request.session_id.clone(),
+        user_id: request.user_id.clone(),
+        started,
+    };
     let result = run_agent(runner, &request, events).await;
+    cancelled.request_id = None;
     let (agent, tokens, model_ms, outcome) = match &result {
         Ok(a) => (a.agent.as_str(), a.total_tokens, a.model_ms, "ok"),
         Err(f) => ("", 0, 0.0, f.error.class()),

@@ -66,9 +66,10 @@ pub struct RunRequest {
     pub context: Map<String, Value>,
     /// Whether the runtime made the session id up (the client named none).
     pub session_generated: bool,
-    /// `"stream": true` in the body: answer as server-sent events (also asked for by
-    /// `Accept: text/event-stream`). Not part of the request's fingerprint.
-    pub stream: bool,
+    /// `"stream"` in the body, when given: `true` answers as server-sent events, `false` as
+    /// JSON whatever the `Accept` header says (absent: the header decides). Not part of the
+    /// request's fingerprint.
+    pub stream: Option<bool>,
     /// When the answer must be ready: the Lambda invocation's deadline less a margin, so the
     /// client gets a JSON error instead of a timed-out function. `None`: no limit but the
     /// model's own timeouts.
@@ -138,8 +139,8 @@ impl RunRequest {
             check_id("session_id", id)?;
         }
         let stream = match fields.remove("stream") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => b,
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(b),
             Some(_) => return Err(ApiError::bad_request("stream must be true or false")),
         };
         let body_user = optional_string(&mut fields, "user_id")?;

@@ -200,7 +200,13 @@ pub struct SseBody {
     interval: Duration,
     next_id: u64,
     finished: bool,
+    on_end: Option<EndHook>,
+    ids: Vec<(&'static str, String)>,
 }
+
+/// Called once when a stream ends: with its last event (`done` or `error`), or `None` when it
+/// ended without one (the client left, or the run stopped short).
+type EndHook = Box<dyn FnOnce(Option<&RunEvent>) + Send>;
 
 impl SseBody {
     /// A body for the events `run` sends to the sender of `events`.
@@ -216,6 +222,55 @@ impl SseBody {
             interval: heartbeat,
             next_id: 1,
             finished: false,
+            on_end: None,
+            ids: Vec::new(),
+        }
+    }
+
+    /// Names the request (and its session) in the response headers (`X-Request-Id`,
+    /// `X-Session-Id`), so a client whose stream breaks before `done` can still poll, follow
+    /// or continue.
+    pub fn with_ids(mut self, request_id: &str, session_id: Option<&str>) -> Self {
+        self.ids.push(("x-request-id", request_id.to_owned()));
+        if let Some(session) = session_id {
+            self.ids.push(("x-session-id", session.to_owned()));
+        }
+        self
+    }
+
+    /// The response headers of this stream: `Content-Type: text/event-stream`,
+    /// `Cache-Control: no-cache`, `X-Accel-Buffering: no` (nginx and the like buffer otherwise)
+    /// and the ids of [`SseBody::with_ids`].
+    pub fn headers(&self) -> http::HeaderMap {
+        use http::HeaderValue;
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        );
+        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        for (name, value) in &self.ids {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.insert(*name, value);
+            }
+        }
+        headers
+    }
+
+    /// Calls `hook` once when the stream ends (see [`EndHook`]): for the request log line,
+    /// written when the outcome is known rather than when the stream starts.
+    pub fn on_end(mut self, hook: impl FnOnce(Option<&RunEvent>) + Send + 'static) -> Self {
+        self.on_end = Some(Box::new(hook));
+        self
+    }
+
+    fn ended(&mut self, last: Option<&RunEvent>) {
+        if let Some(hook) = self.on_end.take() {
+            hook(last);
         }
     }
 
@@ -234,7 +289,10 @@ impl SseBody {
         use futures_util::StreamExt;
         let mut text = String::new();
         while let Some(Ok(chunk)) = self.next().await {
-            text.push_str(&String::from_utf8_lossy(&chunk));
+            // Heartbeats keep connections open; in one piece there is nothing to keep open.
+            if chunk != HEARTBEAT_COMMENT.as_bytes() {
+                text.push_str(&String::from_utf8_lossy(&chunk));
+            }
         }
         text
     }
@@ -258,6 +316,9 @@ impl Stream for SseBody {
                 let id = given.unwrap_or(this.next_id);
                 this.next_id = id + 1;
                 this.finished = event.is_last();
+                if this.finished {
+                    this.ended(Some(&event));
+                }
                 this.heartbeat
                     .as_mut()
                     .reset(tokio::time::Instant::now() + this.interval);
@@ -266,12 +327,14 @@ impl Stream for SseBody {
             // Every sender is gone: the run is over.
             Poll::Ready(None) => {
                 this.finished = true;
+                this.ended(None);
                 return Poll::Ready(None);
             }
             Poll::Pending => {}
         }
         if this.run.is_none() && this.events.is_empty() && this.events.sender_strong_count() == 0 {
             this.finished = true;
+            this.ended(None);
             return Poll::Ready(None);
         }
         if this.heartbeat.as_mut().poll(cx).is_ready() {
@@ -281,6 +344,13 @@ impl Stream for SseBody {
             return Poll::Ready(Some(Ok(Bytes::from_static(HEARTBEAT_COMMENT.as_bytes()))));
         }
         Poll::Pending
+    }
+}
+
+impl Drop for SseBody {
+    fn drop(&mut self) {
+        // Dropped before its end: the client went away.
+        self.ended(None);
     }
 }
 
@@ -344,11 +414,24 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(12)).await;
             tx.send(RunEvent::Done(json!({})));
         };
-        let text = SseBody::new(run, rx, Duration::from_secs(5))
-            .collect()
-            .await;
+        let body = SseBody::new(run, rx, Duration::from_secs(5));
+        let chunks: Vec<_> = futures_util::StreamExt::collect(body).await;
+        let text: String = chunks
+            .into_iter()
+            .map(|c| String::from_utf8_lossy(&c.unwrap_or_default()).into_owned())
+            .collect();
         assert_eq!(text.matches(HEARTBEAT_COMMENT).count(), 2, "{text}");
         assert!(text.ends_with("event: done\ndata: {}\n\n"), "{text}");
+        // In one piece (a front door that cannot stream) the heartbeats are left out.
+        let (tx, rx) = channel();
+        let run = async move {
+            tokio::time::sleep(Duration::from_secs(12)).await;
+            tx.send(RunEvent::Done(json!({})));
+        };
+        let whole = SseBody::new(run, rx, Duration::from_secs(5))
+            .collect()
+            .await;
+        assert_eq!(whole, "id: 1\nevent: done\ndata: {}\n\n");
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@
 
 use ak_agents::{AgentRuntime, ToolRegistry};
 use ak_core::adapters::{self, AwsConfig, required_output_queue, required_response_store};
-use ak_core::api::{Api, Reply, sse_headers};
+use ak_core::api::{Api, Reply};
 use ak_core::chat::ChatService;
 use ak_core::pipeline::sqs::SqsBatchResponse;
 use ak_core::pipeline::{AgentRunnerHandler, ResponseHandler, pump};
@@ -209,11 +209,12 @@ async fn serve(
         }
         // The body owns the run: a client that disconnects drops it, and the run stops.
         Reply::Events(events) => {
+            let headers = events.headers();
             let frames = events.map(|chunk| chunk.map(hyper::body::Frame::data));
             let mut response = hyper::Response::new(BodyExt::boxed_unsync(
                 http_body_util::StreamBody::new(frames),
             ));
-            *response.headers_mut() = sse_headers();
+            *response.headers_mut() = headers;
             response
         }
     })

@@ -64,10 +64,39 @@ async fn setup() -> Result<Api, Box<dyn std::error::Error>> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let api = Arc::new(ak_core::lambda::start(setup()).await?);
+    // A streamed answer whose connection to the Runtime API breaks ends `run` with an error;
+    // the function goes on with the next invocation instead of exiting (which would cost a
+    // cold start). Errors in a row without one served stop it.
+    let mut failures = 0u32;
+    loop {
+        let served = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        match serve(api.clone(), served.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                if served.load(std::sync::atomic::Ordering::Relaxed) {
+                    failures = 0;
+                }
+                failures += 1;
+                tracing::error!(error = %e, "the Runtime API connection failed; going on with the next invocation");
+                if failures >= 5 {
+                    return Err(e);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Serves invocations until the runtime loop ends; `served` is set once one was answered.
+async fn serve(
+    api: Arc<Api>,
+    served: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(), lambda_runtime::Error> {
     // Events are read by the API from their raw JSON, so no event, however odd, fails the
     // invocation: every one gets an HTTP answer in its front door's format, streamed through
     // Lambda response streaming where the deployment and the front door allow it.
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Box<RawValue>>| {
+        served.store(true, std::sync::atomic::Ordering::Relaxed);
         let api = api.clone();
         async move {
             let deadline = deadline_from_epoch_ms(event.context.deadline);

@@ -55,7 +55,13 @@ pub(crate) struct StreamReader {
     usage: Option<Usage>,
     error: Option<ReadError>,
     chunks: usize,
+    /// The body's first bytes, while no chunk came: a server that answers a streaming request
+    /// with one JSON body (an error, say) under a stream's content type is read for what it is.
+    start: Vec<u8>,
 }
+
+/// How much of a body is kept while it has carried no chunk.
+const START_BYTES: usize = 64 * 1024;
 
 impl Default for StreamReader {
     fn default() -> Self {
@@ -73,6 +79,7 @@ impl Default for StreamReader {
             usage: None,
             error: None,
             chunks: 0,
+            start: Vec::new(),
         }
     }
 }
@@ -80,9 +87,27 @@ impl Default for StreamReader {
 impl StreamReader {
     /// Feeds body bytes; returns the answer text that became known (to hand on at once).
     pub(crate) fn feed(&mut self, bytes: &[u8]) -> String {
+        if self.chunks == 0 && self.start.len() < START_BYTES {
+            let room = START_BYTES - self.start.len();
+            self.start
+                .extend_from_slice(&bytes[..bytes.len().min(room)]);
+        }
         self.pending.extend_from_slice(bytes);
+        self.lines(false)
+    }
+
+    /// Handles the complete lines waiting: a line ends at LF, CRLF or a lone CR (all three are
+    /// SSE line ends). A CR last in the buffer may be the start of a CRLF, so it waits for
+    /// more unless the body ended.
+    fn lines(&mut self, at_end: bool) -> String {
         let mut out = String::new();
-        while let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
+        while let Some(pos) = self.pending.iter().position(|b| matches!(b, b'\n' | b'\r')) {
+            let cr = self.pending[pos] == b'\r';
+            let end = match self.pending.get(pos + 1) {
+                Some(b'\n') if cr => pos + 1,
+                None if cr && !at_end => break,
+                _ => pos,
+            };
             let line: Vec<u8> = self.pending.drain(..=end).collect();
             let line = String::from_utf8_lossy(&line);
             let line = line.trim_end_matches(['\n', '\r']);
@@ -315,7 +340,8 @@ impl StreamReader {
                     if could_open {
                         return String::new();
                     }
-                    self.emitted = self.raw.len() - start.len();
+                    // Leading whitespace is part of the answer (the whole reply keeps it too).
+                    self.emitted = 0;
                     self.state = Text::Answer;
                 }
             }
@@ -324,6 +350,11 @@ impl StreamReader {
 
     /// The reply, once the body ended.
     pub(crate) fn finish(mut self) -> Result<ModelReply, ReadError> {
+        self.lines(true);
+        if !self.pending.is_empty() {
+            let rest = String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned();
+            self.line(&rest);
+        }
         if !self.data.is_empty() {
             self.dispatch();
         }
@@ -331,6 +362,10 @@ impl StreamReader {
             return Err(error);
         }
         if self.chunks == 0 {
+            // Not a stream after all: one JSON body (an answer, or an error object).
+            if !looks_like_stream(&self.start) && self.start.len() < START_BYTES {
+                return super::reply::read_reply(&self.start);
+            }
             return Err(ReadError::Invalid(
                 "the stream carried no chunk (no answer at all)".to_owned(),
             ));
@@ -398,6 +433,50 @@ mod tests {
 
     fn delta(d: Value) -> Value {
         json!({"choices": [{"index": 0, "delta": d, "finish_reason": null}]})
+    }
+
+    #[test]
+    fn lone_cr_line_ends_and_leading_whitespace_are_kept_apart_right() {
+        let body = sse(&[
+            delta(json!({"content": "\n\n"})),
+            delta(json!({"content": " Hello"})),
+            delta(json!({"content": " world"})),
+            json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+        ])
+        .replace("\n\n", "\r\r");
+        for split in [1, 3, 1000] {
+            let mut reader = StreamReader::default();
+            let mut handed_on = String::new();
+            for piece in body.as_bytes().chunks(split) {
+                handed_on.push_str(&reader.feed(piece));
+            }
+            let reply = reader.finish().unwrap_or_else(|e| panic!("{e:?}"));
+            assert_eq!(reply.content.as_deref(), Some("\n\n Hello world"));
+            assert_eq!(
+                handed_on, "\n\n Hello world",
+                "the deltas add up to the answer"
+            );
+        }
+    }
+
+    #[test]
+    fn one_json_body_under_a_stream_content_type_is_read_as_what_it_is() {
+        let mut reader = StreamReader::default();
+        reader.feed(br#"{"error": {"message": "Incorrect API key", "code": "invalid_api_key"}}"#);
+        match reader.finish() {
+            Err(ReadError::Embedded { code, .. }) => {
+                assert_eq!(code.as_deref(), Some("invalid_api_key"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut reader = StreamReader::default();
+        reader.feed(
+            json!({"choices": [{"message": {"role": "assistant", "content": "whole"}, "finish_reason": "stop"}]})
+                .to_string()
+                .as_bytes(),
+        );
+        let reply = reader.finish().unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(reply.content.as_deref(), Some("whole"));
     }
 
     #[test]

@@ -804,6 +804,23 @@ impl Settings {
         }
 
         self.check_agents(&err)?;
+        // Seconds that become durations: bounded, so none overflows and none spins.
+        for (key, value, min, max) in [
+            ("model.timeout", self.model.timeout, 0.001, 3600.0),
+            (
+                "api.stream_heartbeat",
+                self.api.stream_heartbeat,
+                0.1,
+                3600.0,
+            ),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err(err(
+                    key,
+                    &format!("must be between {min} and {max} seconds, got {value}"),
+                ));
+            }
+        }
         for (key, value) in [
             ("auth.token_header", &self.auth.token_header),
             ("auth.principal_claim", &self.auth.principal_claim),

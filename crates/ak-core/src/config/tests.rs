@@ -261,6 +261,16 @@ fn negative_and_malformed_numbers_are_rejected() {
     );
     let e = err(None, &[("AK_API__MAX_BODY_BYTES", "1.5")]);
     assert!(e.contains("api.max_body_bytes"), "{e}");
+    // Seconds that would overflow a duration, or make a stream spin, are refused by name.
+    for (var, key, value) in [
+        ("AK_API__STREAM_HEARTBEAT", "api.stream_heartbeat", "0"),
+        ("AK_API__STREAM_HEARTBEAT", "api.stream_heartbeat", "1e20"),
+        ("AK_MODEL__TIMEOUT", "model.timeout", "1e20"),
+        ("AK_MODEL__TIMEOUT", "model.timeout", "0"),
+    ] {
+        let e = err(None, &[(var, value)]);
+        assert!(e.contains(key) && e.contains("between"), "{value}: {e}");
+    }
 }
 
 #[test]
