@@ -27,6 +27,15 @@ install_redis() {
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends redis-server >/dev/null
 }
 
+# Headless Chromium and its WebDriver for the playground's browser test (Debian's packages).
+install_chromium() {
+  command -v chromedriver >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 && return 0
+  log "installing chromium and chromium-driver (Debian)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
+    chromium chromium-driver fonts-dejavu-core >/dev/null
+}
+
 # The venv is rebuilt only when scripts/requirements-test.txt changes.
 install_python_tools() {
   local req="$ROOT/scripts/requirements-test.txt" stamp="$VENV/.requirements"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need (Redis, moto, cargo-lambda, shellcheck,
-# checkov), starts Redis and moto on free loopback ports, checks formatting and lints, runs
+# The test command: installs what the tests need (Redis, moto, cargo-lambda, Chromium and
+# chromedriver, shellcheck, checkov), starts Redis and moto on free loopback ports, checks formatting and lints, runs
 # every test against the real services, checks the scripts and the Terraform module offline,
 # builds the four Lambda packages with deploy.sh, and stops exactly what it started.
 set -euo pipefail
@@ -12,6 +12,7 @@ source "$ROOT/scripts/services.sh"
 trap stop_services EXIT
 
 start_services
+install_chromium
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
@@ -22,7 +23,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "build the function binaries (the smoke tests run them)"
 cargo build --workspace --bins --locked
 
-log "tests"
+log "tests (the playground's screenshot goes to target/playground.png)"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else

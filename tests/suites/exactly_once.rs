@@ -2,9 +2,10 @@
 //! without a size cliff, one turn per request however often it is delivered, and two messages
 //! on one session at the same time.
 
-use crate::model_interop::{multiply, reference_settings};
+use crate::model_interop::reference_settings;
 use crate::pipeline::{Store, System, call, event, system};
 use crate::session_store::turn;
+use agent_app::multiply;
 use ak_agents::offline::OfflineModel;
 use ak_agents::openai::{OpenAiConfig, OpenAiProvider};
 use ak_agents::{AgentRuntime, ModelProvider, ToolRegistry};

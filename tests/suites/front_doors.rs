@@ -4,8 +4,8 @@
 //! one of them, which must always be answered over HTTP, never with a panic or an invocation
 //! error. The same for SQS batches through the agent runner and the response handler.
 
+use ak_agents::AgentRuntime;
 use ak_agents::offline::OfflineModel;
-use ak_agents::{AgentRuntime, ToolRegistry};
 use ak_core::adapters::memory::{MemoryQueue, MemoryResponseStore, MemorySessionStore};
 use ak_core::api::Api;
 use ak_core::chat::{ChatService, Execution};
@@ -13,7 +13,7 @@ use ak_core::pipeline::{AgentRunnerHandler, ResponseHandler};
 use ak_core::ports::{
     AgentAnswer, AgentFailure, AgentRunner, Queue, QueueMessage, ResponseStore, sqs_records,
 };
-use ak_core::{ApiError, RoutePaths, Router, RunRequest, Settings};
+use ak_core::{RoutePaths, Router, RunRequest, Settings};
 use ak_tests::runtime_api::{Outcome, RuntimeApi, function_binary, spawn_function};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -103,7 +103,7 @@ fn deployment() -> (Api, Arc<Recorder>) {
     let settings = repo_settings();
     let runtime = AgentRuntime::from_settings(
         &settings,
-        &ToolRegistry::new(),
+        &agent_app::tools(),
         Arc::new(OfflineModel),
         Arc::new(MemorySessionStore::default()),
     )
@@ -112,15 +112,7 @@ fn deployment() -> (Api, Arc<Recorder>) {
         runtime,
         users: Mutex::new(Vec::new()),
     });
-    let router = Router::builder(RoutePaths::default())
-        .get("/app", |_r: lambda_http::Request| async {
-            Ok::<_, ApiError>(json!({"response": "Hello! from AK 'app'"}))
-        })
-        .post("/app_info", |r: lambda_http::Request| async move {
-            let request: Value = serde_json::from_slice(r.body().as_ref())
-                .map_err(|e| ApiError::bad_request(format!("body must be JSON: {e}")))?;
-            Ok::<_, ApiError>(json!({"response": "Hello! from AK 'app_info'", "request": request}))
-        })
+    let router = agent_app::routes(Router::builder(RoutePaths::default()))
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
     let chat = ChatService::new(Execution::Direct(recorder.clone()), None, vec![]);
@@ -642,7 +634,7 @@ async fn run_batch(event: Value, output_side: bool) -> (Vec<String>, Vec<Value>)
         let settings = repo_settings();
         let runtime = AgentRuntime::from_settings(
             &settings,
-            &ToolRegistry::new(),
+            &agent_app::tools(),
             Arc::new(OfflineModel),
             Arc::new(MemorySessionStore::default()),
         )
@@ -772,7 +764,7 @@ fn boom_runtime() -> AgentRuntime {
     }
     AgentRuntime::from_settings(
         &settings,
-        &ToolRegistry::new().with(boom()),
+        &agent_app::tools().with(boom()),
         Arc::new(CallsBoom),
         Arc::new(MemorySessionStore::default()),
     )

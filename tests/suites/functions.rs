@@ -198,3 +198,136 @@ async fn response_handler_stores_an_sqs_batch() {
     assert_eq!(stored.body["result"], "12 * 7 = 84");
     assert_eq!(stored.user_id.as_deref(), Some("user-a"));
 }
+
+/// The scripted model of the shipped example: triage hands off to math, math calls `multiply`,
+/// then answers with what the tool returned.
+async fn triage_math_multiply() -> ak_tests::model_server::ScriptedModel {
+    use ak_tests::model_server::{Reply, ScriptedModel};
+    ScriptedModel::start(vec![
+        Reply::ToolCall {
+            name: "transfer_to_math".into(),
+            arguments: json!({}),
+        },
+        Reply::ToolCall {
+            name: "multiply".into(),
+            arguments: json!({"a": 12, "b": 7}),
+        },
+        Reply::Text("12 * 7 = 84".into()),
+    ])
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The tool result the model received: the content of the `tool` message answering the
+/// `multiply` call, in the last request.
+fn multiply_result(model: &ak_tests::model_server::ScriptedModel) -> Value {
+    let requests = model.requests();
+    let last = requests.last().cloned().unwrap_or_default();
+    let messages = last["messages"].as_array().cloned().unwrap_or_default();
+    let id = messages
+        .iter()
+        .filter_map(|m| m["tool_calls"].as_array())
+        .flatten()
+        .find(|c| c["function"]["name"] == "multiply")
+        .and_then(|c| c["id"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    messages
+        .iter()
+        .find(|m| m["role"] == "tool" && m["tool_call_id"] == id.as_str())
+        .and_then(|m| m["content"].as_str())
+        .and_then(|c| serde_json::from_str(c).ok())
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn the_shipped_multiply_tool_answers_through_the_built_request_handler() {
+    let model = triage_math_multiply().await;
+    let config = repo_config();
+    let (api, _fn) = start(
+        "request-handler",
+        &[
+            ("AK_CONFIG_PATH_OVERRIDE", &config),
+            ("AK_MODEL__PROVIDER", "openai"),
+            ("OPENAI_API_KEY", "sk-tools"),
+            ("OPENAI_BASE_URL", &model.base_url),
+        ],
+    )
+    .await;
+    let mut event = fixture("apigw_v1_post_chat.json");
+    event["body"] = json!(json!({"prompt": "what is 12 * 7"}).to_string());
+    let Outcome::Response(response) = invoke(&api, event).await else {
+        panic!("request-handler failed");
+    };
+    assert_eq!(response["statusCode"], 200, "{response}");
+    let body: Value =
+        serde_json::from_str(response["body"].as_str().unwrap_or_default()).unwrap_or_default();
+    assert_eq!(
+        (&body["agent"], &body["result"]),
+        (&json!("math"), &json!("12 * 7 = 84"))
+    );
+    assert_eq!(model.calls(), 3);
+    assert_eq!(
+        multiply_result(&model),
+        json!({"product": 84}),
+        "the tool ran"
+    );
+    // The model was offered the tool the way config.yaml gives it to math.
+    let offered: Vec<Value> = model.requests()[1]["tools"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        offered.iter().any(|t| t["function"]["name"] == "multiply"),
+        "{offered:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_shipped_multiply_tool_answers_through_the_built_agent_runner_in_rest_sync() {
+    let model = triage_math_multiply().await;
+    let (input_url, _) = queue().await;
+    let (output_url, output) = queue().await;
+    let redis = redis_settings(600);
+    let prefix = redis.prefix().to_owned();
+    let config = repo_config();
+    let (api, _fn) = start(
+        "agent-runner",
+        &[
+            ("AK_CONFIG_PATH_OVERRIDE", &config),
+            ("AK_MODEL__PROVIDER", "openai"),
+            ("OPENAI_API_KEY", "sk-tools"),
+            ("OPENAI_BASE_URL", &model.base_url),
+            ("AK_EXECUTION__MODE", "rest_sync"),
+            ("AK_EXECUTION__QUEUES__INPUT__URL", &input_url),
+            ("AK_EXECUTION__QUEUES__OUTPUT__URL", &output_url),
+            ("AK_EXECUTION__RESPONSE_STORE__TYPE", "redis"),
+            (
+                "AK_EXECUTION__RESPONSE_STORE__REDIS__URL",
+                redis.url.expose(),
+            ),
+            ("AK_EXECUTION__RESPONSE_STORE__REDIS__PREFIX", &prefix),
+        ],
+    )
+    .await;
+    let mut event = fixture("sqs_input_event.json");
+    event["Records"][0]["messageAttributes"]["request_id"]["stringValue"] =
+        json!(unique_name("tools"));
+    event["Records"][0]["body"] = json!(json!({"prompt": "what is 12 * 7"}).to_string());
+    let Outcome::Response(response) = invoke(&api, event).await else {
+        panic!("agent-runner failed: {:?}", api.init_error());
+    };
+    assert_eq!(response, json!({"batchItemFailures": []}));
+    let records = output
+        .receive(10, Duration::from_secs(2))
+        .await
+        .unwrap_or_default();
+    let answer = QueueMessage::from_sqs_record(&records[0])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .message;
+    assert_eq!(answer.body["result"], "12 * 7 = 84", "{}", answer.body);
+    assert_eq!(
+        multiply_result(&model),
+        json!({"product": 84}),
+        "the tool ran"
+    );
+}

@@ -11,6 +11,7 @@ mod harness;
 mod local_server;
 mod model_interop;
 mod pipeline;
+mod playground;
 mod queues;
 mod reliability;
 mod response_store;

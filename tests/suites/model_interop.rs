@@ -7,7 +7,7 @@
 
 use crate::pipeline::{call, event};
 use ak_agents::openai::{OpenAiConfig, OpenAiProvider};
-use ak_agents::{AgentRuntime, FnTool, ToolError, ToolRegistry};
+use ak_agents::{AgentRuntime, ToolRegistry};
 use ak_core::adapters::memory::MemorySessionStore;
 use ak_core::api::Api;
 use ak_core::chat::{ChatService, Execution};
@@ -101,22 +101,7 @@ pub(crate) fn corpus(dir: &str) -> Vec<Fixture> {
         .collect()
 }
 
-pub(crate) fn multiply() -> FnTool {
-    FnTool::new(
-        "multiply",
-        "Multiplies two integers",
-        json!({"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}),
-        |args: Value, _ctx| async move {
-            let a = args["a"]
-                .as_i64()
-                .ok_or_else(|| ToolError("a must be an integer".into()))?;
-            let b = args["b"]
-                .as_i64()
-                .ok_or_else(|| ToolError("b must be an integer".into()))?;
-            Ok(json!({"product": a * b}))
-        },
-    )
-}
+use agent_app::multiply;
 
 /// The reference agents: triage hands off to history and math; math has `multiply`.
 pub(crate) fn reference_settings() -> Settings {

@@ -3,8 +3,9 @@
 //! client through `ak-local` and through the built request handler speaking Lambda's response
 //! streaming protocol, heartbeats, and a client that leaves stopping the run.
 
-use crate::model_interop::{Fixture, corpus, interop, multiply, reference_settings};
+use crate::model_interop::{Fixture, corpus, interop, reference_settings};
 use crate::pipeline::{Store, System, event, system};
+use agent_app::multiply;
 use ak_agents::openai::{OpenAiConfig, OpenAiProvider};
 use ak_agents::{AgentRuntime, ToolRegistry};
 use ak_core::adapters::memory::MemorySessionStore;

@@ -153,6 +153,46 @@ fn arithmetic(text: &str) -> Option<(String, f64)> {
     })
 }
 
+/// The integer factors of a product in the text (`12 * 7`, `12 x 7`, `12 × 7`).
+fn integer_product(text: &str) -> Option<(i64, i64)> {
+    let (expr, _) = arithmetic(text)?;
+    let mut parts = expr.split(' ');
+    let a = parts.next()?.parse().ok()?;
+    let op = parts.next()?;
+    let b = parts.next()?.parse().ok()?;
+    matches!(op, "*" | "x" | "×").then_some((a, b))
+}
+
+/// The messages since the user's last one (this turn's calls and results).
+fn this_turn(messages: &[Value]) -> &[Value] {
+    let start = messages
+        .iter()
+        .rposition(|m| m["role"] == "user")
+        .map_or(0, |i| i + 1);
+    &messages[start..]
+}
+
+/// What a call of tool `name` in this turn returned, as JSON.
+fn tool_result(messages: &[Value], name: &str) -> Option<Value> {
+    let turn = this_turn(messages);
+    let ids: Vec<&str> = turn
+        .iter()
+        .filter_map(|m| m["tool_calls"].as_array())
+        .flatten()
+        .filter(|c| c["function"]["name"] == name)
+        .filter_map(|c| c["id"].as_str())
+        .collect();
+    turn.iter()
+        .filter(|m| m["role"] == "tool")
+        .find(|m| {
+            m["tool_call_id"]
+                .as_str()
+                .is_some_and(|id| ids.contains(&id))
+        })
+        .and_then(|m| m["content"].as_str())
+        .map(|text| serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned())))
+}
+
 fn topic_score(target_words: &[String], prompt: &str) -> usize {
     let prompt_words = words(prompt);
     let shared = target_words
@@ -241,13 +281,38 @@ impl ModelProvider for OfflineModel {
                 });
             }
         }
-        let text = match arithmetic(&prompt) {
-            Some((expr, value)) => format!(
+        // An agent with a `multiply` tool gets a product from it, as a real model would.
+        let multiply = request.tools.iter().any(|t| t.name == "multiply");
+        let product = integer_product(&prompt).filter(|_| multiply);
+        let from_tool = tool_result(&request.messages, "multiply");
+        if let (Some((a, b)), None) = (product, &from_tool) {
+            return Ok(ModelReply {
+                content: None,
+                tool_calls: vec![ToolCall {
+                    id: "offline-multiply".to_owned(),
+                    name: "multiply".to_owned(),
+                    arguments: serde_json::json!({"a": a, "b": b}).to_string(),
+                    extra: None,
+                }],
+                finish: FinishReason::ToolCalls,
+                usage,
+                ..ModelReply::default()
+            });
+        }
+        let text = match (arithmetic(&prompt), from_tool) {
+            (Some((expr, _)), Some(result)) if product.is_some() => format!(
+                "{LABEL} {}: {expr} = {}",
+                request.agent,
+                result
+                    .get("product")
+                    .map_or_else(|| result.to_string(), Value::to_string)
+            ),
+            (Some((expr, value)), _) => format!(
                 "{LABEL} {}: {expr} = {}",
                 request.agent,
                 format_number(value)
             ),
-            None => format!(
+            (None, _) => format!(
                 "{LABEL} {} received: {prompt:?}. This is a canned local answer; set OPENAI_API_KEY \
                  (and optionally OPENAI_BASE_URL) for real ones.",
                 request.agent
@@ -338,6 +403,34 @@ mod tests {
             None,
             "nothing matches: triage answers itself"
         );
+    }
+
+    #[tokio::test]
+    async fn an_agent_with_multiply_calls_it_and_answers_with_its_result() {
+        let mut request = triage_request("what is 12 * 7");
+        request.agent = "math".into();
+        request.tools = vec![crate::model::ToolSpec {
+            name: "multiply".into(),
+            description: "Multiplies two integers".into(),
+            parameters: json!({}),
+        }];
+        let reply = OfflineModel.complete(&request).await.unwrap_or_default();
+        let call = reply.tool_calls.first().cloned().unwrap_or_default();
+        assert_eq!(call.name, "multiply");
+        assert_eq!(
+            serde_json::from_str::<Value>(&call.arguments).unwrap_or_default(),
+            json!({"a": 12, "b": 7})
+        );
+        request.messages.push(json!({"role": "assistant", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "multiply", "arguments": call.arguments}}
+        ]}));
+        request
+            .messages
+            .push(json!({"role": "tool", "tool_call_id": "c1", "content": "{\"product\":84}"}));
+        let reply = OfflineModel.complete(&request).await.unwrap_or_default();
+        assert!(reply.tool_calls.is_empty());
+        let text = reply.content.unwrap_or_default();
+        assert!(text.ends_with("math: 12 * 7 = 84"), "{text}");
     }
 
     #[tokio::test]

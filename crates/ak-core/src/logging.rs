@@ -1,17 +1,48 @@
-//! Structured logs: one JSON object per line on stdout, which CloudWatch Logs stores as is.
+//! Logs. The Lambda functions write one JSON object per line on stdout, which CloudWatch Logs
+//! stores as is (with CloudWatch Embedded Metric Format lines for the metrics). `ak-local` on a
+//! terminal writes lines a person reads instead, without metric lines; piped or redirected, it
+//! writes JSON like the functions.
 
 use crate::config::LogLevel;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tracing_subscriber::EnvFilter;
+
+/// Whether metric lines are written (off for human-readable logs).
+static METRICS: AtomicBool = AtomicBool::new(true);
+
+/// Whether [`crate::metrics::emit`] writes its lines.
+pub fn metrics_enabled() -> bool {
+    METRICS.load(Ordering::Relaxed)
+}
+
+fn filter(level: LogLevel) -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.as_str()))
+}
 
 /// Installs the JSON log subscriber at `level`; `RUST_LOG` refines it when set. Safe to call
 /// more than once (later calls do nothing).
 pub fn init(level: LogLevel) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.as_str()));
     let _ = tracing_subscriber::fmt()
         .json()
-        .with_env_filter(filter)
+        .with_env_filter(filter(level))
         .with_current_span(false)
+        .with_target(false)
+        .try_init();
+}
+
+/// For a program a person runs (`ak-local`): human-readable lines on stderr, without metric
+/// lines, when stderr is a terminal; otherwise [`init`]'s JSON.
+pub fn init_local(level: LogLevel) {
+    if !std::io::stderr().is_terminal() {
+        init(level);
+        return;
+    }
+    METRICS.store(false, Ordering::Relaxed);
+    let _ = tracing_subscriber::fmt()
+        .compact()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter(level))
         .with_target(false)
         .try_init();
 }

@@ -65,6 +65,9 @@ pub fn emit(
     metrics: &[(&str, f64, Unit)],
     properties: &[(&str, Value)],
 ) {
+    if !crate::logging::metrics_enabled() {
+        return;
+    }
     let line = emf(dimensions, metrics, properties).to_string();
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");

@@ -49,11 +49,12 @@ fn print_config() -> anyhow::Result<()> {
 
 async fn serve(addr: SocketAddr, workers: usize) -> anyhow::Result<()> {
     let settings = Settings::load()?;
-    ak_core::logging::init(settings.log.level);
+    ak_core::logging::init_local(settings.log.level);
     let server = server::LocalServer::start(&settings, addr, workers).await?;
     let base = format!("http://{}", server.addr);
     let paths = ak_core::RoutePaths::from_env()?;
     eprintln!("ak-local listening on {base} (mode {})", server.mode);
+    eprintln!("playground: {base}/ (in a browser)");
     if server.provider == "offline" {
         eprintln!(
             "model: the offline model (canned, clearly labelled answers); set OPENAI_API_KEY (and OPENAI_BASE_URL for another server) for real ones"

@@ -3,21 +3,20 @@
 //! source mappings play. With `memory://` queues and the memory store it is the whole pipeline
 //! in one process; with SQS URLs and Redis or DynamoDB it works against the real services.
 
-use ak_agents::{AgentRuntime, ToolRegistry};
+use ak_agents::AgentRuntime;
 use ak_core::adapters::{self, AwsConfig, required_output_queue, required_response_store};
 use ak_core::api::{Api, Reply};
 use ak_core::chat::ChatService;
 use ak_core::pipeline::sqs::SqsBatchResponse;
 use ak_core::pipeline::{AgentRunnerHandler, ResponseHandler, pump};
 use ak_core::ports::{AgentRunner, Queue};
-use ak_core::router::{RouterBuilder, request_summary};
 use ak_core::{ApiError, ApiResponse, RoutePaths, Router, Settings};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use lambda_http::Body;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,26 +24,6 @@ use std::time::Duration;
 
 /// How long one receive waits for messages (SQS long polling allows 20 s).
 const RECEIVE_WAIT: Duration = Duration::from_secs(10);
-
-/// The reference's custom routes, served locally as on Lambda.
-pub fn reference_routes(paths: RoutePaths) -> RouterBuilder {
-    Router::builder(paths)
-        .get("/app", |event: lambda_http::Request| async move {
-            Ok::<_, ApiError>(json!({
-                "receivedEventPayload": request_summary(&event),
-                "response": "Hello! from AK 'app'",
-            }))
-        })
-        .post("/app_info", |event: lambda_http::Request| async move {
-            let payload: Value = serde_json::from_slice(event.body().as_ref())
-                .map_err(|e| ApiError::bad_request(format!("body must be JSON: {e}")))?;
-            Ok::<_, ApiError>(json!({
-                "receivedEventPayload": request_summary(&event),
-                "request": payload,
-                "response": "Hello! from AK 'app_info'",
-            }))
-        })
-}
 
 /// A running local system.
 pub struct LocalServer {
@@ -75,10 +54,10 @@ impl LocalServer {
     ) -> anyhow::Result<Self> {
         let aws = AwsConfig::default();
         let runtime: Arc<dyn AgentRunner> =
-            Arc::new(AgentRuntime::load(settings, &ToolRegistry::new(), &aws, true).await?);
+            Arc::new(AgentRuntime::load(settings, &agent_app::tools(), &aws, true).await?);
         let mode = settings.execution.mode();
         let chat = ChatService::from_settings(settings, &aws, Some(runtime.clone())).await?;
-        let router = reference_routes(RoutePaths::from_env()?).build()?;
+        let router = agent_app::routes(Router::builder(RoutePaths::from_env()?)).build()?;
         let api = Arc::new(
             Api::new(router, chat, settings.api.max_body_bytes)
                 .with_principal_claim(&settings.auth.principal_claim)
@@ -122,6 +101,7 @@ impl LocalServer {
             }
         }
 
+        let page = Arc::new(playground(settings, mode));
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let limit = settings.api.max_body_bytes;
@@ -130,10 +110,11 @@ impl LocalServer {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let api = api.clone();
+                let (api, page) = (api.clone(), page.clone());
                 tokio::spawn(async move {
-                    let service =
-                        hyper::service::service_fn(move |req| serve(api.clone(), limit, req));
+                    let service = hyper::service::service_fn(move |req| {
+                        serve(api.clone(), page.clone(), limit, req)
+                    });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -166,12 +147,42 @@ where
 /// The body of a local response: one piece, or server-sent events as they come.
 type LocalBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
 
+/// The playground page, with the agents, mode and chat path of these settings filled in.
+fn playground(settings: &Settings, mode: ak_core::config::ExecutionMode) -> String {
+    let paths = RoutePaths::from_env().unwrap_or_default();
+    let config = serde_json::json!({
+        "agents": settings.agents.definitions.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+        "default_agent": settings.agents.default_agent(),
+        "mode": mode.as_str(),
+        "chat": paths.chat(),
+    });
+    // `</` cannot end the script element early, whatever a name holds.
+    let config = config.to_string().replace("</", "<\\/");
+    include_str!("playground.html").replacen(
+        "/*CONFIG*/{\"agents\": [], \"default_agent\": null, \"mode\": \"direct\", \"chat\": \"/api/v1/chat\"}",
+        &config,
+        1,
+    )
+}
+
 async fn serve(
     api: Arc<Api>,
+    page: Arc<String>,
     limit: usize,
     request: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<LocalBody>, Infallible> {
     use futures_util::StreamExt;
+    // The playground: one page at `/`, calling the same HTTP API as any client.
+    if request.method() == hyper::Method::GET && matches!(request.uri().path(), "/" | "/index.html")
+    {
+        let mut response =
+            hyper::Response::new(Full::new(Bytes::from(page.as_bytes().to_vec())).boxed_unsync());
+        response.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        return Ok(response);
+    }
     let (parts, body) = request.into_parts();
     let reply = match Limited::new(body, limit).collect().await {
         Ok(collected) => {

@@ -1,6 +1,6 @@
 //! Lambda function: SQS input batch → agents → SQS output, with per-record failures.
 
-use ak_agents::{AgentRuntime, ToolRegistry};
+use ak_agents::AgentRuntime;
 use ak_core::Settings;
 use ak_core::adapters::{
     AwsConfig, check_shared_backends, required_output_queue, required_response_store,
@@ -19,7 +19,7 @@ async fn setup() -> Result<AgentRunnerHandler, Box<dyn std::error::Error>> {
     ak_core::logging::init(settings.log.level);
     check_shared_backends(&settings)?;
     let aws = AwsConfig::default();
-    let runtime = AgentRuntime::load(&settings, &ToolRegistry::new(), &aws, false).await?;
+    let runtime = AgentRuntime::load(&settings, &agent_app::tools(), &aws, false).await?;
     Ok(AgentRunnerHandler::new(
         Arc::new(runtime),
         required_output_queue(&settings, &aws).await?,

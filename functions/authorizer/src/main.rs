@@ -1,7 +1,8 @@
-//! Lambda function: the API Gateway authorizer (REQUEST and TOKEN events), validating JWTs as
-//! configured under `auth.jwt`.
+//! Lambda function: the API Gateway authorizer (REQUEST and TOKEN events), validating tokens
+//! with `agent-app`'s validator, or JWTs as configured under `auth.jwt`.
 
 use ak_core::Settings;
+use ak_core::auth::AuthValidator;
 use ak_core::auth::authorizer::Authorizer;
 use ak_core::auth::jwt::JwtValidator;
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
@@ -25,11 +26,17 @@ impl From<Unauthorized> for Diagnostic {
 async fn setup() -> Result<Authorizer, Box<dyn std::error::Error>> {
     let settings = Settings::load()?;
     ak_core::logging::init(settings.log.level);
-    let jwt = settings.auth.jwt.as_ref().ok_or(
-        "auth.jwt is not configured: set AK_AUTH__JWT__SECRET (or __SECRET_FILE, __PUBLIC_KEY_PEM, __JWKS_URL)",
-    )?;
-    Ok(Authorizer::new(Arc::new(JwtValidator::from_settings(jwt)?))
-        .with_token_header(&settings.auth.token_header))
+    // The application's own validator, else the JWT validator of `auth.jwt`.
+    let validator: Arc<dyn AuthValidator> = match agent_app::auth_validator(&settings) {
+        Some(validator) => validator,
+        None => {
+            let jwt = settings.auth.jwt.as_ref().ok_or(
+                "auth.jwt is not configured: set AK_AUTH__JWT__SECRET (or __SECRET_FILE, __PUBLIC_KEY_PEM, __JWKS_URL)",
+            )?;
+            Arc::new(JwtValidator::from_settings(jwt)?)
+        }
+    };
+    Ok(Authorizer::new(validator).with_token_header(&settings.auth.token_header))
 }
 
 #[tokio::main(flavor = "current_thread")]

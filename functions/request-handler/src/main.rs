@@ -1,7 +1,7 @@
 //! Lambda function behind API Gateway or a function URL: the chat endpoint in the configured
-//! execution mode, and custom routes.
+//! execution mode, and the custom routes and tools of `agent-app`.
 
-use ak_agents::{AgentRuntime, ToolRegistry};
+use ak_agents::AgentRuntime;
 use ak_core::adapters::{AwsConfig, check_shared_backends};
 use ak_core::api::Api;
 use ak_core::api::EventReply;
@@ -9,32 +9,11 @@ use ak_core::chat::ChatService;
 use ak_core::config::ExecutionMode;
 use ak_core::pipeline::deadline_from_epoch_ms;
 use ak_core::ports::AgentRunner;
-use ak_core::router::request_summary;
-use ak_core::{ApiError, RoutePaths, Router, Settings};
-use lambda_http::Request;
+use ak_core::{RoutePaths, Router, Settings};
 use lambda_runtime::{FunctionResponse, LambdaEvent, MetadataPrelude, StreamResponse, service_fn};
-use serde_json::Value;
-use serde_json::json;
 use serde_json::value::RawValue;
 use std::convert::Infallible;
 use std::sync::Arc;
-
-async fn app(event: Request) -> Result<Value, ApiError> {
-    Ok(json!({
-        "receivedEventPayload": request_summary(&event),
-        "response": "Hello! from AK 'app'",
-    }))
-}
-
-async fn app_info(event: Request) -> Result<Value, ApiError> {
-    let payload: Value = serde_json::from_slice(event.body().as_ref())
-        .map_err(|e| ApiError::bad_request(format!("body must be JSON: {e}")))?;
-    Ok(json!({
-        "receivedEventPayload": request_summary(&event),
-        "request": payload,
-        "response": "Hello! from AK 'app_info'",
-    }))
-}
 
 /// Everything built once per cold start.
 async fn setup() -> Result<Api, Box<dyn std::error::Error>> {
@@ -45,15 +24,12 @@ async fn setup() -> Result<Api, Box<dyn std::error::Error>> {
     // Agents run here only in direct mode; in the queue modes the agent runner has them.
     let runner: Option<Arc<dyn AgentRunner>> = match settings.execution.mode() {
         ExecutionMode::Direct => Some(Arc::new(
-            AgentRuntime::load(&settings, &ToolRegistry::new(), &aws, false).await?,
+            AgentRuntime::load(&settings, &agent_app::tools(), &aws, false).await?,
         )),
         _ => None,
     };
     let chat = ChatService::from_settings(&settings, &aws, runner).await?;
-    let router = Router::builder(RoutePaths::from_env()?)
-        .get("/app", app)
-        .post("/app_info", app_info)
-        .build()?;
+    let router = agent_app::routes(Router::builder(RoutePaths::from_env()?)).build()?;
     Ok(Api::new(router, chat, settings.api.max_body_bytes)
         .with_principal_claim(&settings.auth.principal_claim)
         .with_alb_oidc_identity(settings.auth.trust_alb_oidc_identity)
