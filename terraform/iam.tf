@@ -7,6 +7,12 @@ locals {
   # Turns are appended with TransactWriteItems, which IAM checks as one PutItem per item.
   session_actions = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:DescribeTable"]
 
+  bedrock_statement = local.bedrock ? [{
+    Effect   = "Allow"
+    Action   = ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]
+    Resource = module.decisions.bedrock_arns
+  }] : []
+
   function_statements = {
     request_handler = concat(
       module.decisions.queue_mode ? [{ Effect = "Allow", Action = ["sqs:SendMessage"], Resource = [aws_sqs_queue.input[0].arn] }] : [],
@@ -15,8 +21,11 @@ locals {
       # also claims the request and stores its answer.
       local.response_table_arn != null ? [{ Effect = "Allow", Action = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"], Resource = [local.response_table_arn] }] : [],
       !module.decisions.queue_mode && local.session_table_arn != null ? [{ Effect = "Allow", Action = local.session_actions, Resource = [local.session_table_arn] }] : [],
+      # Agents run here in direct mode.
+      !module.decisions.queue_mode ? local.bedrock_statement : [],
     )
     agent_runner = concat(
+      local.bedrock_statement,
       module.decisions.queue_mode ? [
         { Effect = "Allow", Action = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"], Resource = [aws_sqs_queue.input[0].arn] },
         { Effect = "Allow", Action = ["sqs:SendMessage"], Resource = [aws_sqs_queue.output[0].arn] },

@@ -3,6 +3,7 @@
 
 data "aws_region" "current" {}
 data "aws_caller_identity" "current" {}
+data "aws_partition" "current" {}
 
 locals {
   fifo_suffix = var.queue.fifo ? ".fifo" : ""
@@ -19,9 +20,13 @@ locals {
   # The header the authorizer reads the token from (API Gateway's identity source).
   authorizer_header = coalesce(try(var.authorizer.identity_header, null), "Authorization")
 
+  bedrock = var.model.provider == "bedrock"
   model_env = merge(
-    var.model.api_key != "" ? { OPENAI_API_KEY = var.model.api_key } : {},
-    var.model.base_url != "" ? { OPENAI_BASE_URL = var.model.base_url } : {},
+    { AK_MODEL__PROVIDER = var.model.provider },
+    # With Bedrock the function's role authorises the calls: no key.
+    !local.bedrock && var.model.api_key != "" ? { OPENAI_API_KEY = var.model.api_key } : {},
+    !local.bedrock && var.model.base_url != "" ? { OPENAI_BASE_URL = var.model.base_url } : {},
+    local.bedrock && var.model.base_url != "" ? { AK_MODEL__BASE_URL = var.model.base_url } : {},
     var.model.name != "" ? { AK_MODEL__NAME = var.model.name } : {},
   )
 }
@@ -45,5 +50,11 @@ module "decisions" {
   queue_urls = {
     input  = try(aws_sqs_queue.input[0].url, "")
     output = try(aws_sqs_queue.output[0].url, "")
+  }
+  bedrock = {
+    models    = local.bedrock ? concat([var.model.name], var.model.bedrock_models) : []
+    partition = data.aws_partition.current.partition
+    region    = data.aws_region.current.region
+    account   = data.aws_caller_identity.current.account_id
   }
 }

@@ -220,14 +220,25 @@ variable "alarm_sns_topic_arn" {
 }
 
 variable "model" {
-  description = "Model settings passed to the functions that run agents: OPENAI_API_KEY (sensitive), OPENAI_BASE_URL, model name."
+  description = "Model settings passed to the functions that run agents: provider (openai | bedrock), OPENAI_API_KEY (sensitive; openai only), OPENAI_BASE_URL, the model name (with bedrock: a model id, an inference profile id or an ARN), and bedrock_models: more Bedrock model ids or ARNs the functions may invoke (agents' own `model` overrides)."
   type = object({
-    api_key  = optional(string, "")
-    base_url = optional(string, "")
-    name     = optional(string, "")
+    provider       = optional(string, "openai")
+    api_key        = optional(string, "")
+    base_url       = optional(string, "")
+    name           = optional(string, "")
+    bedrock_models = optional(list(string), [])
   })
   default   = {}
   sensitive = true
+
+  validation {
+    condition     = contains(["openai", "bedrock"], var.model.provider)
+    error_message = "model.provider must be openai or bedrock."
+  }
+  validation {
+    condition     = var.model.provider != "bedrock" || var.model.name != ""
+    error_message = "With model.provider = bedrock, set model.name to a Bedrock model id (anthropic.claude-3-5-haiku-20241022-v1:0), an inference profile id (us.anthropic.claude-3-5-haiku-20241022-v1:0) or an ARN: the functions' role may invoke only the models named."
+  }
 }
 
 variable "tags" {

@@ -17,7 +17,7 @@ module "agents" {
   response_store    = var.response_store
   session_store     = var.session_store
   keep_warm         = var.keep_warm
-  model             = { api_key = var.openai_api_key, base_url = var.openai_base_url, name = var.model_name }
+  model             = { provider = var.model_provider, api_key = var.openai_api_key, base_url = var.openai_base_url, name = var.model_name, bedrock_models = var.bedrock_models }
   gateway_endpoints = var.gateway_endpoints
   tags              = var.tags
 

@@ -21,6 +21,11 @@ queue = {
 
 response_store = { type = "dynamodb", ttl = 604800, retry_count = 5, delay = 5 }
 
+# Models: an OpenAI-compatible server (pass the key as TF_VAR_openai_api_key), or Amazon Bedrock
+# authorised by the functions' role (no key):
+# model_provider = "bedrock"
+# model_name     = "us.anthropic.claude-3-5-haiku-20241022-v1:0"   # model id, inference profile or ARN
+
 # Answers stream as server-sent events when a client asks (Accept: text/event-stream).
 response_streaming = true
 # function_url = { create = true, authorization_type = "NONE", allow_origins = ["https://app.example.com"] }

@@ -83,9 +83,21 @@ variable "openai_base_url" {
 }
 
 variable "model_name" {
-  description = "Model name (empty: config.yaml's)."
+  description = "Model name (empty: config.yaml's); with model_provider = bedrock, a Bedrock model id, inference profile id or ARN."
   type        = string
   default     = ""
+}
+
+variable "model_provider" {
+  description = "openai (an OpenAI-compatible server and its key) or bedrock (Amazon Bedrock's Converse API, authorised by the functions' IAM role)."
+  type        = string
+  default     = "openai"
+}
+
+variable "bedrock_models" {
+  description = "More Bedrock model ids or ARNs the functions may invoke (agents' own model overrides)."
+  type        = list(string)
+  default     = []
 }
 
 variable "tags" {

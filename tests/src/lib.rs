@@ -8,6 +8,7 @@
 //! DynamoDB) with dummy credentials. Run the suite through it; `cargo test` alone fails with a
 //! message saying so, rather than skipping.
 
+pub mod converse_server;
 pub mod model_server;
 pub mod runtime_api;
 

@@ -4,6 +4,7 @@
 mod agents;
 mod authorizer;
 mod backend_faults;
+mod bedrock;
 mod exactly_once;
 mod front_doors;
 mod functions;

@@ -7,6 +7,7 @@
 //! - [`runtime`]: [`AgentRuntime`], the run loop with handoffs, tools, sessions and `max_turns`.
 
 pub mod agent;
+pub mod bedrock;
 pub mod model;
 pub mod offline;
 pub mod openai;

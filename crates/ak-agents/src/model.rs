@@ -175,6 +175,14 @@ pub enum ModelError {
         /// The error's code, as for [`ModelError::Rejected`].
         code: Option<String>,
     },
+    /// The provider refused the request for a reason the operator can fix (the function's role
+    /// may not invoke the model, the model does not exist there); not retried. The text says
+    /// what and how.
+    #[error("{reason}")]
+    Refused {
+        /// What was refused and what to do about it.
+        reason: String,
+    },
     /// The function's deadline came before the model answered: no attempt could finish in time.
     #[error("the model provider did not answer before the function's deadline ({})", attempts_text(*attempts))]
     Deadline {

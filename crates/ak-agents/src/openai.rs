@@ -29,7 +29,7 @@ const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
 /// Of an error body only this much is read: enough to find its code.
 const MAX_ERROR_BYTES: usize = 64 * 1024;
 /// An attempt shorter than this is not started: it could not finish before the deadline.
-const MIN_ATTEMPT: Duration = Duration::from_millis(500);
+pub(crate) const MIN_ATTEMPT: Duration = Duration::from_millis(500);
 
 /// Settings of [`OpenAiProvider`].
 #[derive(Debug, Clone)]
@@ -296,7 +296,7 @@ async fn read_limited(
     Ok(out.freeze())
 }
 
-fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
+pub(crate) fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
     if let Some(after) = retry_after {
         return after;
     }

@@ -92,7 +92,11 @@ impl RunError {
     pub fn is_transient(&self) -> bool {
         match self {
             RunError::Session(e) => e.is_transient(),
-            RunError::Model(ModelError::Rejected { .. } | ModelError::InvalidResponse(_)) => false,
+            RunError::Model(
+                ModelError::Rejected { .. }
+                | ModelError::InvalidResponse(_)
+                | ModelError::Refused { .. },
+            ) => false,
             RunError::Model(_) | RunError::BrokenAnswer => true,
             RunError::UnknownAgent { .. }
             | RunError::MaxTurns(_)
@@ -143,6 +147,7 @@ pub fn model_provider(
     settings: &ModelSettings,
     lookup: &dyn Fn(&str) -> Option<String>,
     offline_fallback: bool,
+    aws: &ak_core::adapters::AwsConfig,
 ) -> Result<Arc<dyn ModelProvider>, ProviderError> {
     let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
     let api_key = settings
@@ -163,6 +168,14 @@ pub fn model_provider(
     };
     match kind {
         ProviderKind::Offline => Ok(Arc::new(OfflineModel)),
+        ProviderKind::Bedrock => Ok(Arc::new(crate::bedrock::BedrockProvider::new(
+            aws.clone(),
+            crate::bedrock::BedrockConfig {
+                timeout: Duration::from_secs_f64(settings.timeout.max(0.001)),
+                max_retries: settings.max_retries,
+                endpoint: settings.base_url.clone(),
+            },
+        ))),
         ProviderKind::OpenAi => {
             let base_url = settings
                 .base_url
@@ -618,17 +631,17 @@ mod tests {
         let none = |_: &str| None;
         let key = |name: &str| (name == "OPENAI_API_KEY").then(|| "sk-test".to_owned());
         let settings = ModelSettings::default();
-        let local = model_provider(&settings, &none, true)
+        let local = model_provider(&settings, &none, true, &Default::default())
             .map(|p| p.name())
             .ok();
         assert_eq!(local, Some("offline"));
-        let lambda = model_provider(&settings, &none, false)
+        let lambda = model_provider(&settings, &none, false, &Default::default())
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(lambda.contains("OPENAI_API_KEY"), "{lambda}");
         assert_eq!(
-            model_provider(&settings, &key, false)
+            model_provider(&settings, &key, false, &Default::default())
                 .map(|p| p.name())
                 .ok(),
             Some("openai")
@@ -638,14 +651,16 @@ mod tests {
             ..ModelSettings::default()
         };
         assert_eq!(
-            model_provider(&offline, &key, false).map(|p| p.name()).ok(),
+            model_provider(&offline, &key, false, &Default::default())
+                .map(|p| p.name())
+                .ok(),
             Some("offline")
         );
         let bad = ModelSettings {
             base_url: Some("not a url".into()),
             ..ModelSettings::default()
         };
-        assert!(model_provider(&bad, &key, false).is_err());
+        assert!(model_provider(&bad, &key, false, &Default::default()).is_err());
     }
 }
 
@@ -708,6 +723,7 @@ impl AgentRuntime {
             &settings.model,
             &|name| std::env::var(name).ok(),
             offline_fallback,
+            aws,
         )?;
         let sessions = ak_core::adapters::session_store(settings, aws).await?;
         Ok(Self::from_settings(settings, tools, model, sessions)?)

@@ -59,6 +59,30 @@ variable "response_streaming" {
   default     = false
 }
 
+variable "bedrock" {
+  description = "Bedrock models the functions may invoke (ids, inference profile ids or ARNs), and where: partition, region and account of the deployment. Empty models: no Bedrock permission."
+  type = object({
+    models    = list(string)
+    partition = string
+    region    = string
+    account   = string
+  })
+  default = { models = [], partition = "aws", region = "us-east-1", account = "000000000000" }
+}
+
+locals {
+  # A model id is a foundation model in this region; an inference profile id (us., eu., apac.,
+  # global., ...: a prefix before the provider's name) is the profile plus its model in every
+  # region it routes to; an ARN is taken as it is.
+  bedrock_arns = flatten([for id in distinct(compact(var.bedrock.models)) :
+    startswith(id, "arn:") ? [id] :
+    can(regex("^[a-z-]+\\.[a-z0-9-]+\\.", id)) ? [
+      "arn:${var.bedrock.partition}:bedrock:${var.bedrock.region}:${var.bedrock.account}:inference-profile/${id}",
+      "arn:${var.bedrock.partition}:bedrock:*::foundation-model/${replace(id, "/^[a-z-]+\\./", "")}",
+    ] : ["arn:${var.bedrock.partition}:bedrock:${var.bedrock.region}::foundation-model/${id}"]
+  ])
+}
+
 locals {
   queue_mode = contains(["rest_sync", "rest_async"], var.execution_mode)
 
@@ -164,4 +188,9 @@ output "create_session_table" {
 output "environment" {
   description = "Environment variables per function."
   value       = local.function_env
+}
+
+output "bedrock_arns" {
+  description = "The Bedrock resources the functions that run agents may invoke (InvokeModel, InvokeModelWithResponseStream)."
+  value       = local.bedrock_arns
 }

@@ -186,6 +186,8 @@ keyword_enum! {
     ModelProvider {
         /// Any OpenAI-compatible Chat Completions endpoint.
         OpenAi = "openai",
+        /// Amazon Bedrock's Converse API, authorised by the function's IAM role.
+        Bedrock = "bedrock",
         /// The deterministic offline model, for local runs without a key.
         Offline = "offline",
     }
@@ -553,12 +555,14 @@ pub struct AgentDefinition {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelSettings {
-    /// `openai` or `offline`; when unset, `openai` with a key, else `offline` (local runs only).
+    /// `openai`, `bedrock` or `offline`; when unset, `openai` with a key, else `offline` (local
+    /// runs only).
     pub provider: Option<ModelProvider>,
     /// Model name sent to the provider.
     #[serde(deserialize_with = "lenient::string")]
     pub name: String,
-    /// Base URL of an OpenAI-compatible API; `OPENAI_BASE_URL` also works.
+    /// Base URL of an OpenAI-compatible API (`OPENAI_BASE_URL` also works); with `bedrock`,
+    /// another Bedrock Runtime endpoint (a VPC endpoint's URL).
     #[serde(deserialize_with = "lenient::opt_string")]
     pub base_url: Option<String>,
     /// API key; `OPENAI_API_KEY` also works.
@@ -804,6 +808,17 @@ impl Settings {
         }
 
         self.check_agents(&err)?;
+        if self.model.provider == Some(ModelProvider::Bedrock)
+            && !(self.model.name.contains('.') || self.model.name.starts_with("arn:"))
+        {
+            return Err(err(
+                "model.name",
+                &format!(
+                    "{:?} is not a Bedrock model: with model.provider bedrock, name a model id (anthropic.claude-3-5-haiku-20241022-v1:0), an inference profile id (us.anthropic.claude-3-5-haiku-20241022-v1:0) or an ARN",
+                    self.model.name
+                ),
+            ));
+        }
         // Seconds that become durations: bounded, so none overflows and none spins.
         for (key, value, min, max) in [
             ("model.timeout", self.model.timeout, 0.001, 3600.0),

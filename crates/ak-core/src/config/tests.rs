@@ -271,6 +271,21 @@ fn negative_and_malformed_numbers_are_rejected() {
         let e = err(None, &[(var, value)]);
         assert!(e.contains(key) && e.contains("between"), "{value}: {e}");
     }
+    let e = err(None, &[("AK_MODEL__PROVIDER", "bedrock")]);
+    assert!(
+        e.contains("model.name") && e.contains("inference profile"),
+        "{e}"
+    );
+    ok(
+        None,
+        &[
+            ("AK_MODEL__PROVIDER", "bedrock"),
+            (
+                "AK_MODEL__NAME",
+                "us.anthropic.claude-3-5-haiku-20241022-v1:0",
+            ),
+        ],
+    );
 }
 
 #[test]

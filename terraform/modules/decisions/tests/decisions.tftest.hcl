@@ -187,3 +187,41 @@ run "authorizer_ttl_can_be_set" {
     error_message = "an explicit TTL wins"
   }
 }
+
+run "bedrock_permissions_name_only_the_configured_models" {
+  command = plan
+
+  variables {
+    bedrock = {
+      models = [
+        "anthropic.claude-3-5-haiku-20241022-v1:0",
+        "us.anthropic.claude-3-5-haiku-20241022-v1:0",
+        "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc",
+        "",
+        "anthropic.claude-3-5-haiku-20241022-v1:0",
+      ]
+      partition = "aws"
+      region    = "us-east-1"
+      account   = "123456789012"
+    }
+  }
+
+  assert {
+    condition = output.bedrock_arns == [
+      "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-5-haiku-20241022-v1:0",
+      "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-5-haiku-20241022-v1:0",
+      "arn:aws:bedrock:*::foundation-model/anthropic.claude-3-5-haiku-20241022-v1:0",
+      "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc",
+    ]
+    error_message = "a model id, a cross-region inference profile (with its model everywhere it routes) and an ARN, each once"
+  }
+}
+
+run "no_bedrock_models_no_bedrock_permission" {
+  command = plan
+
+  assert {
+    condition     = length(output.bedrock_arns) == 0
+    error_message = "without Bedrock models nothing is granted"
+  }
+}
