@@ -3,8 +3,9 @@
 # for AWS and starts them on free loopback ports, remembering each PID so that exactly what was
 # started gets stopped.
 #
-# After `start_services`: TEST_REDIS_URL, AWS_ENDPOINT_URL (moto: SQS and DynamoDB) and dummy AWS
-# credentials are exported, the venv's tools (cargo-lambda, zig) are on PATH, and no AK_
+# After `start_services`: TEST_REDIS_URL, AWS_ENDPOINT_URL (moto: SQS and DynamoDB), TEST_MCP_URL
+# (an MCP server of the Python SDK), TEST_PYTHON (the venv's python) and dummy AWS credentials
+# are exported, the venv's tools (cargo-lambda, zig) are on PATH, and no AK_
 # variable of the caller's shell is left to leak into what runs. `stop_services` (run from an
 # EXIT trap) stops them.
 
@@ -89,13 +90,22 @@ start_services() {
   STARTED_PIDS+=($!)
   wait_for_port "$moto_port" moto $!
 
+  # An MCP server written with the Python MCP SDK (tests/mcp/tools_server.py): two tools.
+  local mcp_port
+  mcp_port=$(free_port)
+  "$VENV/bin/python" "$ROOT/tests/mcp/tools_server.py" "$mcp_port" >"$RUN_DIR/mcp.log" 2>&1 &
+  STARTED_PIDS+=($!)
+  wait_for_port "$mcp_port" mcp $!
+
+  export TEST_MCP_URL="http://127.0.0.1:$mcp_port/mcp"
+  export TEST_PYTHON="$VENV/bin/python"
   export TEST_REDIS_URL="redis://127.0.0.1:$redis_port"
   export AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port"
   export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_SESSION_TOKEN=testing
   export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
   unset AWS_PROFILE AWS_CONFIG_FILE AWS_SHARED_CREDENTIALS_FILE
   export AWS_EC2_METADATA_DISABLED=true
-  log "redis on $TEST_REDIS_URL, moto (SQS, DynamoDB) on $AWS_ENDPOINT_URL"
+  log "redis on $TEST_REDIS_URL, moto (SQS, DynamoDB) on $AWS_ENDPOINT_URL, MCP tools on $TEST_MCP_URL"
 }
 
 stop_services() {

@@ -38,6 +38,22 @@ resource "aws_api_gateway_resource" "chat_stream" {
   path_part   = "stream"
 }
 
+# /{api_base_path}/{api_version}/mcp: the API as an MCP server (streamable HTTP), when enabled.
+resource "aws_api_gateway_resource" "mcp" {
+  count = var.mcp_endpoint ? 1 : 0
+
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  parent_id   = aws_api_gateway_resource.version.id
+  path_part   = "mcp"
+
+  lifecycle {
+    precondition {
+      condition     = !contains(keys(var.gateway_endpoints), "mcp")
+      error_message = "gateway_endpoints must not name mcp while mcp_endpoint is on: that path is the MCP endpoint."
+    }
+  }
+}
+
 resource "aws_api_gateway_resource" "custom" {
   for_each = var.gateway_endpoints
 
@@ -61,6 +77,9 @@ locals {
   routes = merge(
     { for m in ["POST", "GET"] : "chat-${m}" => { resource_id = aws_api_gateway_resource.chat.id, method = m } },
     { for r in aws_api_gateway_resource.chat_stream : "chat-stream-GET" => { resource_id = r.id, method = "GET" } },
+    # Streamable HTTP: POST carries the messages; GET and DELETE are answered by the transport
+    # (405 in its stateless form), as clients probe them.
+    merge([for r in aws_api_gateway_resource.mcp : { for m in ["POST", "GET", "DELETE"] : "mcp-${m}" => { resource_id = r.id, method = m } }]...),
     merge([for path, methods in var.gateway_endpoints : {
       for m in methods : "${path}-${m}" => { resource_id = aws_api_gateway_resource.custom[path].id, method = m }
     }]...),

@@ -241,6 +241,12 @@ variable "model" {
   }
 }
 
+variable "mcp_endpoint" {
+  description = "Route /{api_base_path}/{api_version}/mcp (POST, GET, DELETE) to the request handler: the agents as an MCP server (streamable HTTP, stateless), behind the authorizer like the chat endpoint."
+  type        = bool
+  default     = false
+}
+
 variable "tags" {
   description = "Tags on every resource."
   type        = map(string)

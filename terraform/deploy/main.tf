@@ -22,5 +22,6 @@ module "agents" {
   tags              = var.tags
 
   response_streaming = var.response_streaming
+  mcp_endpoint       = var.mcp_endpoint
   function_url       = var.function_url
 }

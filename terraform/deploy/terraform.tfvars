@@ -26,6 +26,9 @@ response_store = { type = "dynamodb", ttl = 604800, retry_count = 5, delay = 5 }
 # model_provider = "bedrock"
 # model_name     = "us.anthropic.claude-3-5-haiku-20241022-v1:0"   # model id, inference profile or ARN
 
+# The agents as an MCP server at /api/v1/mcp (behind the authorizer when it is on).
+mcp_endpoint = false
+
 # Answers stream as server-sent events when a client asks (Accept: text/event-stream).
 response_streaming = true
 # function_url = { create = true, authorization_type = "NONE", allow_origins = ["https://app.example.com"] }

@@ -100,6 +100,12 @@ variable "bedrock_models" {
   default     = []
 }
 
+variable "mcp_endpoint" {
+  description = "Serve the agents as an MCP server at /api/v1/mcp."
+  type        = bool
+  default     = false
+}
+
 variable "tags" {
   description = "Tags on every resource."
   type        = map(string)

@@ -39,6 +39,17 @@ pub fn redis_url() -> String {
     required_env("TEST_REDIS_URL")
 }
 
+/// The MCP server of the Python SDK that `scripts/test.sh` starts (`tests/mcp/tools_server.py`:
+/// `add`, `slow_echo`).
+pub fn mcp_url() -> String {
+    required_env("TEST_MCP_URL")
+}
+
+/// The Python with the MCP SDK (the test venv's), for MCP servers and clients of the tests.
+pub fn python() -> String {
+    required_env("TEST_PYTHON")
+}
+
 /// The AWS endpoint (moto) for this run; refuses anything but loopback, so no test can reach a
 /// real AWS account.
 pub fn aws_endpoint() -> String {

@@ -27,6 +27,7 @@ fn definition(
         handoffs: handoffs.iter().map(|s| (*s).to_owned()).collect(),
         tools: tools.iter().map(|s| (*s).to_owned()).collect(),
         model: None,
+        mcp_servers: Vec::new(),
     }
 }
 

@@ -10,6 +10,7 @@ mod front_doors;
 mod functions;
 mod harness;
 mod local_server;
+mod mcp;
 mod model_interop;
 mod pipeline;
 mod playground;

@@ -112,6 +112,7 @@ pub(crate) fn reference_settings() -> Settings {
         handoffs: handoffs.iter().map(|s| (*s).to_owned()).collect(),
         tools: tools.iter().map(|s| (*s).to_owned()).collect(),
         model: None,
+        mcp_servers: Vec::new(),
     };
     let mut settings = Settings::default();
     settings.model.name = "interop-model".into();

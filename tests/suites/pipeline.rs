@@ -56,6 +56,7 @@ fn agents() -> Vec<AgentDefinition> {
         handoffs: handoffs.iter().map(|s| (*s).to_owned()).collect(),
         tools: vec![],
         model: None,
+        mcp_servers: Vec::new(),
     };
     vec![
         def("triage", &["history", "math"], None),

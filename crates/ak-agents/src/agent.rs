@@ -23,6 +23,8 @@ pub struct Agent {
     pub tools: Vec<Arc<dyn Tool>>,
     /// Model name overriding the deployment's.
     pub model: Option<String>,
+    /// MCP servers (by `mcp.servers[].name`) whose tools this agent may call.
+    pub mcp_servers: Vec<String>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -48,6 +50,7 @@ impl Agent {
             handoffs: Vec::new(),
             tools: Vec::new(),
             model: None,
+            mcp_servers: Vec::new(),
         }
     }
 
@@ -143,6 +146,9 @@ pub enum AgentError {
     /// No agent at all.
     #[error("no agent is defined")]
     Empty,
+    /// An MCP server cannot be used as configured (a header's source is missing).
+    #[error(transparent)]
+    Mcp(#[from] crate::mcp::McpConfigError),
 }
 
 /// The agents a deployment serves, validated.
@@ -220,6 +226,7 @@ impl AgentSet {
             agent.handoff_description = def.handoff_description.clone();
             agent.handoffs = def.handoffs.clone();
             agent.model = def.model.clone();
+            agent.mcp_servers = def.mcp_servers.clone();
             for name in &def.tools {
                 let tool = tools.get(name).ok_or_else(|| AgentError::UnknownTool {
                     agent: def.name.clone(),
@@ -278,6 +285,7 @@ mod tests {
             handoffs: handoffs.iter().map(|s| (*s).to_owned()).collect(),
             tools: tools.iter().map(|s| (*s).to_owned()).collect(),
             model: None,
+            mcp_servers: Vec::new(),
         }
     }
 

@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod bedrock;
+pub mod mcp;
 pub mod model;
 pub mod offline;
 pub mod openai;

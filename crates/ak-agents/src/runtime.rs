@@ -4,6 +4,7 @@
 //! a successful run.
 
 use crate::agent::{Agent, AgentError, AgentSet, handoff_tool_name};
+use crate::mcp::{McpServers, McpTool};
 use crate::model::{
     FinishReason, ModelError, ModelProvider, ModelRequest, TextSink, ToolSpec, Usage,
 };
@@ -202,6 +203,7 @@ pub struct AgentRuntime {
     model_name: String,
     max_turns: u32,
     limits: HistoryLimits,
+    mcp: Arc<McpServers>,
 }
 
 impl AgentRuntime {
@@ -222,7 +224,14 @@ impl AgentRuntime {
                 max_items: usize::try_from(settings.agents.history_window).unwrap_or(usize::MAX),
                 max_bytes: settings.agents.history_max_bytes,
             },
+            mcp: Arc::new(McpServers::default()),
         }
+    }
+
+    /// Gives the agents the tools of these MCP servers (see [`crate::mcp`]).
+    pub fn with_mcp(mut self, servers: McpServers) -> Self {
+        self.mcp = Arc::new(servers);
+        self
     }
 
     /// The agents from `settings` with `tools`, and the given model and session store.
@@ -233,7 +242,8 @@ impl AgentRuntime {
         sessions: Arc<dyn SessionStore>,
     ) -> Result<Self, AgentError> {
         let agents = AgentSet::from_settings(&settings.agents, tools)?;
-        Ok(Self::new(agents, model, sessions, settings))
+        let mcp = McpServers::from_settings(&settings.mcp, &|name| std::env::var(name).ok())?;
+        Ok(Self::new(agents, model, sessions, settings).with_mcp(mcp))
     }
 
     /// The agents served.
@@ -324,7 +334,9 @@ impl AgentRuntime {
         let mut model_ms = 0.0;
 
         for turn_count in 1..=self.max_turns {
-            let tools = tool_specs(agent, &self.agents);
+            let mcp_tools = self.mcp.tools(&agent.mcp_servers).await;
+            let mut tools = tool_specs(agent, &self.agents);
+            tools.extend(mcp_tools.iter().map(McpTool::spec));
             let model_request = ModelRequest {
                 model: agent
                     .model
@@ -479,6 +491,15 @@ impl AgentRuntime {
                             Ok(value) => value,
                             Err(e) => json!({"error": e.to_string()}),
                         },
+                    }
+                } else if let Some(tool) = mcp_tools.iter().find(|t| t.exposed == call.name) {
+                    match serde_json::from_str::<Value>(if call.arguments.trim().is_empty() {
+                        "{}"
+                    } else {
+                        &call.arguments
+                    }) {
+                        Err(e) => json!({"error": format!("arguments are not JSON: {e}")}),
+                        Ok(args) => self.mcp.call(tool, args).await,
                     }
                 } else {
                     json!({"error": format!("there is no tool named {:?}", call.name)})

@@ -36,6 +36,7 @@ pub struct Api {
     decode: DecodeOptions,
     heartbeat: std::time::Duration,
     streaming_doors: bool,
+    mcp: Option<std::sync::Arc<crate::mcp::McpEndpoint>>,
 }
 
 /// What the API answers a request with.
@@ -72,6 +73,8 @@ pub enum EventReply {
 enum Answer {
     Json(ApiResponse),
     Events(SseBody),
+    /// A response made elsewhere (the MCP transport), passed on as it is.
+    Http(http::Response<Body>),
 }
 
 /// What the request log line says about a request, filled in as it is understood.
@@ -143,7 +146,20 @@ impl Api {
             decode,
             heartbeat: crate::stream::DEFAULT_HEARTBEAT,
             streaming_doors: false,
+            mcp: None,
         }
+    }
+
+    /// Serves the MCP endpoint (`/{API_BASE_PATH}/{API_VERSION}/mcp`); without one that path
+    /// is a 404.
+    pub fn with_mcp(mut self, endpoint: crate::mcp::McpEndpoint) -> Self {
+        self.mcp = Some(std::sync::Arc::new(endpoint));
+        self
+    }
+
+    /// The heartbeat interval of streams (`api.stream_heartbeat`).
+    pub fn heartbeat(&self) -> std::time::Duration {
+        self.heartbeat
     }
 
     /// Answers the front doors that can stream (function URLs, REST APIs) through Lambda
@@ -339,6 +355,10 @@ impl Api {
                 line.emit(response.status.as_u16(), response.outcome, &response.body);
                 Reply::Json(response.into_http())
             }
+            Ok(Answer::Http(response)) => {
+                line.emit(response.status().as_u16(), "mcp", &Value::Null);
+                Reply::Json(response)
+            }
             // A stream is logged when it ends, with the status its last event carries.
             Ok(Answer::Events(body)) => Reply::Events(body.on_end(move |last| {
                 let (status, outcome, data) = match last {
@@ -397,6 +417,12 @@ impl Api {
             ) || !has_query_id
         };
         match self.router.resolve(&request)? {
+            Route::Mcp => match &self.mcp {
+                Some(endpoint) => Ok(Answer::Http(endpoint.handle(request).await)),
+                None => Err(ApiError::RouteNotFound {
+                    path: request.uri().path().to_owned(),
+                }),
+            },
             Route::ChatStream => {
                 let caller = caller(&request);
                 let query_id = query_param(&request, "request_id").ok_or_else(|| {

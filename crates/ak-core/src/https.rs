@@ -17,6 +17,15 @@ pub type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 /// How long opening a connection may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Makes ring the process's default rustls crypto provider (once; a provider set before
+/// stays), for libraries that build their TLS from the default (the MCP client's reqwest).
+pub fn install_crypto_provider() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// Builds a client; fails only when the system has no usable root certificates.
 pub fn client() -> Result<HttpsClient, String> {
     let mut http = HttpConnector::new();

@@ -32,6 +32,7 @@ pub mod eventlog;
 pub mod https;
 pub mod lambda;
 pub mod logging;
+pub mod mcp;
 pub mod metrics;
 pub mod pipeline;
 pub mod ports;

@@ -74,6 +74,7 @@ pub struct RoutePaths {
     base: String,
     chat: String,
     stream: String,
+    mcp: String,
 }
 
 impl RoutePaths {
@@ -85,7 +86,13 @@ impl RoutePaths {
         let base = format!("/{base_path}/{version}");
         let chat = format!("{base}/{endpoint}");
         let stream = format!("{chat}/{STREAM_SEGMENT}");
-        Ok(Self { base, chat, stream })
+        let mcp = format!("{base}/mcp");
+        Ok(Self {
+            base,
+            chat,
+            stream,
+            mcp,
+        })
     }
 
     /// Reads the three variables from the process environment (defaults api, v1, chat).
@@ -121,6 +128,11 @@ impl RoutePaths {
     pub fn stream(&self) -> &str {
         &self.stream
     }
+
+    /// `/api/v1/mcp`: the MCP server endpoint.
+    pub fn mcp(&self) -> &str {
+        &self.mcp
+    }
 }
 
 impl Default for RoutePaths {
@@ -129,6 +141,7 @@ impl Default for RoutePaths {
             base: "/api/v1".to_owned(),
             chat: "/api/v1/chat".to_owned(),
             stream: "/api/v1/chat/stream".to_owned(),
+            mcp: "/api/v1/mcp".to_owned(),
         }
     }
 }
@@ -160,6 +173,8 @@ pub enum Route {
     Chat,
     /// A run's event log, followed as SSE (GET).
     ChatStream,
+    /// The MCP server endpoint (streamable HTTP; the transport decides per method).
+    Mcp,
     /// A custom route.
     Custom(Arc<dyn RouteHandler>),
 }
@@ -169,6 +184,7 @@ impl std::fmt::Debug for Route {
         match self {
             Route::Chat => f.write_str("Chat"),
             Route::ChatStream => f.write_str("ChatStream"),
+            Route::Mcp => f.write_str("Mcp"),
             Route::Custom(_) => f.write_str("Custom"),
         }
     }
@@ -211,9 +227,9 @@ impl RouterBuilder {
             return self;
         }
         let full = format!("{}{relative}", self.paths.base);
-        if full == self.paths.chat || full == self.paths.stream {
+        if full == self.paths.chat || full == self.paths.stream || full == self.paths.mcp {
             self.error = Some(bad(&format!(
-                "{full} is the chat endpoint; it is served by the built-in chat handler"
+                "{full} is a built-in endpoint (chat, its stream, or MCP)"
             )));
             return self;
         }
@@ -333,6 +349,9 @@ impl Router {
                     allowed: CHAT_METHODS.to_vec(),
                 })
             };
+        }
+        if path == self.paths.mcp {
+            return Ok(Some(Route::Mcp));
         }
         if path == self.paths.stream {
             return if method == Method::GET {

@@ -58,8 +58,17 @@ impl LocalServer {
         let mode = settings.execution.mode();
         let chat = ChatService::from_settings(settings, &aws, Some(runtime.clone())).await?;
         let router = agent_app::routes(Router::builder(RoutePaths::from_env()?)).build()?;
+        // The MCP endpoint answers loopback hosts only when the server listens on loopback
+        // (against DNS rebinding from a browser); on another address, any host.
+        let mcp = ak_core::mcp::McpEndpoint::new(
+            chat.clone(),
+            ak_core::mcp::AgentTool::from_settings(settings),
+            settings.api.heartbeat(),
+            addr.ip().is_loopback(),
+        );
         let api = Arc::new(
             Api::new(router, chat, settings.api.max_body_bytes)
+                .with_mcp(mcp)
                 .with_principal_claim(&settings.auth.principal_claim)
                 .with_alb_oidc_identity(settings.auth.trust_alb_oidc_identity)
                 .with_heartbeat(settings.api.heartbeat()),

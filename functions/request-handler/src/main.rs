@@ -7,6 +7,7 @@ use ak_core::api::Api;
 use ak_core::api::EventReply;
 use ak_core::chat::ChatService;
 use ak_core::config::ExecutionMode;
+use ak_core::mcp::{AgentTool, McpEndpoint};
 use ak_core::pipeline::deadline_from_epoch_ms;
 use ak_core::ports::AgentRunner;
 use ak_core::{RoutePaths, Router, Settings};
@@ -30,7 +31,14 @@ async fn setup() -> Result<Api, Box<dyn std::error::Error>> {
     };
     let chat = ChatService::from_settings(&settings, &aws, runner).await?;
     let router = agent_app::routes(Router::builder(RoutePaths::from_env()?)).build()?;
+    let mcp = McpEndpoint::new(
+        chat.clone(),
+        AgentTool::from_settings(&settings),
+        settings.api.heartbeat(),
+        false,
+    );
     Ok(Api::new(router, chat, settings.api.max_body_bytes)
+        .with_mcp(mcp)
         .with_principal_claim(&settings.auth.principal_claim)
         .with_alb_oidc_identity(settings.auth.trust_alb_oidc_identity)
         .with_response_streaming(settings.api.response_streaming)

@@ -39,6 +39,14 @@ pub fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Er
     }
 }
 
+/// An optional list of text ([`string_list`]); absent or `null`: `None`.
+pub fn opt_string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        other => string_list(other).map(Some).map_err(D::Error::custom),
+    }
+}
+
 /// A whole number of at least `min`, from a number or text.
 fn whole_number<'de, D: Deserializer<'de>, T>(d: D, min: i64) -> Result<T, D::Error>
 where

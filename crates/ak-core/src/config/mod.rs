@@ -294,6 +294,78 @@ pub struct Settings {
     pub api: ApiSettings,
     /// Logging.
     pub log: LogSettings,
+    /// MCP servers whose tools agents may use.
+    pub mcp: McpSettings,
+}
+
+/// `mcp.*`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpSettings {
+    /// MCP servers (streamable HTTP) agents may name in their `mcp_servers`.
+    pub servers: Vec<McpServerSettings>,
+}
+
+/// One MCP server: `mcp.servers[]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpServerSettings {
+    /// The name agents use (1–32 of letters, digits, `_`, `-`); it prefixes the tools' names.
+    #[serde(deserialize_with = "lenient::string")]
+    pub name: String,
+    /// The streamable HTTP endpoint (`https://host/mcp`).
+    #[serde(deserialize_with = "lenient::string")]
+    pub url: String,
+    /// Headers sent with every request (`Authorization`, API keys), each a value or where to
+    /// read it; always printed redacted.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, HeaderSource>,
+    /// Only these of the server's tools are offered (absent: all of them).
+    #[serde(default, deserialize_with = "lenient::opt_string_list")]
+    pub allowed_tools: Option<Vec<String>>,
+    /// Seconds one request to the server may take (listing tools, or one call).
+    #[serde(default = "default_mcp_timeout", deserialize_with = "lenient::seconds")]
+    pub timeout: f64,
+}
+
+fn default_mcp_timeout() -> f64 {
+    10.0
+}
+
+/// A header value: the value itself, or where to read it when the server is first used:
+/// `{env: NAME}` (an environment variable) or `{file: /path}` (a secret file, trimmed).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum HeaderSource {
+    /// From an environment variable.
+    Env {
+        /// Its name.
+        env: String,
+    },
+    /// From a file.
+    File {
+        /// Its path.
+        file: PathBuf,
+    },
+    /// The value itself.
+    Value(Secret),
+}
+
+impl HeaderSource {
+    /// The value, read through `lookup` for environment variables; errors name what is
+    /// missing, never a value.
+    pub fn resolve(&self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Secret, String> {
+        match self {
+            HeaderSource::Value(value) => Ok(value.clone()),
+            HeaderSource::Env { env } => lookup(env)
+                .filter(|v| !v.trim().is_empty())
+                .map(Secret::new)
+                .ok_or_else(|| format!("the environment variable {env} is not set")),
+            HeaderSource::File { file } => std::fs::read_to_string(file)
+                .map(|v| Secret::new(v.trim()))
+                .map_err(|e| format!("cannot read {}: {e}", file.display())),
+        }
+    }
 }
 
 /// `execution.*`
@@ -549,6 +621,9 @@ pub struct AgentDefinition {
     /// Model name for this agent, overriding `model.name`.
     #[serde(default, deserialize_with = "lenient::opt_string")]
     pub model: Option<String>,
+    /// MCP servers (`mcp.servers[].name`) whose tools this agent may call.
+    #[serde(default, deserialize_with = "lenient::string_list")]
+    pub mcp_servers: Vec<String>,
 }
 
 /// `model.*`
@@ -808,6 +883,7 @@ impl Settings {
         }
 
         self.check_agents(&err)?;
+        self.check_mcp(&err)?;
         if self.model.provider == Some(ModelProvider::Bedrock)
             && !(self.model.name.contains('.') || self.model.name.starts_with("arn:"))
         {
@@ -849,6 +925,68 @@ impl Settings {
         }
         if let Some(jwt) = &self.auth.jwt {
             check_jwt(jwt, &err)?;
+        }
+        Ok(())
+    }
+
+    fn check_mcp(&self, err: &dyn Fn(&str, &str) -> ConfigError) -> Result<(), ConfigError> {
+        let servers = &self.mcp.servers;
+        for (i, server) in servers.iter().enumerate() {
+            let key = |field: &str| format!("mcp.servers[{i}].{field}");
+            let name_ok = (1..=32).contains(&server.name.len())
+                && server
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+            if !name_ok {
+                return Err(err(
+                    &key("name"),
+                    "use 1–32 letters, digits, _ or - (it prefixes the server's tool names)",
+                ));
+            }
+            if servers[..i].iter().any(|s| s.name == server.name) {
+                return Err(err(
+                    &key("name"),
+                    &format!("{:?} is defined twice", server.name),
+                ));
+            }
+            if !(server.url.starts_with("http://") || server.url.starts_with("https://"))
+                || server.url.parse::<http::Uri>().is_err()
+            {
+                return Err(err(
+                    &key("url"),
+                    "must be the server's streamable HTTP endpoint, http:// or https:// (e.g. https://mcp.example.com/mcp)",
+                ));
+            }
+            if !(0.1..=900.0).contains(&server.timeout) {
+                return Err(err(&key("timeout"), "must be between 0.1 and 900 seconds"));
+            }
+            for header in server.headers.keys() {
+                if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                    return Err(err(
+                        &key("headers"),
+                        &format!("{header:?} is not an HTTP header name"),
+                    ));
+                }
+            }
+        }
+        for (i, def) in self.agents.definitions.iter().enumerate() {
+            for name in &def.mcp_servers {
+                if !servers.iter().any(|s| &s.name == name) {
+                    let known: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
+                    return Err(err(
+                        &format!("agents.definitions[{i}].mcp_servers"),
+                        &format!(
+                            "{name:?} is not one of mcp.servers ({})",
+                            if known.is_empty() {
+                                "none defined".to_owned()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
     }

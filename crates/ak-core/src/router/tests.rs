@@ -244,8 +244,18 @@ fn the_chat_path_cannot_be_taken_by_a_custom_route() {
     assert!(
         err.map(|e| e.to_string())
             .unwrap_or_default()
-            .contains("chat endpoint")
+            .contains("built-in endpoint")
     );
+    for taken in ["/chat/stream", "/mcp"] {
+        let err = Router::builder(RoutePaths::default())
+            .get(taken, ok)
+            .build()
+            .err();
+        assert!(
+            matches!(err, Some(RouterError::BadRoute { .. })),
+            "{taken}: {err:?}"
+        );
+    }
 
     let err = Router::builder(RoutePaths::default())
         .get("/chat/", ok)

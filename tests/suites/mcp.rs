@@ -1,0 +1,387 @@
+//! MCP both ways, against the Python MCP SDK: agents calling the tools of an MCP server
+//! (`tests/mcp/tools_server.py`, started by `scripts/test.sh`), and the API's own MCP endpoint
+//! called by the SDK's client (`tests/mcp/client.py`) through `ak-local`, and by streamable-HTTP
+//! POSTs in API Gateway events through the built request handler.
+
+use crate::model_interop::reference_settings;
+use crate::pipeline::{call, event};
+use ak_agents::AgentRuntime;
+use ak_agents::openai::{OpenAiConfig, OpenAiProvider};
+use ak_core::adapters::memory::MemorySessionStore;
+use ak_core::api::Api;
+use ak_core::chat::{ChatService, Execution};
+use ak_core::config::{McpServerSettings, Settings};
+use ak_core::secret::Secret;
+use ak_core::{RoutePaths, Router};
+use ak_tests::model_server::{Reply, ScriptedModel};
+use ak_tests::runtime_api::{Outcome, RuntimeApi, function_binary, spawn_function};
+use serde_json::{Value, json};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn until_listening(port: u16) -> bool {
+    for _ in 0..150 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// The test tools server on a port of its own (for a test that stops it).
+async fn own_tools_server() -> (Killed, String) {
+    let port = free_port();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp/tools_server.py");
+    let child = Command::new(ak_tests::python())
+        .arg(script)
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        until_listening(port).await,
+        "the MCP tools server did not start"
+    );
+    (Killed(child), format!("http://127.0.0.1:{port}/mcp"))
+}
+
+/// The history agent with the tools of the MCP server at `url` (as server `tools`, `timeout`
+/// seconds), answering through `model`.
+fn api_with_mcp(model: &ScriptedModel, url: &str, timeout: f64) -> Api {
+    let mut settings: Settings = reference_settings();
+    settings.mcp.servers = vec![McpServerSettings {
+        name: "tools".into(),
+        url: url.to_owned(),
+        headers: Default::default(),
+        allowed_tools: None,
+        timeout,
+    }];
+    for def in &mut settings.agents.definitions {
+        if def.name == "history" {
+            def.mcp_servers = vec!["tools".into()];
+        }
+    }
+    let provider = OpenAiProvider::new(OpenAiConfig {
+        base_url: model.base_url.clone(),
+        api_key: Some(Secret::new("sk-mcp")),
+        timeout: Duration::from_secs(10),
+        max_retries: 0,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let runtime = AgentRuntime::from_settings(
+        &settings,
+        &agent_app::tools(),
+        Arc::new(provider),
+        Arc::new(MemorySessionStore::default()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    Api::new(
+        Router::builder(RoutePaths::default())
+            .build()
+            .unwrap_or_else(|e| panic!("{e}")),
+        ChatService::new(Execution::Direct(Arc::new(runtime)), None, vec![]),
+        1 << 20,
+    )
+}
+
+/// What the model was sent back for its tool call: the content of the `tool` message of the
+/// last request.
+fn tool_result(model: &ScriptedModel) -> Value {
+    let last = model.requests().last().cloned().unwrap_or_default();
+    let content = last["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .rev()
+        .find(|m| m["role"] == "tool")
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    serde_json::from_str(&content).unwrap_or(Value::String(content))
+}
+
+async fn ask(api: &Api) -> (u16, Value) {
+    let body = json!({"prompt": "use the tools", "agent": "history"}).to_string();
+    let (status, _, answer) = call(api, event("POST", Some(&body), None, None)).await;
+    (status, answer)
+}
+
+#[tokio::test]
+async fn an_agent_calls_a_tool_of_an_mcp_server_and_answers_with_its_result() {
+    let model = ScriptedModel::start(vec![
+        Reply::ToolCall {
+            name: "tools__add".into(),
+            arguments: json!({"a": 2, "b": 3}),
+        },
+        Reply::Text("2 + 3 = 5".into()),
+    ])
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let api = api_with_mcp(&model, &ak_tests::mcp_url(), 5.0);
+    let (status, answer) = ask(&api).await;
+    assert_eq!(
+        (status, &answer["result"]),
+        (200, &json!("2 + 3 = 5")),
+        "{answer}"
+    );
+    let offered = model.requests()[0]["tools"].clone();
+    let add = offered
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["function"]["name"] == "tools__add")
+        .cloned()
+        .unwrap_or_else(|| panic!("the server's tools are offered: {offered}"));
+    assert_eq!(add["function"]["description"], "Adds two integers.");
+    assert!(
+        add["function"]["parameters"]["properties"]["a"].is_object(),
+        "{add}"
+    );
+    let result = tool_result(&model);
+    assert_eq!(
+        result["result"], 5,
+        "the server's answer reached the model: {result}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_mcp_tool_times_out_into_an_error_result_and_the_run_still_answers() {
+    let model = ScriptedModel::start(vec![
+        Reply::ToolCall {
+            name: "tools__slow_echo".into(),
+            arguments: json!({"text": "hi", "seconds": 5}),
+        },
+        Reply::Text("the tool was too slow".into()),
+    ])
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let api = api_with_mcp(&model, &ak_tests::mcp_url(), 1.0);
+    let started = Instant::now();
+    let (status, answer) = ask(&api).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "bounded by the server's timeout"
+    );
+    let result = tool_result(&model);
+    assert!(
+        result["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("did not answer within 1 s")),
+        "{result}"
+    );
+}
+
+#[tokio::test]
+async fn an_mcp_server_stopped_mid_test_gives_an_error_result_not_a_5xx() {
+    let (server, url) = own_tools_server().await;
+    let model = ScriptedModel::start(vec![
+        Reply::ToolCall {
+            name: "tools__add".into(),
+            arguments: json!({"a": 1, "b": 1}),
+        },
+        Reply::Text("first".into()),
+        Reply::ToolCall {
+            name: "tools__add".into(),
+            arguments: json!({"a": 2, "b": 2}),
+        },
+        Reply::Text("the server is gone".into()),
+        Reply::Text("no tools this time".into()),
+    ])
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let api = api_with_mcp(&model, &url, 2.0);
+    let (status, _) = ask(&api).await;
+    assert_eq!(status, 200);
+    assert_eq!(tool_result(&model)["result"], 2);
+    drop(server);
+    // The tools were listed before: the call fails, the run answers.
+    let (status, answer) = ask(&api).await;
+    assert_eq!(
+        (status, &answer["result"]),
+        (200, &json!("the server is gone")),
+        "{answer}"
+    );
+    assert!(
+        tool_result(&model)["error"].is_string(),
+        "{}",
+        tool_result(&model)
+    );
+    // And a run that needs the list again goes on without the server's tools.
+    let (status, answer) = ask(&api).await;
+    assert_eq!(
+        (status, &answer["result"]),
+        (200, &json!("no tools this time")),
+        "{answer}"
+    );
+}
+
+async fn ak_local_offline() -> (Killed, String) {
+    let port = free_port();
+    let binary = function_binary("ak-local", "debug").unwrap_or_else(|e| panic!("{e}"));
+    let child = Command::new(binary)
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+        .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(until_listening(port).await, "ak-local did not start");
+    (Killed(child), format!("http://127.0.0.1:{port}"))
+}
+
+#[tokio::test]
+async fn the_python_sdks_client_lists_and_calls_the_agents_of_ak_local() {
+    let (_server, base) = ak_local_offline().await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp/client.py");
+    let output = tokio::process::Command::new(ak_tests::python())
+        .arg(script)
+        .arg(format!("{base}/api/v1/mcp"))
+        .arg("triage")
+        .arg("what is 12 * 7")
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let got: Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    let names: Vec<&str> = got["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names, ["triage", "math", "history"]);
+    assert_eq!(
+        got["tools"][1]["description"],
+        "Specialist agent for math questions"
+    );
+    assert_eq!(got["text"], "[offline model] math: 12 * 7 = 84", "{got}");
+    assert_eq!(got["is_error"], false);
+    assert_eq!(got["structured"]["agent"], "math");
+}
+
+/// A streamable-HTTP POST of `message` to `/api/v1/mcp` as an API Gateway (REST) event, by
+/// `user` when given.
+fn mcp_event(message: &Value, user: Option<&str>) -> Value {
+    let mut e: Value = serde_json::from_str(include_str!("../fixtures/apigw_v1_post_chat.json"))
+        .unwrap_or_default();
+    e["path"] = json!("/api/v1/mcp");
+    e["resource"] = json!("/api/v1/mcp");
+    e["requestContext"]["path"] = json!("/agents/api/v1/mcp");
+    e["body"] = json!(message.to_string());
+    e["headers"]["Accept"] = json!("application/json, text/event-stream");
+    e["headers"]["Content-Type"] = json!("application/json");
+    e["headers"]["MCP-Protocol-Version"] = json!("2025-06-18");
+    e["multiValueHeaders"] = Value::Null;
+    if let Some(user) = user {
+        e["requestContext"]["authorizer"] = json!({"principalId": user, "user_id": user});
+    }
+    e
+}
+
+#[tokio::test]
+async fn the_built_request_handler_answers_mcp_in_api_gateway_events() {
+    let api = RuntimeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let binary = function_binary("request-handler", "debug").unwrap_or_else(|e| panic!("{e}"));
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../config.yaml")
+        .display()
+        .to_string();
+    let child = spawn_function(
+        &binary,
+        &api,
+        &[
+            ("AK_CONFIG_PATH_OVERRIDE", &config),
+            ("AK_MODEL__PROVIDER", "offline"),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let _child = Killed(child);
+    let rpc = |event: Value| {
+        let api = &api;
+        async move {
+            let id = api.invoke(event);
+            match api.outcome(&id, Duration::from_secs(20)).await {
+                Some((Outcome::Response(r), _)) => {
+                    assert_eq!(r["statusCode"], 200, "{r}");
+                    serde_json::from_str::<Value>(r["body"].as_str().unwrap_or_default())
+                        .unwrap_or_default()
+                }
+                other => panic!("{other:?}; init error {:?}", api.init_error()),
+            }
+        }
+    };
+    let init = rpc(mcp_event(
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1"}}}),
+        None,
+    ))
+    .await;
+    assert_eq!(
+        init["result"]["serverInfo"]["name"], "agent-kernel",
+        "{init}"
+    );
+    let list = rpc(mcp_event(
+        &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+        None,
+    ))
+    .await;
+    assert_eq!(
+        list["result"]["tools"].as_array().map(Vec::len),
+        Some(3),
+        "{list}"
+    );
+    let session = ak_tests::unique_name("mcp-s");
+    let call = |user: &'static str| {
+        mcp_event(
+            &json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+                "name": "triage", "arguments": {"prompt": "what is 12 * 7", "session_id": session}}}),
+            Some(user),
+        )
+    };
+    let answer = rpc(call("user-a")).await;
+    assert_eq!(
+        answer["result"]["content"][0]["text"], "[offline model] math: 12 * 7 = 84",
+        "{answer}"
+    );
+    assert_eq!(answer["result"]["isError"], false);
+    // The principal flows as for chat: user-a's session is not user-b's.
+    let refused = rpc(call("user-b")).await;
+    assert_eq!(refused["result"]["isError"], true, "{refused}");
+    assert!(
+        refused["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("belongs to another user"),
+        "{refused}"
+    );
+}
