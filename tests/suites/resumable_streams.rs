@@ -360,6 +360,11 @@ async fn another_user_gets_not_found(store: Store) {
 
     for (query, headers, field) in [
         (
+            vec![("request_id", id.as_str())],
+            vec![("Last-Event-ID", "18446744073709551615")],
+            "Last-Event-ID",
+        ),
+        (
             vec![("request_id", id.as_str()), ("after", "three")],
             vec![],
             "after",
@@ -464,6 +469,94 @@ async fn a_redelivery_restarts_after_a_retry_marker(store: Store) {
     assert_eq!(s.model.calls(), 2);
 }
 
+/// Coming back after the last event gets 204 (an `EventSource` stops reconnecting), never a
+/// repeated `done`; a request sent again after it failed continues its log after a retry
+/// marker, so a replay shows the failure, the marker and the new run, numbered without a gap.
+async fn a_finished_log_is_final_and_a_resent_failure_continues_it(store: Store) {
+    let s = queue_system(
+        ExecutionMode::RestAsync,
+        store,
+        vec![
+            Model::Status(401),
+            Model::text_stream(ANSWER, 6, Duration::from_millis(5)),
+        ],
+    )
+    .await;
+    let _pump = pumping(&s);
+    let id = unique_name("resent");
+    let body = json!({"prompt": "tell me about Hastings", "agent": "history", "request_id": id})
+        .to_string();
+    let (status, _, _) =
+        crate::pipeline::call(&s.api, event("POST", Some(&body), None, None)).await;
+    assert_eq!(status, 202);
+    let failed = Follower::open(&s.api, stream_request(&[("request_id", &id)], &[], None))
+        .await
+        .unwrap_or_else(|(status, body)| panic!("{status} {body}"))
+        .rest()
+        .await;
+    assert_eq!(
+        failed.last().map(|e| e.name.as_str()),
+        Some("error"),
+        "{failed:?}"
+    );
+    let last = failed.last().map_or(0, |e| e.id).to_string();
+    let done = s
+        .api
+        .respond(stream_request(
+            &[("request_id", &id)],
+            &[("Last-Event-ID", &last)],
+            None,
+        ))
+        .await;
+    match done {
+        Reply::Json(response) => assert_eq!(response.status().as_u16(), 204),
+        Reply::Events(_) => panic!("a finished log is not streamed again"),
+    }
+
+    // Once the client has the failure (a poll answers 502), it sends the request again: it
+    // runs again, and its log goes on.
+    for _ in 0..100 {
+        if s.poll(&id, None).await.0 == 502 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _, _) =
+        crate::pipeline::call(&s.api, event("POST", Some(&body), None, None)).await;
+    assert_eq!(status, 202);
+    let resumed = Follower::open(
+        &s.api,
+        stream_request(&[("request_id", &id)], &[("Last-Event-ID", &last)], None),
+    )
+    .await
+    .unwrap_or_else(|(status, body)| panic!("{status} {body}"))
+    .rest()
+    .await;
+    assert_eq!(
+        resumed.first().map(|e| e.data["retry"].clone()),
+        Some(json!(true)),
+        "{resumed:?}"
+    );
+    assert_eq!(resumed.first().map(|e| e.id), Some(failed.len() as u64 + 1));
+    assert_eq!(text_of(&resumed), ANSWER);
+    let replay = Follower::open(&s.api, stream_request(&[("request_id", &id)], &[], None))
+        .await
+        .unwrap_or_else(|(status, body)| panic!("{status} {body}"))
+        .rest()
+        .await;
+    assert_gapless(&replay);
+    let names = names(&replay);
+    assert!(
+        names.contains(&"error"),
+        "the failed run is kept: {names:?}"
+    );
+    assert_eq!(
+        names.last(),
+        Some(&"done"),
+        "the replay goes past the failure: {names:?}"
+    );
+}
+
 macro_rules! on_each_store {
     ($($name:ident),+) => {
         mod redis {
@@ -480,6 +573,7 @@ macro_rules! on_each_store {
 }
 
 on_each_store!(
+    a_finished_log_is_final_and_a_resent_failure_continues_it,
     a_streaming_post_relays_the_run,
     followers_resume_and_agree,
     another_user_gets_not_found,
@@ -608,5 +702,33 @@ async fn direct_mode_says_its_stream_is_the_posts() {
             .unwrap_or_default()
             .contains("direct mode"),
         "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_streaming_post_at_its_deadline_ends_with_a_notice_outside_the_log() {
+    // No runner: nothing is logged before the invocation's deadline.
+    let s = queue_system(ExecutionMode::RestSync, Store::Redis, vec![]).await;
+    let mut e: Value = serde_json::from_str(include_str!("../fixtures/apigw_v1_post_chat.json"))
+        .unwrap_or_default();
+    e["body"] = json!(json!({"prompt": "hello", "agent": "history", "stream": true}).to_string());
+    let answer = s
+        .api
+        .handle_event_until(
+            e,
+            Some(tokio::time::Instant::now() + Duration::from_millis(1500)),
+        )
+        .await;
+    let text = answer["body"].as_str().unwrap_or_default().to_owned();
+    let last = text
+        .trim_end()
+        .rsplit("\n\n")
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(last.starts_with("event: error"), "no id: line: {text}");
+    assert!(
+        last.contains("504") && last.contains("chat/stream"),
+        "{last}"
     );
 }

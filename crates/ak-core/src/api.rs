@@ -283,6 +283,9 @@ impl Api {
                     // An invoker reads one JSON answer; a stream request gets that too.
                     request.extensions_mut().insert(JsonOnly);
                 }
+                if matches!(door, event::FrontDoor::RestApi | event::FrontDoor::HttpApi) {
+                    request.extensions_mut().insert(GatewayLimited);
+                }
                 event::encode(door, self.handle(*request).await)
             }
             Incoming::KeepWarm => serde_json::json!({"status": "warm"}),
@@ -433,15 +436,26 @@ impl Api {
                 })?;
                 let id = poll_request_id(Some(&query_id), b"")?;
                 log.request_id = Some(id.clone());
-                let after = resume_point(&request)?;
+                let options = self.stream_options(&request)?;
                 let deadline = request
                     .extensions()
                     .get::<Deadline>()
                     .map(|d| d.0 - ANSWER_MARGIN);
-                self.chat
-                    .follow(&id, after, caller.principal(), deadline, self.heartbeat)
-                    .await
-                    .map(Answer::Events)
+                // Without an authorizer the user is who the request says (`?user_id=`), as a
+                // body `user_id` names the user of a chat POST.
+                let claimed = query_param(&request, "user_id");
+                let user = match &caller {
+                    Caller::Anonymous => claimed.as_deref(),
+                    _ => caller.principal(),
+                };
+                match self.chat.follow(&id, user, deadline, options).await? {
+                    Some(body) => Ok(Answer::Events(body)),
+                    None => {
+                        let mut done = http::Response::new(Body::Empty);
+                        *done.status_mut() = http::StatusCode::NO_CONTENT;
+                        Ok(Answer::Http(done))
+                    }
+                }
             }
             Route::Custom(handler) => {
                 if let Some(Problem(problem)) = body_problem.filter(|_| reads_body(true)) {
@@ -475,8 +489,9 @@ impl Api {
                         .map(|d| d.0 - ANSWER_MARGIN);
                     let json_only = request.extensions().get::<JsonOnly>().is_some();
                     if wants_stream(run.stream, request.headers()) && !json_only {
+                        let options = self.stream_options(&request)?;
                         self.chat
-                            .post_stream(run, self.heartbeat)
+                            .post_stream(run, options)
                             .await
                             .map(Answer::Events)
                     } else {
@@ -513,16 +528,24 @@ fn wants_stream(stream: Option<bool>, headers: &http::HeaderMap) -> bool {
         })
 }
 
+/// The largest event number a client may name (far beyond any log, and safe to count from).
+pub const MAX_EVENT_ID: u64 = 1_000_000_000_000;
+
 /// Where a follower resumes: after the event numbered by the `Last-Event-ID` header (what an
 /// `EventSource` sends when it reconnects) or else by `?after=`; 0 (from the start) without
 /// either.
 fn resume_point(request: &Request) -> Result<u64, ApiError> {
     let parse = |name: &str, value: &str| {
-        value.trim().parse::<u64>().map_err(|_| {
-            ApiError::bad_request(format!(
-                "{name} must be the number of the last event received (0 or more), got {value:?}"
-            ))
-        })
+        value
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n <= MAX_EVENT_ID)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "{name} must be the number of the last event received (0 to {MAX_EVENT_ID}), got {value:?}"
+                ))
+            })
     };
     if let Some(value) = request.headers().get("last-event-id") {
         let text = value
@@ -535,6 +558,30 @@ fn resume_point(request: &Request) -> Result<u64, ApiError> {
     match query_param(request, "after") {
         Some(after) if !after.trim().is_empty() => parse("after", &after),
         _ => Ok(0),
+    }
+}
+
+/// How long API Gateway waits for a buffered answer (29 s, less a margin): a relayed stream
+/// answered in one piece ends by then, so the client gets what arrived and can resume.
+pub const GATEWAY_BUFFER_LIMIT: std::time::Duration = std::time::Duration::from_secs(27);
+
+/// Marks a request from a front door that answers in one piece within API Gateway's limit
+/// (a REST API without response streaming, an HTTP API).
+#[derive(Debug, Clone, Copy)]
+struct GatewayLimited;
+
+impl Api {
+    /// The stream options of a request: the heartbeat, where it resumes, and the gateway's
+    /// bound when it answers in one piece.
+    fn stream_options(&self, request: &Request) -> Result<crate::chat::StreamOptions, ApiError> {
+        Ok(crate::chat::StreamOptions {
+            heartbeat: self.heartbeat,
+            after: resume_point(request)?,
+            bound: request
+                .extensions()
+                .get::<GatewayLimited>()
+                .map(|_| GATEWAY_BUFFER_LIMIT),
+        })
     }
 }
 

@@ -69,6 +69,32 @@ pub struct ChatService {
     default_agent: Option<String>,
     /// How long a repeat of a request still running in direct mode waits for its answer.
     repeat_wait: Duration,
+    /// Whether runs write event logs (`execution.response_store.event_log`); without them a
+    /// relayed stream waits for the stored answer.
+    event_log: bool,
+}
+
+/// How a streamed answer is relayed.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamOptions {
+    /// The SSE comment interval (`api.stream_heartbeat`).
+    pub heartbeat: Duration,
+    /// The last logged event the client has (`Last-Event-ID` or `?after=`; 0: none).
+    pub after: u64,
+    /// The longest a relay may last on this front door (API Gateway answers a buffered
+    /// response within 29 s), besides the invocation's deadline.
+    pub bound: Option<Duration>,
+}
+
+impl StreamOptions {
+    /// Heartbeats every `heartbeat`, from the start, unbounded.
+    pub fn new(heartbeat: Duration) -> Self {
+        Self {
+            heartbeat,
+            after: 0,
+            bound: None,
+        }
+    }
 }
 
 impl ChatService {
@@ -85,6 +111,7 @@ impl ChatService {
             agents,
             default_agent: None,
             repeat_wait: Duration::from_secs(25),
+            event_log: true,
         }
     }
 
@@ -143,6 +170,7 @@ impl ChatService {
             .collect();
         let mut service = Self::new(execution, store, agents);
         service.default_agent = settings.agents.default_agent().map(str::to_owned);
+        service.event_log = settings.execution.response_store.event_log;
         service.repeat_wait = settings.execution.response_store.sync_wait();
         Ok(service)
     }
@@ -168,49 +196,47 @@ impl ChatService {
         self.answer(request, None).await
     }
 
-    /// Answers a chat POST as server-sent events: the run's events as they happen (in direct
-    /// mode), heartbeats while waiting (in the queue modes), then `done` or `error`. What can
-    /// be refused is refused before the stream starts, with its own status (400, 422, 503).
+    /// Answers a chat POST as server-sent events: the run's events as they happen (direct
+    /// mode), or relayed from its event log (the queue modes, resuming after `options.after`),
+    /// then `done` or `error`. What can be refused is refused before the stream starts, with
+    /// its own status (400, 422, 503).
     pub async fn post_stream(
         &self,
         mut request: RunRequest,
-        heartbeat: Duration,
+        options: StreamOptions,
     ) -> Result<SseBody, ApiError> {
         self.check_agent(&mut request)?;
         let id = request.request_id.clone();
         let session = request.session_id.clone();
-        if let Some(repeat) = self.register(&request).await? {
-            return Ok(SseBody::of(vec![final_event(repeat, &id)]).with_ids(&id, Some(&session)));
-        }
-        let (events, receiver) = crate::stream::channel();
-        let id_header = id.clone();
         let queued = match &self.execution {
-            Execution::Sync { input, store, .. } => Some((input, store)),
-            Execution::Async { input } => self.store.as_ref().map(|store| (input, store)),
+            Execution::Sync { input, store, .. } => Some((input.clone(), store.clone())),
+            Execution::Async { input } => self.store.clone().map(|store| (input.clone(), store)),
             Execution::Direct(_) => None,
         };
+        let repeat = self.register(&request).await?;
         if let Some((input, store)) = queued {
-            // The queue modes: the runner logs the run's events; relay them as they are written.
-            enqueue(input.as_ref(), &request).await?;
-            let store = store.clone();
-            let until = stream_until(&request);
-            let started = tokio::time::Instant::now();
-            let run = async move {
-                let user = request.user_id.as_deref();
-                if !crate::eventlog::follow(store, &id, 0, user, &events, until).await {
-                    let waited = started.elapsed();
-                    events.send(RunEvent::error(
-                        &ApiError::ResponseTimeout {
-                            request_id: id.clone(),
-                            waited,
-                        },
-                        &id,
-                    ));
-                }
-            };
-            return Ok(SseBody::new(run, receiver, heartbeat).with_ids(&id_header, Some(&session)));
+            // The queue modes: the runner logs the run's events; relay them as they are
+            // written. A repeat relays the same log (from where the client resumes).
+            if repeat.is_none() {
+                self.enqueue(input.as_ref(), &request).await?;
+            }
+            let until = relay_until(request.deadline, options.bound);
+            let user = request.user_id.clone();
+            return Ok(self
+                .relay(store, &id, options, user, until, true)
+                .with_ids(&id, Some(&session)));
         }
+        if let Some(repeat) = repeat {
+            let (events, receiver) = crate::stream::channel();
+            events.send_unnumbered(final_event(repeat, &id));
+            drop(events);
+            return Ok(
+                SseBody::new(async {}, receiver, options.heartbeat).with_ids(&id, Some(&session))
+            );
+        }
+        let (events, receiver) = crate::stream::channel();
         let service = self.clone();
+        let id_header = id.clone();
         let run = async move {
             let result = service.answer(request, Some(&events)).await;
             let last = match result {
@@ -219,21 +245,67 @@ impl ChatService {
             };
             events.send(last);
         };
-        Ok(SseBody::new(run, receiver, heartbeat).with_ids(&id_header, Some(&session)))
+        Ok(SseBody::new(run, receiver, options.heartbeat).with_ids(&id_header, Some(&session)))
     }
 
-    /// Follows the event log of `request_id` (`GET .../stream`): the events after number
-    /// `after`, then new ones as the runner writes them, until `done` or `error` or `deadline`
-    /// (the invocation's, or [`STREAM_MAX`] from now). Unknown ids and other users' requests are
+    /// A stream relaying the run of `request_id` from its event log (or, without logs, its
+    /// stored answer), until its last event or `until`. A POST's relay that reaches `until`
+    /// ends with an `error` 504 saying how to resume; it carries no id (it is not in the log).
+    fn relay(
+        &self,
+        store: Arc<dyn ResponseStore>,
+        request_id: &str,
+        options: StreamOptions,
+        user: Option<String>,
+        until: tokio::time::Instant,
+        post: bool,
+    ) -> SseBody {
+        let (events, receiver) = crate::stream::channel();
+        let id = request_id.to_owned();
+        let event_log = self.event_log;
+        let started = tokio::time::Instant::now();
+        let run = async move {
+            let ended = if event_log {
+                crate::eventlog::follow(store, &id, options.after, user.as_deref(), &events, until)
+                    .await
+            } else {
+                let wait = until.saturating_duration_since(tokio::time::Instant::now());
+                match store.wait_for(&id, wait).await {
+                    Ok(Some(record)) if record.visible_to(user.as_deref()) => {
+                        let response = stored_response(record.status_code, record.body);
+                        events.send_unnumbered(final_event(response, &id));
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            if !ended && post {
+                let waited = started.elapsed().as_secs_f64();
+                events.send_unnumbered(RunEvent::Error(json!({
+                    "status": 504,
+                    "request_id": id,
+                    "error": format!(
+                        "the answer was not complete within {waited:.0} s; the run goes on: follow it with GET .../chat/stream?request_id={id} and Last-Event-ID (the id of the last event you got), or poll GET ?request_id={id}"
+                    ),
+                })));
+            }
+        };
+        SseBody::new(run, receiver, options.heartbeat).until_run_ends()
+    }
+
+    /// Follows the event log of `request_id` (`GET .../stream`): the events after
+    /// `options.after`, then new ones as the runner writes them, until `done` or `error` or
+    /// `deadline` (the invocation's, or [`STREAM_MAX`] from now, within `options.bound`).
+    /// `None` when the client already has the whole log (answered 204, which tells an
+    /// `EventSource` to stop reconnecting). Unknown ids and other users' requests are
     /// NOT_FOUND; direct mode keeps no logs (its stream is the POST's).
     pub async fn follow(
         &self,
         request_id: &str,
-        after: u64,
         user: Option<&str>,
         deadline: Option<tokio::time::Instant>,
-        heartbeat: Duration,
-    ) -> Result<SseBody, ApiError> {
+        options: StreamOptions,
+    ) -> Result<Option<SseBody>, ApiError> {
         let not_found = || ApiError::ResponseNotFound {
             request_id: request_id.to_owned(),
         };
@@ -249,19 +321,46 @@ impl ChatService {
             .registered_user(request_id)
             .await
             .map_err(|e| ApiError::from(e).with_request_id(request_id))?;
-        let user = user.map(str::to_owned);
         match owner {
             Some(None) => {}
-            Some(Some(owner)) if user.as_deref() == Some(owner.as_str()) => {}
+            Some(Some(owner)) if user == Some(owner.as_str()) => {}
             _ => return Err(not_found()),
         }
-        let until = deadline.unwrap_or_else(|| tokio::time::Instant::now() + STREAM_MAX);
-        let (events, receiver) = crate::stream::channel();
-        let id = request_id.to_owned();
-        let run = async move {
-            crate::eventlog::follow(store, &id, after, user.as_deref(), &events, until).await;
+        if options.after > 0
+            && crate::eventlog::ends_at(store.as_ref(), request_id, options.after).await
+        {
+            return Ok(None);
+        }
+        let until = relay_until(deadline, options.bound);
+        let user = user.map(str::to_owned);
+        Ok(Some(
+            self.relay(store, request_id, options, user, until, false)
+                .with_ids(request_id, None),
+        ))
+    }
+
+    /// Enqueues a request; when the queue refuses it, its answer is that 503 (stored, so a
+    /// follower or a poll learns it instead of waiting for a run that never starts; a failure
+    /// is not kept: the same request sent again runs).
+    async fn enqueue(&self, input: &dyn Queue, request: &RunRequest) -> Result<(), ApiError> {
+        let Err(error) = enqueue(input, request).await else {
+            return Ok(());
         };
-        Ok(SseBody::new(run, receiver, heartbeat).with_ids(request_id, None))
+        if let Some(store) = &self.store {
+            let response = error.to_response();
+            let record = ResponseRecord {
+                request_id: request.request_id.clone(),
+                session_id: request.session_id.clone(),
+                user_id: request.user_id.clone(),
+                status_code: response.status.as_u16(),
+                body: response.body,
+                created_at: now_epoch_secs(),
+            };
+            if let Err(e) = store.put(&record).await {
+                tracing::warn!(request_id = %request.request_id, error = %e, "cannot store the enqueue failure");
+            }
+        }
+        Err(error)
     }
 
     /// Refuses an unknown agent; the default agent named explicitly becomes no agent named, so
@@ -303,6 +402,21 @@ impl ChatService {
                     .forget(&record)
                     .await
                     .map_err(|e| ApiError::from(e).with_request_id(id))?;
+                // The run starts over: its event log goes on after a retry marker, so a
+                // follower of the failed run is told and no number is used twice.
+                if let Ok(last) = store.last_event_seq(id).await
+                    && last > 0
+                {
+                    let marker = crate::ports::LoggedEvent {
+                        seq: last + 1,
+                        event: RunEvent::Retry {
+                            agent: request.agent.clone().unwrap_or_default(),
+                        },
+                    };
+                    if let Err(e) = store.append_events(id, &[marker]).await {
+                        tracing::warn!(request_id = %id, error = %e, "cannot mark the event log for the rerun");
+                    }
+                }
                 Ok(None)
             }
             Registration::Repeat(Some(record)) if record.visible_to(request.user_id.as_deref()) => {
@@ -336,7 +450,7 @@ impl ChatService {
             Execution::Sync { input, store, wait } => (input, Some(store), *wait),
             Execution::Async { input } => (input, self.store.as_ref(), self.repeat_wait),
         };
-        enqueue(input.as_ref(), &request).await?;
+        self.enqueue(input.as_ref(), &request).await?;
         let Some(store) = store.filter(|_| matches!(self.execution, Execution::Sync { .. })) else {
             return Ok(accepted(&id));
         };
@@ -553,11 +667,15 @@ impl Drop for ClaimGuard {
 /// server): Lambda's longest run.
 pub const STREAM_MAX: Duration = Duration::from_secs(15 * 60);
 
-/// When a relayed stream of `request` ends at the latest.
-fn stream_until(request: &RunRequest) -> tokio::time::Instant {
-    request
-        .deadline
-        .unwrap_or_else(|| tokio::time::Instant::now() + STREAM_MAX)
+/// When a relayed stream ends at the latest: the deadline (else [`STREAM_MAX`] from now),
+/// within `bound` from now.
+fn relay_until(
+    deadline: Option<tokio::time::Instant>,
+    bound: Option<Duration>,
+) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    let until = deadline.unwrap_or(now + STREAM_MAX);
+    bound.map_or(until, |b| until.min(now + b))
 }
 
 /// How long to wait from now: `wait`, but never past the request's deadline.

@@ -59,12 +59,24 @@ impl LogWriter {
     /// the retry marker (an `agent` event with `"retry": true`; `agent` names the agent when
     /// the run's first event is not an `agent` event).
     pub fn start(store: Arc<dyn ResponseStore>, request_id: &str, after: u64, agent: &str) -> Self {
+        Self::continuing(store, request_id, after, after > 0, agent)
+    }
+
+    /// [`LogWriter::start`], saying whether the first event must be the retry marker (`false`
+    /// when the log already ends with one).
+    pub fn continuing(
+        store: Arc<dyn ResponseStore>,
+        request_id: &str,
+        after: u64,
+        mark_retry: bool,
+        agent: &str,
+    ) -> Self {
         let (sender, receiver) = crate::stream::channel();
         let writer = Writer {
             store,
             request_id: request_id.to_owned(),
-            next: after + 1,
-            retry: (after > 0).then(|| agent.to_owned()),
+            next: after.saturating_add(1),
+            retry: mark_retry.then(|| agent.to_owned()),
             pending: Vec::new(),
             pending_bytes: 0,
             stats: LogStats {
@@ -247,10 +259,31 @@ fn pieces(text: &str, max: usize) -> impl Iterator<Item = &str> {
 /// answer was stored without its `done` (a writer that gave up).
 const FOLLOW_WAIT: Duration = Duration::from_secs(2);
 
+/// Whether event `seq` of the log ends it for good: a `done` or `error` with no retry marker
+/// after it (a request sent again after it failed continues its log after such a marker).
+/// Such a follower is answered 204, which tells an `EventSource` to stop reconnecting.
+pub async fn ends_at(store: &dyn ResponseStore, request_id: &str, seq: u64) -> bool {
+    if seq == 0 {
+        return false;
+    }
+    let around = store
+        .events_after(request_id, seq - 1, Duration::ZERO)
+        .await
+        .unwrap_or_default();
+    let last = around
+        .first()
+        .is_some_and(|e| e.seq == seq && e.event.is_last());
+    let continued = around
+        .get(1)
+        .is_some_and(|e| matches!(e.event, RunEvent::Retry { .. }));
+    last && !continued
+}
+
 /// Relays the log of `request_id` after event `after` to `events`, with the log's numbers as
-/// ids, until `done` or `error`, the client going away, or `until`. When the log has nothing
-/// new but the answer is stored (its writer gave up, or the log is off), the answer is relayed
-/// as the `done` (or `error`). Returns whether a last event was relayed.
+/// ids, until `done` or `error` (one not followed by a retry marker), the client going away,
+/// or `until`. When the log has nothing new but the answer is stored (its writer gave up),
+/// the answer is relayed as the `done` (or `error`), without an id: it is not part of the log.
+/// Returns whether a last event was relayed.
 pub async fn follow(
     store: Arc<dyn ResponseStore>,
     request_id: &str,
@@ -277,7 +310,7 @@ pub async fn follow(
                     after = logged.seq;
                     let last = logged.event.is_last();
                     events.send_numbered(logged.seq, logged.event);
-                    if last {
+                    if last && ends_at(store.as_ref(), request_id, after).await {
                         return true;
                     }
                 }
@@ -285,7 +318,7 @@ pub async fn follow(
             Ok(_) => match store.get(request_id).await {
                 Ok(Some(record)) if record.visible_to(user) => {
                     let response = crate::chat::stored_response(record.status_code, record.body);
-                    events.send_numbered(after + 1, crate::chat::final_event(response, request_id));
+                    events.send_unnumbered(crate::chat::final_event(response, request_id));
                     return true;
                 }
                 Ok(_) => {}

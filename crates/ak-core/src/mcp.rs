@@ -219,7 +219,8 @@ impl ServerHandler for AgentsServer {
         let request_id = run.request_id.clone();
         // The run as a streaming request makes it: direct, or relayed from the queues until
         // its answer or the deadline; the last event is the answer.
-        let answer = match self.chat.post_stream(run, self.heartbeat).await {
+        let options = crate::chat::StreamOptions::new(self.heartbeat);
+        let answer = match self.chat.post_stream(run, options).await {
             Err(error) => RunEvent::error(&error, &request_id),
             Ok(stream) => {
                 let text = stream.collect().await;

@@ -111,6 +111,7 @@ impl AgentRunnerHandler {
                 return Ok(None);
             }
         };
+        let mut mark_retry = after > 0;
         if after > 0 {
             let last = self
                 .store
@@ -120,9 +121,22 @@ impl AgentRunnerHandler {
             if last.iter().any(|e| e.event.is_last()) {
                 return Err(());
             }
+            // A request sent again after it failed: its log already says the run starts over.
+            if last
+                .iter()
+                .any(|e| matches!(e.event, crate::stream::RunEvent::Retry { .. }))
+            {
+                mark_retry = false;
+            }
         }
         let agent = request.agent.as_deref().unwrap_or_default();
-        Ok(Some(LogWriter::start(self.store.clone(), id, after, agent)))
+        Ok(Some(LogWriter::continuing(
+            self.store.clone(),
+            id,
+            after,
+            mark_retry,
+            agent,
+        )))
     }
 
     /// Logs the last event of a request answered without a run.
@@ -252,6 +266,20 @@ impl AgentRunnerHandler {
             deadline: deadline.map(|d| d - crate::api::ANSWER_MARGIN),
             ..request
         };
+        // Without an invocation deadline (the local server) a run may outlast its claim: keep
+        // renewing it while the run goes on, so a redelivery waits instead of running again.
+        let keeper = deadline.is_none().then(|| {
+            let (store, id, owner) = (self.store.clone(), id.clone(), owner.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(claim_ttl / 3).await;
+                    if let Err(e) = store.claim(&id, &owner, claim_ttl).await {
+                        tracing::warn!(request_id = %id, error = %e, "cannot renew the claim");
+                    }
+                }
+            })
+        });
+        let _keeper = AbortOnDrop(keeper);
         let log = match self.log_writer(&request).await {
             Ok(log) => log,
             Err(()) => {
@@ -377,6 +405,17 @@ async fn put_answer(store: &dyn ResponseStore, record: ResponseRecord) -> Result
                 .await
         }
         other => other,
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
     }
 }
 

@@ -150,13 +150,30 @@ impl RunEvent {
             self.data()
         )
     }
+
+    /// The event as SSE text without an `id:` line: a notice that is not part of the run's
+    /// log, so a client's `Last-Event-ID` stays at the last logged event it got.
+    pub fn to_sse_unnumbered(&self) -> String {
+        format!("event: {}\ndata: {}\n\n", self.name(), self.data())
+    }
+}
+
+/// The id an event carries on a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventId {
+    /// The stream's next number (1, 2, ...: a stream of its own, as in direct mode).
+    Next,
+    /// Its number in the run's event log.
+    Logged(u64),
+    /// None: a notice outside the log (the stream's deadline, an answer without a log).
+    Unnumbered,
 }
 
 /// The SSE comment sent while a stream is silent.
 pub const HEARTBEAT_COMMENT: &str = ": keep-alive\n\n";
 
-/// An event on its way to a stream, with the id it must carry (`None`: the next one).
-pub type Numbered = (Option<u64>, RunEvent);
+/// An event on its way to a stream, with the id it must carry.
+pub type Numbered = (EventId, RunEvent);
 
 /// Where a run reports its events. Cloning shares the channel; sending after the client went
 /// away is harmless (the event is dropped).
@@ -166,12 +183,17 @@ pub struct EventSender(mpsc::UnboundedSender<Numbered>);
 impl EventSender {
     /// Sends an event; `false` when nobody listens any more.
     pub fn send(&self, event: RunEvent) -> bool {
-        self.0.send((None, event)).is_ok()
+        self.0.send((EventId::Next, event)).is_ok()
     }
 
     /// Sends an event that carries its own id (a logged event, relayed with its number).
     pub fn send_numbered(&self, id: u64, event: RunEvent) -> bool {
-        self.0.send((Some(id), event)).is_ok()
+        self.0.send((EventId::Logged(id), event)).is_ok()
+    }
+
+    /// Sends an event without an id (a notice outside the run's log).
+    pub fn send_unnumbered(&self, event: RunEvent) -> bool {
+        self.0.send((EventId::Unnumbered, event)).is_ok()
     }
 
     /// Whether the listener is gone (the client disconnected).
@@ -202,6 +224,10 @@ pub struct SseBody {
     finished: bool,
     on_end: Option<EndHook>,
     ids: Vec<(&'static str, String)>,
+    /// Whether a `done` or `error` ends the stream (else the run's end does).
+    ends_at_last_event: bool,
+    /// The last `done` or `error` sent, for the end hook.
+    last: Option<RunEvent>,
 }
 
 /// Called once when a stream ends: with its last event (`done` or `error`), or `None` when it
@@ -224,7 +250,16 @@ impl SseBody {
             finished: false,
             on_end: None,
             ids: Vec::new(),
+            ends_at_last_event: true,
+            last: None,
         }
+    }
+
+    /// Ends when the run ends rather than at the first `done` or `error`: for a relayed log,
+    /// where a failed run's `error` may be followed by a retry marker and the next run.
+    pub fn until_run_ends(mut self) -> Self {
+        self.ends_at_last_event = false;
+        self
     }
 
     /// Names the request (and its session) in the response headers (`X-Request-Id`,
@@ -313,28 +348,42 @@ impl Stream for SseBody {
         }
         match this.events.poll_recv(cx) {
             Poll::Ready(Some((given, event))) => {
-                let id = given.unwrap_or(this.next_id);
-                this.next_id = id + 1;
-                this.finished = event.is_last();
-                if this.finished {
-                    this.ended(Some(&event));
+                let text = match given {
+                    EventId::Unnumbered => event.to_sse_unnumbered(),
+                    EventId::Next | EventId::Logged(_) => {
+                        let id = match given {
+                            EventId::Logged(id) => id,
+                            _ => this.next_id,
+                        };
+                        this.next_id = id.saturating_add(1);
+                        event.to_sse(id)
+                    }
+                };
+                if event.is_last() {
+                    this.last = Some(event.clone());
+                    if this.ends_at_last_event {
+                        this.finished = true;
+                        this.ended(Some(&event));
+                    }
                 }
                 this.heartbeat
                     .as_mut()
                     .reset(tokio::time::Instant::now() + this.interval);
-                return Poll::Ready(Some(Ok(Bytes::from(event.to_sse(id)))));
+                return Poll::Ready(Some(Ok(Bytes::from(text))));
             }
             // Every sender is gone: the run is over.
             Poll::Ready(None) => {
                 this.finished = true;
-                this.ended(None);
+                let last = this.last.take();
+                this.ended(last.as_ref());
                 return Poll::Ready(None);
             }
             Poll::Pending => {}
         }
         if this.run.is_none() && this.events.is_empty() && this.events.sender_strong_count() == 0 {
             this.finished = true;
-            this.ended(None);
+            let last = this.last.take();
+            this.ended(last.as_ref());
             return Poll::Ready(None);
         }
         if this.heartbeat.as_mut().poll(cx).is_ready() {
@@ -349,8 +398,9 @@ impl Stream for SseBody {
 
 impl Drop for SseBody {
     fn drop(&mut self) {
-        // Dropped before its end: the client went away.
-        self.ended(None);
+        // Dropped before its end: the client went away (after the answer, at most).
+        let last = self.last.take();
+        self.ended(last.as_ref());
     }
 }
 

@@ -26,7 +26,6 @@ use crate::ports::{
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
-use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
@@ -200,10 +199,10 @@ impl DynamoResponseStore {
         after: u64,
     ) -> Result<Vec<LoggedEvent>, PortError> {
         let mut found = Vec::new();
-        let mut next = after + 1;
+        let mut next = after.saturating_add(1);
         let mut batch = 1u64;
         loop {
-            let keys: Vec<Item> = (next..next + batch)
+            let keys: Vec<Item> = (next..next.saturating_add(batch))
                 .map(|seq| {
                     HashMap::from([("request_id".to_owned(), s(event_key(request_id, seq)))])
                 })
@@ -670,29 +669,9 @@ impl ResponseStore for DynamoResponseStore {
             .condition_expression("status_code = :status AND created_at = :created")
             .expression_attribute_values(":status", n(answer.status_code))
             .expression_attribute_values(":created", n(answer.created_at));
-        // Another answer since, or none: nothing to forget.
-        if !conditional(request.send()).await? {
-            return Ok(());
-        }
-        // The failed run's event log goes with it.
-        let id = &answer.request_id;
-        let last = self.last_event_seq(id).await?;
-        let deletes = (1..=last).map(|seq| {
-            let request = self
-                .client
-                .delete_item()
-                .table_name(&self.table)
-                .key("request_id", s(event_key(id, seq)));
-            with_timeout(Backend::DynamoDb, CALL_TIMEOUT, async move {
-                request.send().await.map(drop).map_err(unavailable)
-            })
-        });
-        futures_util::stream::iter(deletes)
-            .buffer_unordered(16)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<(), PortError>>()
+        // Another answer since, or none: nothing to forget. The event log stays: the next
+        // run continues it.
+        conditional(request.send()).await.map(drop)
     }
 }
 

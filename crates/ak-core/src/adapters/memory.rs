@@ -382,7 +382,6 @@ impl ResponseStore for MemoryResponseStore {
         {
             slot.record = None;
             slot.claim = None;
-            slot.events.clear();
         }
         Ok(())
     }

@@ -410,11 +410,21 @@ impl ResponseStore for RedisResponseStore {
             )
             .await?;
         if set.is_none() {
-            let holder: Option<String> = self
+            // Held already: by this owner it is renewed (a long run keeps its claim).
+            const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+                return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
+            let renewed: i64 = self
                 .conn
-                .query(redis::cmd("GET").arg(self.claim_key(request_id)))
+                .query(
+                    redis::cmd("EVAL")
+                        .arg(RENEW)
+                        .arg(1)
+                        .arg(self.claim_key(request_id))
+                        .arg(owner)
+                        .arg(ttl_ms),
+                )
                 .await?;
-            if holder.as_deref() != Some(owner) {
+            if renewed == 0 {
                 return Ok(ClaimOutcome::HeldByOther);
             }
         }
@@ -461,12 +471,11 @@ impl ResponseStore for RedisResponseStore {
             )
             .await?;
         if forgotten > 0 {
-            // The failed run's claim and event log go with it (separate commands: the keys may
-            // live in different slots of a cluster).
-            let mut pipe = redis::pipe();
-            pipe.cmd("DEL").arg(self.claim_key(id)).ignore();
-            pipe.cmd("DEL").arg(self.events_key(id)).ignore();
-            self.conn.query_pipe::<()>(&pipe).await?;
+            // The failed run's claim goes with it (a separate command: the keys may live in
+            // different slots of a cluster). Its event log stays: the next run continues it.
+            self.conn
+                .query::<i64>(redis::cmd("DEL").arg(self.claim_key(id)))
+                .await?;
         }
         Ok(())
     }
