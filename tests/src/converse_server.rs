@@ -115,6 +115,15 @@ fn error(status: u16, code: &str) -> Response<Full<Bytes>> {
     response
 }
 
+/// The role of the last message of the request just recorded.
+fn received_last_role(script: &Mutex<Script>) -> Option<String> {
+    lock(script).received.last().and_then(|r| {
+        r.body["messages"].as_array()?.last()?["role"]
+            .as_str()
+            .map(str::to_owned)
+    })
+}
+
 fn usage() -> Value {
     json!({"inputTokens": 11, "outputTokens": 7, "totalTokens": 18})
 }
@@ -148,6 +157,11 @@ async fn answer(
     let Some(reply) = reply else {
         return Ok(error(500, "InternalServerException"));
     };
+    // As Bedrock does: a conversation must end with a user turn (text or tool results).
+    let last_role = received_last_role(&script);
+    if last_role.as_deref() != Some("user") {
+        return Ok(error(400, "ValidationException"));
+    }
     let (content, stop) = match reply {
         Converse::Error(status, code) => return Ok(error(status, code)),
         Converse::Text(text) => (json!({"text": text}), "end_turn"),
@@ -156,9 +170,16 @@ async fn answer(
             "tool_use",
         ),
     };
+    // Models such as Claude write a line before they use a tool.
+    let aside = json!({"text": "Let me use a tool."});
     if !path.ends_with("/converse-stream") {
+        let blocks = if content.get("toolUse").is_some() {
+            vec![aside, content]
+        } else {
+            vec![content]
+        };
         let body = json!({
-            "output": {"message": {"role": "assistant", "content": [content]}},
+            "output": {"message": {"role": "assistant", "content": blocks}},
             "stopReason": stop,
             "usage": usage(),
             "metrics": {"latencyMs": 5},
@@ -185,8 +206,13 @@ async fn answer(
     } else {
         let call = &content["toolUse"];
         events.push((
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 0, "delta": {"text": aside["text"]}}),
+        ));
+        events.push(("contentBlockStop", json!({"contentBlockIndex": 0})));
+        events.push((
             "contentBlockStart",
-            json!({"contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": call["toolUseId"], "name": call["name"]}}}),
+            json!({"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": call["toolUseId"], "name": call["name"]}}}),
         ));
         // The input arrives as JSON text, cut anywhere.
         let input = call["input"].to_string();
@@ -194,10 +220,10 @@ async fn answer(
         for piece in [a, b] {
             events.push((
                 "contentBlockDelta",
-                json!({"contentBlockIndex": 0, "delta": {"toolUse": {"input": piece}}}),
+                json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": piece}}}),
             ));
         }
-        events.push(("contentBlockStop", json!({"contentBlockIndex": 0})));
+        events.push(("contentBlockStop", json!({"contentBlockIndex": 1})));
     }
     events.push(("messageStop", json!({"stopReason": stop})));
     events.push((

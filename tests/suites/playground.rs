@@ -113,12 +113,36 @@ async fn ask_twelve_times_seven(mode: &str, screenshot: Option<&str>) {
             let png = browser.screenshot().await?;
             let _ = std::fs::write(path, png);
         }
-        Ok::<_, fantoccini::error::CmdError>((answer, agent, events, request, sessions))
+        // The conversation again after a reload, from the session list: the same turn.
+        browser.refresh().await?;
+        browser
+            .wait()
+            .for_element(Locator::Css("#sessions li"))
+            .await?
+            .click()
+            .await?;
+        let again = browser
+            .wait()
+            .for_element(Locator::Css(".answer.done"))
+            .await?;
+        let reopened = (
+            again.find(Locator::Css(".text")).await?.text().await?,
+            again.find(Locator::Css(".events")).await?.text().await?,
+        );
+        Ok::<_, fantoccini::error::CmdError>((answer, agent, events, request, sessions, reopened))
     }
     .await;
     let _ = browser.close().await;
-    let (answer, agent, events, request, sessions) =
+    let (answer, agent, events, request, sessions, (text_again, events_again)) =
         result.unwrap_or_else(|e| panic!("{mode}: the page did not work: {e}"));
+    assert_eq!(
+        text_again, answer,
+        "{mode}: the reopened turn shows the answer"
+    );
+    assert!(
+        events_again.contains("handed off to math") && !events_again.contains("to triage"),
+        "{mode}: the reopened turn shows the handoff as it happened: {events_again:?}"
+    );
     assert!(answer.contains("12 * 7 = 84"), "{mode}: answer {answer:?}");
     assert_eq!(agent, "math", "{mode}");
     assert!(events.contains("handed off to math"), "{mode}: {events:?}");

@@ -94,7 +94,7 @@ impl BedrockProvider {
             let call = client
                 .converse_stream()
                 .model_id(&request.model)
-                .set_system(Some(converse.system.clone()))
+                .set_system((!converse.system.is_empty()).then(|| converse.system.clone()))
                 .set_messages(Some(converse.messages.clone()))
                 .set_tool_config(converse.tools.clone());
             let mut output = match tokio::time::timeout(timeout, call.send()).await {
@@ -127,7 +127,7 @@ impl BedrockProvider {
         let call = client
             .converse()
             .model_id(&request.model)
-            .set_system(Some(converse.system.clone()))
+            .set_system((!converse.system.is_empty()).then(|| converse.system.clone()))
             .set_messages(Some(converse.messages.clone()))
             .set_tool_config(converse.tools.clone());
         let output = match tokio::time::timeout(timeout, call.send()).await {
@@ -218,30 +218,45 @@ where
             let code = e
                 .as_service_error()
                 .and_then(ProvideErrorMetadata::code)
-                .unwrap_or("UnknownError")
+                .unwrap_or("")
                 .to_owned();
-            match code.as_str() {
-                "ThrottlingException" | "ServiceQuotaExceededException" => {
-                    Failure::Retryable { status: 429, code }
-                }
-                "ServiceUnavailableException"
-                | "InternalServerException"
-                | "ModelNotReadyException"
-                | "ModelTimeoutException"
-                | "ModelStreamErrorException" => Failure::Retryable { status: 503, code },
-                "AccessDeniedException" => Failure::Invalid(ModelError::Refused {
-                    reason: format!(
-                        "Bedrock refused access to model {model} (AccessDeniedException): the function's role may not invoke it, or the model is not enabled in this account and region; grant bedrock:InvokeModel and bedrock:InvokeModelWithResponseStream on it (the Terraform module does for model.name) and request model access in the Bedrock console"
-                    ),
-                }),
-                "ResourceNotFoundException" => Failure::Invalid(ModelError::Refused {
-                    reason: format!(
-                        "Bedrock has no model {model} here (ResourceNotFoundException): check model.name, the region, and whether the model needs an inference profile id (e.g. us.{model})"
-                    ),
-                }),
-                "ModelErrorException" => {
+            tracing::warn!(code = %code, model, "Bedrock answered an error");
+            // Event-stream exceptions name their type in lower camel case
+            // (`throttlingException`): compare without case.
+            let retry = |status: u16| Failure::Retryable {
+                status,
+                code: code.clone(),
+            };
+            let refused = |reason: String| Failure::Invalid(ModelError::Refused { reason });
+            match code.to_ascii_lowercase().as_str() {
+                "throttlingexception" => retry(429),
+                "modelnotreadyexception" => retry(429),
+                "modeltimeoutexception" => retry(408),
+                "internalserverexception" => retry(500),
+                "serviceunavailableexception" => retry(503),
+                "modelstreamerrorexception" => retry(424),
+                "accessdeniedexception" => refused(format!(
+                    "Bedrock refused access to model {model} (AccessDeniedException): the function's role may not invoke it, or the model is not enabled in this account and region; grant bedrock:InvokeModel and bedrock:InvokeModelWithResponseStream on it (the Terraform module does for model.name) and request model access in the Bedrock console"
+                )),
+                "unrecognizedclientexception"
+                | "expiredtokenexception"
+                | "invalidsignatureexception"
+                | "incompletesignatureexception" => refused(format!(
+                    "Bedrock refused the function's AWS credentials ({code}): check the credentials or role the function runs with, and that they are not expired"
+                )),
+                "resourcenotfoundexception" => refused(format!(
+                    "Bedrock has no model {model} here (ResourceNotFoundException): check model.name, the region, and whether the model needs an inference profile id (e.g. us.{model})"
+                )),
+                "servicequotaexceededexception" => refused(format!(
+                    "Bedrock's quota for model {model} is exceeded (ServiceQuotaExceededException): request a higher quota in the Service Quotas console"
+                )),
+                "modelerrorexception" => {
                     Failure::Invalid(ModelError::ErrorInReply { code: Some(code) })
                 }
+                // No error type at all: an answer the SDK could not read.
+                "" | "unknownerror" => Failure::Invalid(ModelError::InvalidResponse(
+                    "Bedrock's answer could not be read".to_owned(),
+                )),
                 _ => Failure::Invalid(ModelError::Rejected {
                     status: 400,
                     detail: Some(code),

@@ -134,7 +134,16 @@ pub struct McpServer {
 struct State {
     client: Option<Arc<Client>>,
     tools: Option<Vec<McpTool>>,
+    /// After a failed listing, the server is left alone until then (so a server that is down
+    /// does not cost every model call its timeout).
+    failed_until: Option<tokio::time::Instant>,
 }
+
+/// How long a server whose tools could not be listed is left alone.
+const RETRY_LISTING_AFTER: Duration = Duration::from_secs(30);
+
+/// Most bytes of a tool result sent to the model; a larger one is cut, saying so.
+pub const MAX_RESULT_BYTES: usize = 100_000;
 
 impl McpServer {
     fn new(
@@ -195,7 +204,7 @@ impl McpServer {
                     self.timeout.as_secs_f64()
                 )
             })?
-            .map_err(|e| format!("cannot connect to the MCP server {}: {e}", self.name))?;
+            .map_err(|e| self.failure("could not be connected", &e.to_string()))?;
         let client = Arc::new(client);
         state.client = Some(client.clone());
         Ok(client)
@@ -209,27 +218,41 @@ impl McpServer {
 
     /// The server's tools (those allowed), listed once and kept; `again` lists anew.
     async fn tools(&self, again: bool) -> Result<Vec<McpTool>, String> {
-        if !again && let Some(tools) = &self.state.lock().await.tools {
-            return Ok(tools.clone());
-        }
-        let client = self.client().await?;
-        let listed = match tokio::time::timeout(self.timeout, client.list_all_tools()).await {
-            Err(_) => {
-                self.forget_connection().await;
-                return Err(format!(
-                    "the MCP server {} did not list its tools within {} s",
-                    self.name,
-                    self.timeout.as_secs_f64()
-                ));
+        {
+            let state = self.state.lock().await;
+            if !again && let Some(tools) = &state.tools {
+                return Ok(tools.clone());
             }
-            Ok(Err(e)) => {
-                self.forget_connection().await;
+            if state
+                .failed_until
+                .is_some_and(|until| tokio::time::Instant::now() < until)
+            {
                 return Err(format!(
-                    "the MCP server {} could not list its tools: {e}",
+                    "the MCP server {} failed recently; it is asked again later",
                     self.name
                 ));
             }
-            Ok(Ok(listed)) => listed,
+        }
+        let listed = match self.client().await {
+            Err(e) => Err(e),
+            Ok(client) => match tokio::time::timeout(self.timeout, client.list_all_tools()).await {
+                Err(_) => Err(format!(
+                    "the MCP server {} did not list its tools within {} s",
+                    self.name,
+                    self.timeout.as_secs_f64()
+                )),
+                Ok(Err(e)) => Err(self.failure("could not list its tools", &e.to_string())),
+                Ok(Ok(listed)) => Ok(listed),
+            },
+        };
+        let listed = match listed {
+            Ok(listed) => listed,
+            Err(e) => {
+                self.forget_connection().await;
+                self.state.lock().await.failed_until =
+                    Some(tokio::time::Instant::now() + RETRY_LISTING_AFTER);
+                return Err(e);
+            }
         };
         let mut tools: Vec<McpTool> = Vec::new();
         for tool in listed {
@@ -254,8 +277,25 @@ impl McpServer {
                 schema: Value::Object((*tool.input_schema).clone()),
             });
         }
-        self.state.lock().await.tools = Some(tools.clone());
+        let mut state = self.state.lock().await;
+        state.tools = Some(tools.clone());
+        state.failed_until = None;
         Ok(tools)
+    }
+
+    /// What failed, for the model and the log: which server and what it was doing, with the
+    /// transport's own text only in the log, its URL cut to the host (URLs may carry keys).
+    fn failure(&self, doing: &str, detail: &str) -> String {
+        tracing::warn!(mcp_server = %self.name, detail = %redact(detail, &self.url), "an MCP server {doing}");
+        format!(
+            "the MCP server {} {doing}: it cannot be reached or answered an error",
+            self.name
+        )
+    }
+
+    /// Whether the server, listed anew, still has a tool `name`.
+    async fn still_has(&self, name: &str) -> Result<bool, String> {
+        Ok(self.tools(true).await?.iter().any(|t| t.name == name))
     }
 
     /// Calls the server's tool `name`; the result for the model, or why it failed.
@@ -280,67 +320,111 @@ impl McpServer {
                     ));
                 }
                 Ok(Err(e)) => {
-                    let text = e.to_string();
-                    // A tool the server no longer has: read the list again, once.
-                    if !relisted
-                        && (text.contains("not found")
-                            || text.contains("Unknown tool")
-                            || text.contains("unknown tool"))
-                    {
-                        relisted = true;
-                        let tools = self.tools(true).await?;
-                        if tools.iter().any(|t| t.name == name) {
-                            continue;
+                    // The server's own JSON-RPC error is its answer; anything else is the
+                    // connection's, and stays in the log.
+                    if let rmcp::ServiceError::McpError(error) = &e {
+                        if !relisted && names_unknown_tool(&error.message) {
+                            relisted = true;
+                            if self.still_has(name).await? {
+                                continue;
+                            }
+                            return Err(format!(
+                                "the MCP server {} no longer has a tool {name}",
+                                self.name
+                            ));
                         }
                         return Err(format!(
-                            "the MCP server {} no longer has a tool {name}",
-                            self.name
+                            "the MCP server {} answered an error: {}",
+                            self.name, error.message
                         ));
                     }
                     if client.is_transport_closed() {
                         self.forget_connection().await;
                     }
-                    return Err(format!("the MCP server {} failed: {text}", self.name));
+                    return Err(self.failure("failed during the call", &e.to_string()));
                 }
                 Ok(Ok(result)) => result,
             };
+            // Some servers answer an unknown tool with an error result, not an error.
+            if !relisted && result.is_error == Some(true) && names_unknown_tool(&text_of(&result)) {
+                relisted = true;
+                if self.still_has(name).await? {
+                    continue;
+                }
+                return Err(format!(
+                    "the MCP server {} no longer has a tool {name}",
+                    self.name
+                ));
+            }
             return Ok(result_for_model(&result));
         }
     }
 }
 
-/// A tool result as the model reads it: the text of its text blocks (JSON when that is what
-/// it holds), its structured content, and `error` when the tool reported one.
-fn result_for_model(result: &CallToolResult) -> Value {
-    let text: Vec<String> = result
+/// Whether an error's text says the tool does not exist.
+fn names_unknown_tool(text: &str) -> bool {
+    let text = text.to_ascii_lowercase();
+    text.contains("unknown tool") || (text.contains("tool") && text.contains("not found"))
+}
+
+/// The text of a result's text blocks.
+fn text_of(result: &CallToolResult) -> String {
+    result
         .content
         .iter()
         .filter_map(|block| match block {
-            ContentBlock::Text(text) => Some(text.text.clone()),
+            ContentBlock::Text(text) => Some(text.text.as_str()),
             _ => None,
         })
-        .collect();
-    let joined = text.join("\n");
-    let mut out = serde_json::Map::new();
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A tool result as the model reads it: `{"result": ...}` — the structured content when the
+/// server gave one (its text blocks then say the same), else the text (read as JSON when it
+/// is JSON) — or `{"error": ...}` when the tool reported one. A result over
+/// [`MAX_RESULT_BYTES`] is cut, with `"truncated": true` and its full size.
+fn result_for_model(result: &CallToolResult) -> Value {
+    let text = text_of(result);
     if result.is_error == Some(true) {
-        out.insert(
-            "error".into(),
-            Value::String(if joined.is_empty() {
-                "the tool failed".to_owned()
-            } else {
-                joined
-            }),
-        );
-        return Value::Object(out);
+        let message = if text.is_empty() {
+            "the tool failed".to_owned()
+        } else {
+            text
+        };
+        return json!({"error": cut(&message)});
     }
-    if let Some(structured) = &result.structured_content {
-        out.insert("structured".into(), structured.clone());
+    let value = match &result.structured_content {
+        Some(structured) => structured.clone(),
+        None => serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)),
+    };
+    let size = value.to_string().len();
+    if size <= MAX_RESULT_BYTES {
+        return json!({"result": value});
     }
-    if !joined.is_empty() {
-        let value = serde_json::from_str::<Value>(&joined).unwrap_or(Value::String(joined));
-        out.insert("result".into(), value);
+    let text = match value {
+        Value::String(text) => text,
+        other => other.to_string(),
+    };
+    json!({"result": cut(&text), "truncated": true, "bytes": size})
+}
+
+/// `text` cut to [`MAX_RESULT_BYTES`] at a character boundary.
+fn cut(text: &str) -> String {
+    if text.len() <= MAX_RESULT_BYTES {
+        return text.to_owned();
     }
-    Value::Object(out)
+    let mut end = MAX_RESULT_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+/// `text` with `url` replaced by [`ak_core::secret::redacted_url`]: transport errors quote the URL, which may
+/// carry a key in its credentials, path or query.
+pub fn redact(text: &str, url: &str) -> String {
+    text.replace(url, &ak_core::secret::redacted_url(url))
 }
 
 /// `<server>__<tool>` as a function name: letters, digits, `_` and `-` only, at most 64
@@ -411,9 +495,24 @@ mod tests {
             "structuredContent": {"sum": 5}
         }))
         .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(result_for_model(&ok), json!({"result": {"sum": 5}}), "once");
+        let huge: CallToolResult = serde_json::from_value(json!({
+            "content": [{"type": "text", "text": "é".repeat(MAX_RESULT_BYTES)}]
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let cut = result_for_model(&huge);
+        assert_eq!(cut["truncated"], true);
+        assert!(
+            cut["result"]
+                .as_str()
+                .is_some_and(|t| t.len() <= MAX_RESULT_BYTES)
+        );
         assert_eq!(
-            result_for_model(&ok),
-            json!({"result": {"sum": 5}, "structured": {"sum": 5}})
+            redact(
+                "error sending request for url (https://u:p@mcp.example.com/s/sk-1?key=k)",
+                "https://u:p@mcp.example.com/s/sk-1?key=k"
+            ),
+            "error sending request for url (https://mcp.example.com/…)"
         );
         let failed: CallToolResult = serde_json::from_value(json!({
             "content": [{"type": "text", "text": "division by zero"}], "isError": true

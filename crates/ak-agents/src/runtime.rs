@@ -589,6 +589,17 @@ impl AgentRuntime {
             }
             messages.push(message);
         }
+        // A model call never ends on the assistant's own words (what a model wrote before it
+        // handed off, kept once its handoff call is left out): Converse and strict servers
+        // refuse a conversation that does not end with the user or a tool result, and others
+        // would read it as the start of their answer.
+        while messages.len() > 1
+            && messages.last().is_some_and(|m| {
+                m["role"] == "assistant" && m.get("tool_calls").is_none_or(Value::is_null)
+            })
+        {
+            messages.pop();
+        }
         messages
     }
 }

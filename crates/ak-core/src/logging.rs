@@ -17,7 +17,11 @@ pub fn metrics_enabled() -> bool {
 }
 
 fn filter(level: LogLevel) -> EnvFilter {
-    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.as_str()))
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // The MCP SDK logs every session's start and end at info: one line per request is
+        // the request log's job.
+        EnvFilter::new(format!("{},rmcp=warn", level.as_str()))
+    })
 }
 
 /// Installs the JSON log subscriber at `level`; `RUST_LOG` refines it when set. Safe to call

@@ -119,12 +119,38 @@ impl McpEndpoint {
         };
         let request = http::Request::from_parts(parts, Full::new(bytes));
         let response = self.service.handle(request).await;
-        let (parts, body) = response.into_parts();
-        let bytes = body
+        let (mut parts, body) = response.into_parts();
+        let mut bytes = body
             .collect()
             .await
             .map(http_body_util::Collected::to_bytes)
             .unwrap_or_default();
+        // The transport refuses some requests in plain text (a body that is not JSON-RPC, a
+        // wrong Accept or Host); answer those in JSON-RPC's error shape, as clients expect.
+        let json = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("json") || v.contains("event-stream"));
+        if parts.status.is_client_error() && !json {
+            let message = String::from_utf8_lossy(&bytes).trim().to_owned();
+            let code = if parts.status == http::StatusCode::UNSUPPORTED_MEDIA_TYPE
+                || message.contains("deserialize")
+            {
+                -32700
+            } else {
+                -32600
+            };
+            bytes = Bytes::from(
+                json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}})
+                    .to_string(),
+            );
+            parts.headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+        }
         let body = match String::from_utf8(bytes.to_vec()) {
             Ok(text) if text.is_empty() => Body::Empty,
             Ok(text) => Body::Text(text),

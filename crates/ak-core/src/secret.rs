@@ -40,6 +40,22 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+/// `scheme://host[:port]` of a URL, with `/…` when a path or query was left out: for URLs
+/// that may carry a key anywhere (an MCP server's `/s/<token>` or `?api_key=`), in logs and
+/// the printed configuration.
+pub fn redacted_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    let more = rest.len() > authority.len() + 1 || rest.contains('?');
+    format!("{scheme}://{host}{}", if more { "/…" } else { "" })
+}
+
+/// Serializes a URL as [`redacted_url`] shows it.
+pub fn serialize_redacted_url<S: Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redacted_url(url))
+}
+
 /// A connection URL that may carry a password (`redis://user:pass@host:6379`).
 /// `Debug` and `Serialize` show it with the password replaced.
 #[derive(Clone, PartialEq, Eq)]

@@ -43,6 +43,8 @@ fn print_config() -> anyhow::Result<()> {
         None => eprintln!("config file: none (defaults and AK_ environment variables only)"),
     }
     let settings = Settings::load()?;
+    // What `serve` would refuse at start: an MCP header whose variable or file is missing.
+    ak_agents::mcp::McpServers::from_settings(&settings.mcp, &|name| std::env::var(name).ok())?;
     println!("{}", serde_json::to_string_pretty(&settings)?);
     Ok(())
 }

@@ -182,7 +182,8 @@ async fn serve(
 ) -> Result<hyper::Response<LocalBody>, Infallible> {
     use futures_util::StreamExt;
     // The playground: one page at `/`, calling the same HTTP API as any client.
-    if request.method() == hyper::Method::GET && matches!(request.uri().path(), "/" | "/index.html")
+    if matches!(*request.method(), hyper::Method::GET | hyper::Method::HEAD)
+        && matches!(request.uri().path(), "/" | "/index.html")
     {
         let mut response =
             hyper::Response::new(Full::new(Bytes::from(page.as_bytes().to_vec())).boxed_unsync());

@@ -313,8 +313,12 @@ pub struct McpServerSettings {
     /// The name agents use (1–32 of letters, digits, `_`, `-`); it prefixes the tools' names.
     #[serde(deserialize_with = "lenient::string")]
     pub name: String,
-    /// The streamable HTTP endpoint (`https://host/mcp`).
-    #[serde(deserialize_with = "lenient::string")]
+    /// The streamable HTTP endpoint (`https://host/mcp`); printed without its path, query or
+    /// credentials, which may carry a key.
+    #[serde(
+        deserialize_with = "lenient::string",
+        serialize_with = "crate::secret::serialize_redacted_url"
+    )]
     pub url: String,
     /// Headers sent with every request (`Authorization`, API keys), each a value or where to
     /// read it; always printed redacted.
