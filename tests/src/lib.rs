@@ -75,7 +75,7 @@ pub fn unique_name(prefix: &str) -> String {
 /// An SQS client for moto, configured the way the functions configure theirs.
 pub async fn sqs_client() -> aws_sdk_sqs::Client {
     aws_endpoint();
-    aws_sdk_sqs::Client::new(&ak_core::aws::load_sdk_config().await)
+    aws_sdk_sqs::Client::new(&ak_adapters::aws::load_sdk_config().await)
 }
 
 /// Creates a standard SQS queue on moto named `<prefix>-<8 hex digits>`, with this visibility
@@ -112,7 +112,7 @@ pub async fn redis_connection() -> anyhow::Result<redis::aio::MultiplexedConnect
 /// A DynamoDB client for moto.
 pub async fn dynamodb_client() -> aws_sdk_dynamodb::Client {
     aws_endpoint();
-    aws_sdk_dynamodb::Client::new(&ak_core::aws::load_sdk_config().await)
+    aws_sdk_dynamodb::Client::new(&ak_adapters::aws::load_sdk_config().await)
 }
 
 /// Creates a response table (partition key `request_id`) the way the Terraform module does.

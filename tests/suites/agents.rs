@@ -4,10 +4,11 @@
 use ak_agents::openai::{OpenAiConfig, OpenAiProvider};
 use ak_agents::{AgentRuntime, FnTool, ModelError, RunError, ToolError, ToolRegistry};
 use ak_core::RunRequest;
-use ak_core::adapters::memory::MemorySessionStore;
 use ak_core::config::{AgentDefinition, Settings};
 use ak_core::ports::SessionStore;
+use ak_core::ports::memory::MemorySessionStore;
 use ak_core::secret::Secret;
+use ak_http::ErrorResponse;
 use ak_tests::model_server::{Reply, ScriptedModel};
 use serde_json::{Value, json};
 use std::sync::Arc;

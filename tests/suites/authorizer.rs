@@ -3,8 +3,8 @@
 //! nobody reads what is not theirs.
 
 use crate::pipeline::{Store, authorized_event, call, handoff_then, system};
-use ak_core::auth::authorizer::{Authorizer, Unauthorized};
-use ak_core::auth::jwt::JwtValidator;
+use ak_auth::authorizer::{Authorizer, Unauthorized};
+use ak_auth::jwt::JwtValidator;
 use ak_core::config::{ClaimValues, ExecutionMode, JwtSettings};
 use ak_core::ports::now_epoch_secs;
 use ak_core::secret::Secret;

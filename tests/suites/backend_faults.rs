@@ -1,10 +1,11 @@
 //! A backend that goes away gives a clear 503-class error within the timeout, never a hang.
 
+use ak_adapters::redis::{RedisResponseStore, RedisSessionStore};
 use ak_core::ApiError;
-use ak_core::adapters::redis::{RedisResponseStore, RedisSessionStore};
 use ak_core::config::RedisSettings;
 use ak_core::ports::{PortError, ResponseRecord, ResponseStore, SessionStore, now_epoch_secs};
 use ak_core::secret::SecretUrl;
+use ak_http::ErrorResponse;
 use ak_tests::{PrivateRedis, unique_name};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -88,6 +89,6 @@ async fn nothing_listening_is_a_503_too() -> anyhow::Result<()> {
     assert!(started.elapsed() < Duration::from_secs(6));
     let err = err.ok_or_else(|| anyhow::anyhow!("no error"))?;
     assert!(!err.to_string().contains("secret-pw"), "{err}");
-    assert_eq!(ApiError::from(err).status().as_u16(), 503);
+    assert_eq!(ApiError::from(err).status_code(), 503);
     Ok(())
 }

@@ -5,13 +5,13 @@
 
 use crate::model_interop::reference_settings;
 use crate::pipeline::{call, event};
+use ak_adapters::AwsConfig;
 use ak_agents::AgentRuntime;
-use ak_core::adapters::AwsConfig;
-use ak_core::adapters::memory::MemorySessionStore;
-use ak_core::api::Api;
-use ak_core::chat::{ChatService, Execution};
 use ak_core::config::ModelProvider;
-use ak_core::{RoutePaths, Router};
+use ak_core::ports::memory::MemorySessionStore;
+use ak_http::api::Api;
+use ak_http::{RoutePaths, Router};
+use ak_runtime::service::chat::{ChatService, Execution};
 use ak_tests::converse_server::{Converse, ConverseServer, Received};
 use ak_tests::runtime_api::{Outcome, RuntimeApi, function_binary, spawn_function};
 use serde_json::{Value, json};
@@ -163,7 +163,7 @@ async fn a_streamed_answer_comes_through_converse_stream() {
         lambda_http::Body::Text(t) => t.clone(),
         _ => String::new(),
     };
-    let events = ak_core::stream::parse_sse(&text);
+    let events = ak_http::sse::parse_sse(&text);
     let names: Vec<&str> = events.iter().map(|(_, n, _)| n.as_str()).collect();
     assert_eq!(names.first(), Some(&"agent"), "{text}");
     assert!(

@@ -6,23 +6,23 @@ use crate::model_interop::reference_settings;
 use crate::pipeline::{Store, System, call, event, system};
 use crate::session_store::turn;
 use agent_app::multiply;
+use ak_adapters::dynamodb::DynamoSessionStore;
+use ak_adapters::redis::{RedisResponseStore, RedisSessionStore};
+use ak_adapters::sqs::SqsQueue;
 use ak_agents::offline::OfflineModel;
 use ak_agents::openai::{OpenAiConfig, OpenAiProvider};
 use ak_agents::{AgentRuntime, ModelProvider, ToolRegistry};
-use ak_core::adapters::dynamodb::DynamoSessionStore;
-use ak_core::adapters::memory::{MemoryQueue, MemoryResponseStore, MemorySessionStore};
-use ak_core::adapters::redis::{RedisResponseStore, RedisSessionStore};
-use ak_core::adapters::sqs::SqsQueue;
-use ak_core::api::Api;
-use ak_core::chat::{ChatService, Execution};
 use ak_core::config::{DynamoDbSettings, ExecutionMode};
-use ak_core::pipeline::{AgentRunnerHandler, ResponseHandler, pump};
+use ak_core::ports::memory::{MemoryQueue, MemoryResponseStore, MemorySessionStore};
 use ak_core::ports::{
     ClaimOutcome, HistoryLimits, LoggedEvent, PortError, Queue, QueueMessage, Registration,
     ResponseRecord, ResponseStore, SessionStore,
 };
 use ak_core::secret::Secret;
-use ak_core::{RoutePaths, Router};
+use ak_http::api::Api;
+use ak_http::{RoutePaths, Router};
+use ak_runtime::service::chat::{ChatService, Execution};
+use ak_runtime::service::worker::{AgentRunnerHandler, ResponseHandler, pump};
 use ak_tests::model_server::{Reply, ScriptedModel};
 use ak_tests::{create_session_table, dynamodb_client, redis_settings, unique_name};
 use async_trait::async_trait;

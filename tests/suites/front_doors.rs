@@ -6,14 +6,14 @@
 
 use ak_agents::AgentRuntime;
 use ak_agents::offline::OfflineModel;
-use ak_core::adapters::memory::{MemoryQueue, MemoryResponseStore, MemorySessionStore};
-use ak_core::api::Api;
-use ak_core::chat::{ChatService, Execution};
-use ak_core::pipeline::{AgentRunnerHandler, ResponseHandler};
-use ak_core::ports::{
-    AgentAnswer, AgentFailure, AgentRunner, Queue, QueueMessage, ResponseStore, sqs_records,
-};
-use ak_core::{RoutePaths, Router, RunRequest, Settings};
+use ak_core::answer::{AgentAnswer, AgentFailure};
+use ak_core::ports::memory::{MemoryQueue, MemoryResponseStore, MemorySessionStore};
+use ak_core::ports::{AgentRunner, Queue, QueueMessage, ResponseStore, sqs_records};
+use ak_core::{RunRequest, Settings};
+use ak_http::api::Api;
+use ak_http::{RoutePaths, Router};
+use ak_runtime::service::chat::{ChatService, Execution};
+use ak_runtime::service::worker::{AgentRunnerHandler, ResponseHandler};
 use ak_tests::runtime_api::{Outcome, RuntimeApi, function_binary, spawn_function};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -74,7 +74,7 @@ impl AgentRunner for Recorder {
     async fn run(
         &self,
         request: &RunRequest,
-        events: Option<&ak_core::stream::EventSender>,
+        events: Option<&ak_core::events::EventSender>,
     ) -> Result<AgentAnswer, AgentFailure> {
         if let Ok(mut users) = self.users.lock() {
             users.push(request.user_id.clone());

@@ -1,8 +1,8 @@
 //! The real function binaries (`main.rs` of each), started against a local Lambda Runtime API and
 //! invoked with the fixtures in tests/fixtures, as `cargo lambda invoke --data-file` would.
 
-use ak_core::adapters::redis::RedisResponseStore;
-use ak_core::adapters::sqs::SqsQueue;
+use ak_adapters::redis::RedisResponseStore;
+use ak_adapters::sqs::SqsQueue;
 use ak_core::ports::{Queue, QueueMessage, ResponseStore};
 use ak_tests::runtime_api::{Outcome, RuntimeApi, function_binary, spawn_function};
 use ak_tests::{redis_settings, sqs_client, unique_name};

@@ -9,6 +9,7 @@ mod exactly_once;
 mod front_doors;
 mod functions;
 mod harness;
+mod layers;
 mod local_server;
 mod mcp;
 mod model_interop;

@@ -8,13 +8,13 @@
 use crate::pipeline::{call, event};
 use ak_agents::openai::{OpenAiConfig, OpenAiProvider};
 use ak_agents::{AgentRuntime, ToolRegistry};
-use ak_core::adapters::memory::MemorySessionStore;
-use ak_core::api::Api;
-use ak_core::chat::{ChatService, Execution};
 use ak_core::config::{AgentDefinition, Settings};
 use ak_core::ports::SessionStore;
+use ak_core::ports::memory::MemorySessionStore;
 use ak_core::secret::Secret;
-use ak_core::{RoutePaths, Router};
+use ak_http::api::Api;
+use ak_http::{RoutePaths, Router};
+use ak_runtime::service::chat::{ChatService, Execution};
 use ak_tests::model_server::{Reply, ScriptedModel};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;

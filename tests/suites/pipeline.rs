@@ -3,19 +3,19 @@
 //! from messages received from moto), Redis and DynamoDB response stores, and the scripted
 //! OpenAI-compatible model.
 
+use ak_adapters::redis::RedisResponseStore;
+use ak_adapters::sqs::SqsQueue;
+use ak_adapters::{self as adapters, AwsConfig};
 use ak_agents::openai::{OpenAiConfig, OpenAiProvider};
 use ak_agents::{AgentRuntime, ToolRegistry};
-use ak_core::adapters::memory::MemorySessionStore;
-use ak_core::adapters::redis::RedisResponseStore;
-use ak_core::adapters::sqs::SqsQueue;
-use ak_core::adapters::{self, AwsConfig};
-use ak_core::api::Api;
-use ak_core::chat::{ChatService, Execution};
 use ak_core::config::{AgentDefinition, ExecutionMode, QueueUrl, Settings, StoreKind};
-use ak_core::pipeline::{AgentRunnerHandler, ResponseHandler, pump};
+use ak_core::ports::memory::MemorySessionStore;
 use ak_core::ports::{AgentRunner, Queue, QueueMessage, ResponseStore};
 use ak_core::secret::Secret;
-use ak_core::{RoutePaths, Router};
+use ak_http::api::Api;
+use ak_http::{RoutePaths, Router};
+use ak_runtime::service::chat::{ChatService, Execution};
+use ak_runtime::service::worker::{AgentRunnerHandler, ResponseHandler, pump};
 use ak_tests::model_server::{Reply, ScriptedModel};
 use ak_tests::{create_response_table, redis_settings, unique_name};
 use lambda_http::{Body, Request};
@@ -199,8 +199,8 @@ pub(crate) fn authorized_event(
 
 /// A request from an event, as the request handler reads it.
 pub(crate) fn decode(event: &Value) -> Request {
-    match ak_core::event::decode(event, &ak_core::event::DecodeOptions::default()) {
-        ak_core::event::Incoming::Request { request, .. } => *request,
+    match ak_http::event::decode(event, &ak_http::event::DecodeOptions::default()) {
+        ak_http::event::Incoming::Request { request, .. } => *request,
         other => panic!("not a request: {other:?}"),
     }
 }
@@ -725,7 +725,7 @@ async fn unreachable_queue_or_store_is_a_503_and_nothing_is_accepted() {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or(1);
-    let base = ak_core::aws::load_sdk_config().await;
+    let base = ak_adapters::aws::load_sdk_config().await;
     let config = aws_sdk_sqs::config::Builder::from(&base)
         .endpoint_url(format!("http://127.0.0.1:{closed}"))
         .build();

@@ -1,7 +1,7 @@
 //! Queues: the same behaviour from the in-memory queue and SQS (moto), standard and FIFO.
 
-use ak_core::adapters::memory::MemoryQueue;
-use ak_core::adapters::sqs::SqsQueue;
+use ak_adapters::sqs::SqsQueue;
+use ak_core::ports::memory::MemoryQueue;
 use ak_core::ports::{Queue, QueueMessage};
 use ak_tests::{sqs_client, unique_name};
 use aws_sdk_sqs::types::QueueAttributeName;

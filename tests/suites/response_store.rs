@@ -1,9 +1,9 @@
 //! One behavioural suite for every response store: in-memory, Redis and DynamoDB (moto).
 
-use ak_core::adapters::dynamodb::DynamoResponseStore;
-use ak_core::adapters::memory::MemoryResponseStore;
-use ak_core::adapters::redis::RedisResponseStore;
+use ak_adapters::dynamodb::DynamoResponseStore;
+use ak_adapters::redis::RedisResponseStore;
 use ak_core::config::DynamoDbSettings;
+use ak_core::ports::memory::MemoryResponseStore;
 use ak_core::ports::{ClaimOutcome, Registration, ResponseRecord, ResponseStore, now_epoch_secs};
 use ak_tests::{create_response_table, dynamodb_client, redis_settings, unique_name};
 use serde_json::json;

@@ -5,9 +5,9 @@
 
 use crate::exactly_once::FlakyStore;
 use crate::pipeline::{Store, System, event, system};
-use ak_core::api::{Api, Reply};
 use ak_core::config::ExecutionMode;
-use ak_core::pipeline::AgentRunnerHandler;
+use ak_http::api::{Api, Reply};
+use ak_runtime::service::worker::AgentRunnerHandler;
 use ak_tests::model_server::Reply as Model;
 use ak_tests::runtime_api::function_binary;
 use ak_tests::unique_name;
@@ -41,7 +41,7 @@ impl PartialEq for Seen {
 
 /// A client reading an SSE body as it comes.
 struct Follower {
-    body: ak_core::stream::SseBody,
+    body: ak_http::sse::SseBody,
     buffer: String,
 }
 
@@ -69,7 +69,7 @@ impl Follower {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
-                let parsed = ak_core::stream::parse_sse(&block);
+                let parsed = ak_http::sse::parse_sse(&block);
                 if let Some((id, name, data)) = parsed.into_iter().next() {
                     return Some(Seen {
                         id: id.unwrap_or_default(),
@@ -649,7 +649,7 @@ async fn ak_local_with_in_memory_backends_serves_resumable_streams() {
         Some(&b"text/event-stream"[..])
     );
     let mut text = String::new();
-    while ak_core::stream::parse_sse(&text).len() < 2 {
+    while ak_http::sse::parse_sse(&text).len() < 2 {
         let (_, chunk) = first
             .next_chunk()
             .await
@@ -657,7 +657,7 @@ async fn ak_local_with_in_memory_backends_serves_resumable_streams() {
         text.push_str(&chunk);
     }
     drop(first);
-    let before = ak_core::stream::parse_sse(&text);
+    let before = ak_http::sse::parse_sse(&text);
     let last = before
         .last()
         .and_then(|e| e.0)
@@ -670,7 +670,7 @@ async fn ak_local_with_in_memory_backends_serves_resumable_streams() {
         .unwrap_or_else(|e| panic!("{e}"));
     let rest: String = again.chunks().await.into_iter().map(|(_, c)| c).collect();
     let mut all = before;
-    all.extend(ak_core::stream::parse_sse(&rest));
+    all.extend(ak_http::sse::parse_sse(&rest));
     let ids: Vec<u64> = all.iter().filter_map(|e| e.0).collect();
     assert_eq!(
         ids,

@@ -1,10 +1,11 @@
 //! One behavioural suite for every session store: in-memory, Redis and DynamoDB (moto).
 
-use ak_core::adapters::dynamodb::DynamoSessionStore;
-use ak_core::adapters::memory::MemorySessionStore;
-use ak_core::adapters::redis::RedisSessionStore;
+use ak_adapters::dynamodb::DynamoSessionStore;
+use ak_adapters::redis::RedisSessionStore;
 use ak_core::config::DynamoDbSettings;
+use ak_core::ports::memory::MemorySessionStore;
 use ak_core::ports::{Appended, HistoryLimits, PortError, SessionStore, Turn};
+use ak_http::ErrorResponse;
 use ak_tests::{create_session_table, dynamodb_client, redis_settings, unique_name};
 use serde_json::json;
 use std::sync::Arc;

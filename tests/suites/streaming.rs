@@ -8,14 +8,14 @@ use crate::pipeline::{Store, System, event, system};
 use agent_app::multiply;
 use ak_agents::openai::{OpenAiConfig, OpenAiProvider};
 use ak_agents::{AgentRuntime, ToolRegistry};
-use ak_core::adapters::memory::MemorySessionStore;
-use ak_core::api::{Api, Reply};
-use ak_core::chat::{ChatService, Execution};
 use ak_core::config::ExecutionMode;
+use ak_core::ports::memory::MemorySessionStore;
 use ak_core::ports::{HistoryLimits, SessionStore};
 use ak_core::secret::Secret;
-use ak_core::stream::parse_sse;
-use ak_core::{RoutePaths, Router};
+use ak_http::api::{Api, Reply};
+use ak_http::sse::parse_sse;
+use ak_http::{RoutePaths, Router};
+use ak_runtime::service::chat::{ChatService, Execution};
 use ak_tests::model_server::{Reply as Model, ScriptedModel};
 use ak_tests::runtime_api::{Outcome, RuntimeApi, function_binary, spawn_function};
 use futures_util::StreamExt;
@@ -578,7 +578,7 @@ async fn streamed_event_reply(
             Some(tokio::time::Instant::now() + deadline),
         )
         .await;
-    let ak_core::api::EventReply::Streamed { body, .. } = reply else {
+    let ak_http::api::EventReply::Streamed { body, .. } = reply else {
         panic!("a REST API event is streamed");
     };
     let text: String = body
@@ -642,10 +642,10 @@ async fn an_http_api_payload_1_event_and_a_direct_invoke_get_one_json_answer() {
     event["body"] = json!(json!({"prompt": "hi", "agent": "history", "stream": true}).to_string());
     event["isBase64Encoded"] = json!(false);
     match api.respond_raw_event(&event.to_string(), None).await {
-        ak_core::api::EventReply::Buffered(answer) => {
+        ak_http::api::EventReply::Buffered(answer) => {
             assert_eq!(answer["statusCode"], 200, "{answer}");
         }
-        ak_core::api::EventReply::Streamed { .. } => panic!("an HTTP API cannot take a stream"),
+        ak_http::api::EventReply::Streamed { .. } => panic!("an HTTP API cannot take a stream"),
     }
     let direct = json!({"prompt": "hi", "agent": "history", "stream": true});
     let answer = api.handle_event(direct).await;

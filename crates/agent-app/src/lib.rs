@@ -12,9 +12,9 @@
 //!   (`None` keeps the built-in JWT validator configured under `auth.jwt`).
 
 use ak_agents::{FnTool, ToolError, ToolRegistry};
-use ak_core::auth::AuthValidator;
-use ak_core::router::{RouterBuilder, request_summary};
+use ak_auth::AuthValidator;
 use ak_core::{ApiError, Settings};
+use ak_http::router::{RouterBuilder, request_summary};
 use lambda_http::Request;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -167,7 +167,7 @@ mod tests {
     #[test]
     fn every_binary_gets_the_same_tools_and_routes() {
         assert_eq!(tools().names(), ["country_facts", "multiply"]);
-        let router = routes(ak_core::Router::builder(ak_core::RoutePaths::default())).build();
+        let router = routes(ak_http::Router::builder(ak_http::RoutePaths::default())).build();
         assert!(router.is_ok());
     }
 }

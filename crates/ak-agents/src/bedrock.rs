@@ -23,7 +23,7 @@
 use crate::model::{
     FinishReason, ModelError, ModelProvider, ModelReply, ModelRequest, ToolCall, Usage,
 };
-use ak_core::adapters::AwsConfig;
+use ak_adapters::AwsConfig;
 use async_trait::async_trait;
 use aws_sdk_bedrockruntime::Client;
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};

@@ -310,43 +310,22 @@ impl McpServer {
             let client = self.client().await?;
             let mut params = CallToolRequestParams::new(name.to_owned());
             params.arguments = Some(arguments.clone());
-            let called = tokio::time::timeout(self.timeout, client.call_tool(params)).await;
-            let result = match called {
-                Err(_) => {
-                    return Err(format!(
-                        "the MCP server {} did not answer within {} s",
-                        self.name,
-                        self.timeout.as_secs_f64()
-                    ));
-                }
-                Ok(Err(e)) => {
-                    // The server's own JSON-RPC error is its answer; anything else is the
-                    // connection's, and stays in the log.
-                    if let rmcp::ServiceError::McpError(error) = &e {
-                        if !relisted && names_unknown_tool(&error.message) {
-                            relisted = true;
-                            if self.still_has(name).await? {
-                                continue;
-                            }
-                            return Err(format!(
-                                "the MCP server {} no longer has a tool {name}",
-                                self.name
-                            ));
-                        }
-                        return Err(format!(
-                            "the MCP server {} answered an error: {}",
-                            self.name, error.message
-                        ));
-                    }
-                    if client.is_transport_closed() {
-                        self.forget_connection().await;
-                    }
-                    return Err(self.failure("failed during the call", &e.to_string()));
-                }
-                Ok(Ok(result)) => result,
+            let Ok(called) = tokio::time::timeout(self.timeout, client.call_tool(params)).await
+            else {
+                return Err(format!(
+                    "the MCP server {} did not answer within {} s",
+                    self.name,
+                    self.timeout.as_secs_f64()
+                ));
             };
-            // Some servers answer an unknown tool with an error result, not an error.
-            if !relisted && result.is_error == Some(true) && names_unknown_tool(&text_of(&result)) {
+            // A tool the server no longer has — told by an error, or (some servers) by an
+            // error result — makes the list be read again, once.
+            let unknown = match &called {
+                Err(rmcp::ServiceError::McpError(error)) => names_unknown_tool(&error.message),
+                Ok(result) => result.is_error == Some(true) && names_unknown_tool(&text_of(result)),
+                Err(_) => false,
+            };
+            if unknown && !relisted {
                 relisted = true;
                 if self.still_has(name).await? {
                     continue;
@@ -356,7 +335,21 @@ impl McpServer {
                     self.name
                 ));
             }
-            return Ok(result_for_model(&result));
+            return match called {
+                Ok(result) => Ok(result_for_model(&result)),
+                // The server's own JSON-RPC error is its answer; anything else is the
+                // connection's, and stays in the log.
+                Err(rmcp::ServiceError::McpError(error)) => Err(format!(
+                    "the MCP server {} answered an error: {}",
+                    self.name, error.message
+                )),
+                Err(e) => {
+                    if client.is_transport_closed() {
+                        self.forget_connection().await;
+                    }
+                    Err(self.failure("failed during the call", &e.to_string()))
+                }
+            };
         }
     }
 }

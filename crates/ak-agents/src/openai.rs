@@ -2,7 +2,7 @@
 //! llama.cpp, text-generation-inference, LM Studio, Groq, Mistral, DeepSeek, Gemini, OpenRouter,
 //! LiteLLM, ...), over the shared [`ak_core::https`] client, built on first use so a cold start
 //! does not pay for loading root certificates. Requests use only the standard fields every
-//! server accepts; replies, buffered or streamed, are read tolerantly ([`reply`], [`stream`]).
+//! server accepts; replies, buffered or streamed, are read tolerantly (modules `reply` and `stream`).
 //! Retries with exponential backoff on 429, 5xx, timeouts and connection errors (honouring
 //! `Retry-After`), never on other 4xx, and never once streamed text has reached the client.
 

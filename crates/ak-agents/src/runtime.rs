@@ -12,9 +12,9 @@ use crate::offline::OfflineModel;
 use crate::openai::{OPENAI_BASE_URL, OpenAiConfig, OpenAiProvider};
 use crate::tool::{ToolContext, ToolRegistry};
 use ak_core::config::{ModelProvider as ProviderKind, ModelSettings, Settings};
+use ak_core::events::{EventSender, RunEvent};
 use ak_core::ports::{Appended, HistoryLimits, PortError, SessionStore, Turn, now_epoch_secs};
 use ak_core::secret::Secret;
-use ak_core::stream::{EventSender, RunEvent};
 use ak_core::{ApiError, RunRequest};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -148,7 +148,7 @@ pub fn model_provider(
     settings: &ModelSettings,
     lookup: &dyn Fn(&str) -> Option<String>,
     offline_fallback: bool,
-    aws: &ak_core::adapters::AwsConfig,
+    aws: &ak_adapters::AwsConfig,
 ) -> Result<Arc<dyn ModelProvider>, ProviderError> {
     let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
     let api_key = settings
@@ -702,9 +702,9 @@ impl ak_core::ports::AgentRunner for AgentRuntime {
         &self,
         request: &RunRequest,
         events: Option<&EventSender>,
-    ) -> Result<ak_core::ports::AgentAnswer, ak_core::ports::AgentFailure> {
+    ) -> Result<ak_core::answer::AgentAnswer, ak_core::answer::AgentFailure> {
         match AgentRuntime::run_with_events(self, request, events).await {
-            Ok(outcome) => Ok(ak_core::ports::AgentAnswer {
+            Ok(outcome) => Ok(ak_core::answer::AgentAnswer {
                 text: outcome.text,
                 agent: outcome.agent,
                 prompt_tokens: outcome.usage.prompt_tokens,
@@ -714,7 +714,7 @@ impl ak_core::ports::AgentRunner for AgentRuntime {
                 refusal: outcome.refusal,
                 truncated: outcome.truncated,
             }),
-            Err(e) => Err(ak_core::ports::AgentFailure {
+            Err(e) => Err(ak_core::answer::AgentFailure {
                 transient: e.is_transient(),
                 error: e.into(),
             }),
@@ -748,7 +748,7 @@ impl AgentRuntime {
     pub async fn load(
         settings: &Settings,
         tools: &ToolRegistry,
-        aws: &ak_core::adapters::AwsConfig,
+        aws: &ak_adapters::AwsConfig,
         offline_fallback: bool,
     ) -> Result<Self, LoadError> {
         let model = model_provider(
@@ -757,7 +757,22 @@ impl AgentRuntime {
             offline_fallback,
             aws,
         )?;
-        let sessions = ak_core::adapters::session_store(settings, aws).await?;
+        let sessions = ak_adapters::session_store(settings, aws).await?;
         Ok(Self::from_settings(settings, tools, model, sessions)?)
+    }
+
+    /// The agents a request handler runs itself: in direct mode, [`AgentRuntime::load`]'s (no
+    /// offline fallback: a Lambda function); in the queue modes none (the agent runner has them).
+    pub async fn for_request_handler(
+        settings: &Settings,
+        tools: &ToolRegistry,
+        aws: &ak_adapters::AwsConfig,
+    ) -> Result<Option<std::sync::Arc<dyn ak_core::ports::AgentRunner>>, LoadError> {
+        if settings.execution.mode().uses_queues() {
+            return Ok(None);
+        }
+        Ok(Some(std::sync::Arc::new(
+            Self::load(settings, tools, aws, false).await?,
+        )))
     }
 }

@@ -1,16 +1,14 @@
-//! The one error type of the HTTP API and its mapping to status, headers and JSON body.
+//! The one error type of the runtime: everything a client can be answered with when a request
+//! fails, its status code and its JSON body.
 //!
-//! Every failure a client can see goes through [`ApiError::to_response`], so the status table of
-//! the API lives here and nowhere else. 5xx bodies never carry internals: the detail of an
+//! The status code is part of an answer wherever it travels (the output queue's `status_code`
+//! attribute, the stored record, the `error` event), so each failure's number is defined here,
+//! once: the status table of the API lives here and nowhere else. Headers, content types and the
+//! HTTP types are the edge's (`ak-http`). 5xx bodies never carry internals: the detail of an
 //! internal error is for the log, the client gets `internal error` and the request id.
 
-use crate::response::ApiResponse;
-use http::{HeaderValue, Method, StatusCode, header};
 use serde_json::{Value, json};
 use std::time::Duration;
-
-/// Seconds a client is told to wait before polling again.
-pub const POLL_RETRY_AFTER_SECS: u32 = 2;
 
 /// Everything that can go wrong while answering an API call.
 #[derive(Debug, thiserror::Error)]
@@ -47,11 +45,11 @@ pub enum ApiError {
     #[error("method {method} is not allowed on {path}")]
     MethodNotAllowed {
         /// The method used.
-        method: Method,
+        method: String,
         /// The path asked for.
         path: String,
         /// Methods the path accepts.
-        allowed: Vec<Method>,
+        allowed: Vec<String>,
     },
     /// The answer to a request is not stored (yet), or belongs to someone else.
     #[error("no response for request {request_id} yet")]
@@ -153,26 +151,23 @@ impl ApiError {
         self
     }
 
-    /// The HTTP status.
-    pub fn status(&self) -> StatusCode {
+    /// The status code of the answer (the HTTP API's status table).
+    pub fn status_code(&self) -> u16 {
         match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::PayloadTooLarge { .. } | ApiError::TooLarge(_) => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
-            ApiError::RequestIdReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::BadRequest(_) => 400,
+            ApiError::PayloadTooLarge { .. } | ApiError::TooLarge(_) => 413,
+            ApiError::RequestIdReused { .. } | ApiError::ContentFiltered { .. } => 422,
             ApiError::RouteNotFound { .. }
             | ApiError::ResponseNotFound { .. }
             | ApiError::NothingToPoll { .. }
-            | ApiError::NothingToStream { .. } => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::ModelProvider { .. } => StatusCode::BAD_GATEWAY,
-            ApiError::ContentFiltered { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::ServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            | ApiError::NothingToStream { .. } => 404,
+            ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::ResponseTimeout { .. } => 504,
+            ApiError::ModelProvider { .. } => 502,
+            ApiError::ServiceUnavailable { .. } => 503,
+            ApiError::Forbidden(_) => 403,
+            ApiError::Conflict(_) => 409,
+            ApiError::Internal { .. } => 500,
         }
     }
 
@@ -198,15 +193,16 @@ impl ApiError {
         }
     }
 
-    /// The response the client gets: status, JSON body and any headers the status calls for.
-    pub fn to_response(&self) -> ApiResponse {
+    /// The JSON body of the answer: `{"error": ...}` with the request id where one is known;
+    /// `{"status": "NOT_FOUND", ...}` for answers not (yet) there.
+    pub fn body(&self) -> Value {
         let with_id = |mut body: Value, id: &Option<String>| {
             if let (Some(id), Value::Object(map)) = (id, &mut body) {
                 map.insert("request_id".into(), Value::String(id.clone()));
             }
             body
         };
-        let body = match self {
+        match self {
             ApiError::ResponseNotFound { request_id } => {
                 json!({"status": "NOT_FOUND", "request_id": request_id})
             }
@@ -215,10 +211,8 @@ impl ApiError {
             | ApiError::NothingToStream { request_id } => {
                 json!({"status": "NOT_FOUND", "request_id": request_id, "error": self.to_string()})
             }
-            ApiError::ModelProvider { request_id, .. } => {
-                with_id(json!({"error": self.to_string()}), request_id)
-            }
-            ApiError::ServiceUnavailable { request_id, .. } => {
+            ApiError::ModelProvider { request_id, .. }
+            | ApiError::ServiceUnavailable { request_id, .. } => {
                 with_id(json!({"error": self.to_string()}), request_id)
             }
             ApiError::ContentFiltered { request_id, .. } => with_id(
@@ -229,52 +223,16 @@ impl ApiError {
                 with_id(json!({"error": "internal error"}), request_id)
             }
             ApiError::MethodNotAllowed { allowed, .. } => json!({
-                "error": format!("{self}; allowed: {}", method_list(allowed)),
+                "error": format!("{self}; allowed: {}", allowed.join(", ")),
             }),
             _ => json!({"error": self.to_string()}),
-        };
-        let mut response = ApiResponse::json(self.status(), body);
-        match self {
-            ApiError::MethodNotAllowed { allowed, .. } => {
-                if let Ok(v) = HeaderValue::from_str(&method_list(allowed)) {
-                    response.headers.insert(header::ALLOW, v);
-                }
-            }
-            ApiError::ResponseNotFound { .. }
-            | ApiError::ResponseTimeout { .. }
-            | ApiError::ServiceUnavailable { .. } => {
-                response.headers.insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from(POLL_RETRY_AFTER_SECS),
-                );
-            }
-            _ => {}
         }
-        response
-    }
-}
-
-fn method_list(methods: &[Method]) -> String {
-    methods
-        .iter()
-        .map(Method::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-impl From<ApiError> for ApiResponse {
-    fn from(e: ApiError) -> Self {
-        e.to_response()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn body(e: &ApiError) -> Value {
-        e.to_response().body
-    }
 
     #[test]
     fn statuses_follow_the_api_table() {
@@ -284,9 +242,9 @@ mod tests {
             (ApiError::RouteNotFound { path: "/x".into() }, 404),
             (
                 ApiError::MethodNotAllowed {
-                    method: Method::PUT,
+                    method: "PUT".into(),
                     path: "/api/v1/chat".into(),
-                    allowed: vec![Method::GET, Method::POST],
+                    allowed: vec!["GET".into(), "POST".into()],
                 },
                 405,
             ),
@@ -321,34 +279,24 @@ mod tests {
             (ApiError::internal(Some("r"), "bug"), 500),
         ];
         for (e, status) in cases {
-            let r = e.to_response();
-            assert_eq!(r.status.as_u16(), status, "{e:?}");
-            assert_eq!(
-                r.into_http()
-                    .headers()
-                    .get(header::CONTENT_TYPE)
-                    .map(|v| v.as_bytes()),
-                Some(&b"application/json"[..])
-            );
+            assert_eq!(e.status_code(), status, "{e:?}");
         }
     }
 
     #[test]
-    fn not_found_and_timeout_carry_status_request_id_and_retry_after() {
+    fn not_found_and_timeout_carry_status_and_request_id() {
         let nf = ApiError::ResponseNotFound {
             request_id: "req-1".into(),
         };
         assert_eq!(
-            body(&nf),
+            nf.body(),
             json!({"status": "NOT_FOUND", "request_id": "req-1"})
         );
-        assert!(nf.to_response().headers.contains_key(header::RETRY_AFTER));
-
         let to = ApiError::ResponseTimeout {
             request_id: "req-2".into(),
             waited: Duration::from_secs(25),
         };
-        let b = body(&to);
+        let b = to.body();
         assert_eq!(b["status"], "NOT_FOUND");
         assert_eq!(b["request_id"], "req-2");
         assert!(
@@ -363,7 +311,7 @@ mod tests {
     fn internal_details_stay_out_of_the_body() {
         let e = ApiError::internal(Some("req-9"), "thread panicked at src/secret.rs:12");
         assert_eq!(
-            body(&e),
+            e.body(),
             json!({"error": "internal error", "request_id": "req-9"})
         );
         let e = ApiError::ServiceUnavailable {
@@ -371,29 +319,9 @@ mod tests {
             request_id: Some("req-3".into()),
             detail: "redis://:hunter2@cache refused".into(),
         };
-        let text = body(&e).to_string();
+        let text = e.body().to_string();
         assert!(text.contains("Redis is unavailable"));
         assert!(!text.contains("hunter2"));
         assert!(text.contains("req-3"));
-    }
-
-    #[test]
-    fn method_not_allowed_lists_the_allowed_methods() {
-        let e = ApiError::MethodNotAllowed {
-            method: Method::DELETE,
-            path: "/api/v1/chat".into(),
-            allowed: vec![Method::GET, Method::POST],
-        };
-        let r = e.to_response();
-        assert_eq!(
-            r.headers.get(header::ALLOW).map(|v| v.as_bytes()),
-            Some(&b"GET, POST"[..])
-        );
-        assert!(
-            r.body["error"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("GET, POST")
-        );
     }
 }

@@ -5,16 +5,7 @@
 
 use crate::config::LogLevel;
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, Ordering};
 use tracing_subscriber::EnvFilter;
-
-/// Whether metric lines are written (off for human-readable logs).
-static METRICS: AtomicBool = AtomicBool::new(true);
-
-/// Whether [`crate::metrics::emit`] writes its lines.
-pub fn metrics_enabled() -> bool {
-    METRICS.load(Ordering::Relaxed)
-}
 
 fn filter(level: LogLevel) -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -42,7 +33,7 @@ pub fn init_local(level: LogLevel) {
         init(level);
         return;
     }
-    METRICS.store(false, Ordering::Relaxed);
+    crate::metrics::set_enabled(false);
     let _ = tracing_subscriber::fmt()
         .compact()
         .with_writer(std::io::stderr)

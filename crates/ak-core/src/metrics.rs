@@ -3,6 +3,20 @@
 
 use serde_json::{Map, Value, json};
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether metric lines are written (off for human-readable logs).
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns metric lines on or off (off where logs are for a person: `ak-local` on a terminal).
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Whether [`emit`] writes its lines.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
 
 /// The CloudWatch namespace of every metric.
 pub const NAMESPACE: &str = "AgentKernel";
@@ -65,7 +79,7 @@ pub fn emit(
     metrics: &[(&str, f64, Unit)],
     properties: &[(&str, Value)],
 ) {
-    if !crate::logging::metrics_enabled() {
+    if !enabled() {
         return;
     }
     let line = emf(dimensions, metrics, properties).to_string();

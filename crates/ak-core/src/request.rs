@@ -437,7 +437,7 @@ mod tests {
             let err = RunRequest::from_json(body, &Caller::Anonymous)
                 .err()
                 .unwrap_or_else(|| panic!("{:?} should fail", String::from_utf8_lossy(body)));
-            assert_eq!(err.status().as_u16(), 400);
+            assert_eq!(err.status_code(), 400);
             assert!(
                 err.to_string().contains(expected),
                 "{:?}: {err} should mention {expected:?}",
@@ -507,7 +507,7 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic_and_fail_as_400(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
             if let Err(e) = RunRequest::from_json(&bytes, &Caller::Anonymous) {
-                proptest::prop_assert_eq!(e.status().as_u16(), 400);
+                proptest::prop_assert_eq!(e.status_code(), 400);
             }
             let _ = poll_request_id(None, &bytes);
         }
@@ -549,7 +549,7 @@ mod tests {
             (None, b"{x"),
         ] {
             let e = poll_request_id(q, b).err();
-            assert_eq!(e.map(|e| e.status().as_u16()), Some(400), "{q:?} {b:?}");
+            assert_eq!(e.map(|e| e.status_code()), Some(400), "{q:?} {b:?}");
         }
     }
 }

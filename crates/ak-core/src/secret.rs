@@ -36,7 +36,7 @@ impl Serialize for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        crate::config::lenient::string(d).map(Secret)
+        crate::lenient::string(d).map(Secret)
     }
 }
 
@@ -92,7 +92,7 @@ impl Serialize for SecretUrl {
 
 impl<'de> Deserialize<'de> for SecretUrl {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        crate::config::lenient::string(d).map(SecretUrl)
+        crate::lenient::string(d).map(SecretUrl)
     }
 }
 

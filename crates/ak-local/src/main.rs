@@ -54,7 +54,7 @@ async fn serve(addr: SocketAddr, workers: usize) -> anyhow::Result<()> {
     ak_core::logging::init_local(settings.log.level);
     let server = server::LocalServer::start(&settings, addr, workers).await?;
     let base = format!("http://{}", server.addr);
-    let paths = ak_core::RoutePaths::from_env()?;
+    let paths = ak_http::RoutePaths::from_env()?;
     eprintln!("ak-local listening on {base} (mode {})", server.mode);
     eprintln!("playground: {base}/ (in a browser)");
     if server.provider == "offline" {

@@ -3,14 +3,14 @@
 //! source mappings play. With `memory://` queues and the memory store it is the whole pipeline
 //! in one process; with SQS URLs and Redis or DynamoDB it works against the real services.
 
+use ak_adapters::{self as adapters, AwsConfig, required_response_store};
 use ak_agents::AgentRuntime;
-use ak_core::adapters::{self, AwsConfig, required_output_queue, required_response_store};
-use ak_core::api::{Api, Reply};
-use ak_core::chat::ChatService;
-use ak_core::pipeline::sqs::SqsBatchResponse;
-use ak_core::pipeline::{AgentRunnerHandler, ResponseHandler, pump};
 use ak_core::ports::{AgentRunner, Queue};
-use ak_core::{ApiError, ApiResponse, RoutePaths, Router, Settings};
+use ak_core::{ApiError, Settings};
+use ak_http::api::{Api, Reply};
+use ak_http::{ApiResponse, RoutePaths, Router};
+use ak_runtime::service::worker::sqs::SqsBatchResponse;
+use ak_runtime::{AgentRunnerHandler, ResponseHandler, pump};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -56,22 +56,12 @@ impl LocalServer {
         let runtime: Arc<dyn AgentRunner> =
             Arc::new(AgentRuntime::load(settings, &agent_app::tools(), &aws, true).await?);
         let mode = settings.execution.mode();
-        let chat = ChatService::from_settings(settings, &aws, Some(runtime.clone())).await?;
         let router = agent_app::routes(Router::builder(RoutePaths::from_env()?)).build()?;
         // The MCP endpoint answers loopback hosts only when the server listens on loopback
         // (against DNS rebinding from a browser); on another address, any host.
-        let mcp = ak_core::mcp::McpEndpoint::new(
-            chat.clone(),
-            ak_core::mcp::AgentTool::from_settings(settings),
-            settings.api.heartbeat(),
-            addr.ip().is_loopback(),
-        );
+        let loopback = addr.ip().is_loopback();
         let api = Arc::new(
-            Api::new(router, chat, settings.api.max_body_bytes)
-                .with_mcp(mcp)
-                .with_principal_claim(&settings.auth.principal_claim)
-                .with_alb_oidc_identity(settings.auth.trust_alb_oidc_identity)
-                .with_heartbeat(settings.api.heartbeat()),
+            Api::from_settings(settings, &aws, Some(runtime.clone()), router, loopback).await?,
         );
 
         let mut tasks = Vec::new();
@@ -80,17 +70,10 @@ impl LocalServer {
                 Some(url) => adapters::queue(url, &aws).await,
                 None => anyhow::bail!("execution.queues.input.url is required in {mode}"),
             };
-            let output = required_output_queue(settings, &aws).await?;
+            let output = adapters::required_output_queue(settings, &aws).await?;
             let store = required_response_store(settings, &aws).await?;
-            let runner = Arc::new(
-                AgentRunnerHandler::new(
-                    runtime.clone(),
-                    output.clone(),
-                    store.clone(),
-                    settings.execution.queues.input.max_receive_count,
-                )
-                .with_event_log(settings.execution.response_store.event_log),
-            );
+            let runner =
+                Arc::new(AgentRunnerHandler::from_settings(settings, &aws, runtime.clone()).await?);
             let responses = Arc::new(ResponseHandler::new(store));
             for _ in 0..workers.max(1) {
                 let (input, runner) = (input.clone(), runner.clone());

@@ -1,13 +1,10 @@
 //! Lambda function: SQS output batch → response store, with per-record failures.
 
+use ak_adapters::{AwsConfig, check_shared_backends, required_response_store};
 use ak_core::Settings;
-use ak_core::adapters::{AwsConfig, check_shared_backends, required_response_store};
-use ak_core::pipeline::ResponseHandler;
 use ak_core::ports::sqs_records;
-use aws_lambda_events::sqs::SqsBatchResponse;
-use lambda_runtime::{LambdaEvent, service_fn};
-use serde_json::value::RawValue;
-use std::convert::Infallible;
+use ak_lambda::Reply;
+use ak_runtime::ResponseHandler;
 use std::sync::Arc;
 
 /// Everything built once per cold start.
@@ -21,14 +18,13 @@ async fn setup() -> Result<ResponseHandler, Box<dyn std::error::Error>> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let handler = Arc::new(ak_core::lambda::start(setup()).await?);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Box<RawValue>>| {
+    let handler = Arc::new(ak_lambda::start(setup()).await?);
+    ak_lambda::serve(move |invocation| {
         let handler = handler.clone();
         async move {
-            Ok::<SqsBatchResponse, Infallible>(
-                handler.handle(sqs_records(event.payload.get())).await,
-            )
+            let failures = handler.handle(sqs_records(invocation.event.get())).await;
+            Ok(Reply::json(&failures))
         }
-    }))
+    })
     .await
 }

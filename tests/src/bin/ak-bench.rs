@@ -9,20 +9,20 @@
 //! model's first streamed piece to the client's first `delta`, and per piece; and the event logs
 //! of the queue modes: writes per 2,000-token answer and the runner-write → follower-read delay.
 
+use ak_adapters::AwsConfig;
+use ak_adapters::dynamodb::DynamoResponseStore;
+use ak_adapters::redis::RedisResponseStore;
 use ak_agents::openai::{OpenAiConfig, OpenAiProvider};
 use ak_agents::{AgentRuntime, ToolRegistry};
-use ak_core::adapters::AwsConfig;
-use ak_core::adapters::dynamodb::DynamoResponseStore;
-use ak_core::adapters::memory::MemorySessionStore;
-use ak_core::adapters::redis::RedisResponseStore;
-use ak_core::api::Api;
-use ak_core::chat::{ChatService, Execution};
 use ak_core::config::{DynamoDbSettings, Settings};
+use ak_core::ports::memory::MemorySessionStore;
 use ak_core::ports::{
     AgentRunner, ResponseRecord, ResponseStore, SessionStore, Turn, now_epoch_secs,
 };
 use ak_core::secret::Secret;
-use ak_core::{RoutePaths, Router};
+use ak_http::api::Api;
+use ak_http::{RoutePaths, Router};
+use ak_runtime::service::chat::{ChatService, Execution};
 use ak_tests::model_server::{Reply, ScriptedModel};
 use ak_tests::runtime_api::{RuntimeApi, spawn_function};
 use ak_tests::{
@@ -287,11 +287,11 @@ async fn streaming_overhead(runs: usize) -> Value {
         let mut event = fixture("apigw_v1_post_chat.json");
         event["body"] = json!(json!({"prompt": "hello", "stream": true}).to_string());
         let request =
-            match ak_core::event::decode(&event, &ak_core::event::DecodeOptions::default()) {
-                ak_core::event::Incoming::Request { request, .. } => *request,
+            match ak_http::event::decode(&event, &ak_http::event::DecodeOptions::default()) {
+                ak_http::event::Incoming::Request { request, .. } => *request,
                 _ => panic!("the fixture is a request"),
             };
-        let ak_core::api::Reply::Events(mut body) = api.respond(request).await else {
+        let ak_http::api::Reply::Events(mut body) = api.respond(request).await else {
             panic!("not a stream");
         };
         let mut deltas = Vec::new();
@@ -412,9 +412,9 @@ async fn sync_latency(store: Arc<dyn ResponseStore>, runs: usize) -> Value {
 /// (tokens of 4 bytes, all at once and at 500 tokens/s), and the delay from the start of the
 /// runner's write to a waiting follower's read.
 async fn event_log(store: Arc<dyn ResponseStore>) -> Value {
-    use ak_core::eventlog::LogWriter;
+    use ak_core::events::RunEvent;
     use ak_core::ports::LoggedEvent;
-    use ak_core::stream::RunEvent;
+    use ak_runtime::exec::eventlog::LogWriter;
     let mut writes = serde_json::Map::new();
     for (label, pause) in [
         ("instant", Duration::ZERO),

@@ -6,7 +6,7 @@
 //! once, so a bad value stops a cold start with one message naming the key, the value, where it
 //! came from and what is allowed.
 
-pub mod lenient;
+use crate::lenient;
 mod sources;
 
 pub use sources::{CONFIG_PATH_VAR, Origin, find_config_file};

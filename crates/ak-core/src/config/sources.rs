@@ -177,7 +177,7 @@ fn parse_yaml(path: &Path, text: &str) -> Result<Value, ConfigError> {
             line: Some(1),
             message: format!(
                 "the file must be a mapping of keys (execution:, session:, ...), not {}",
-                super::lenient::describe(&other)
+                crate::lenient::describe(&other)
             ),
         }),
     }

@@ -1,0 +1,156 @@
+//! Adapters for the ports of `ak-core`: SQS, Redis and DynamoDB (the in-process ones are
+//! `ak_core::ports::memory`), the shared AWS SDK configuration ([`aws`]), and the functions that
+//! pick one from the configuration.
+//!
+//! Layer: adapters. Uses `ak-core` only; SDK and Redis types never leave this crate.
+
+pub mod aws;
+pub mod dynamodb;
+pub mod redis;
+pub mod sqs;
+
+use ak_core::config::{QueueUrl, SessionKind, Settings, StoreKind};
+use ak_core::ports::{Backend, PortError, Queue, ResponseStore, SessionStore};
+use aws_config::SdkConfig;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+/// How long one call to a queue or store may take before it counts as unavailable.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs a backend call with a deadline; a timeout is an `Unavailable` error.
+pub(crate) async fn with_timeout<T>(
+    backend: Backend,
+    limit: Duration,
+    call: impl Future<Output = Result<T, PortError>>,
+) -> Result<T, PortError> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(result) => result,
+        Err(_) => Err(PortError::unavailable(
+            backend,
+            format!("no answer within {} ms", limit.as_millis()),
+        )),
+    }
+}
+
+/// The AWS SDK configuration, loaded once on first use so a cold start that needs no AWS
+/// client does not pay for it.
+#[derive(Clone, Default)]
+pub struct AwsConfig(Arc<OnceCell<SdkConfig>>);
+
+impl AwsConfig {
+    /// The shared configuration.
+    pub async fn get(&self) -> &SdkConfig {
+        self.0.get_or_init(aws::load_sdk_config).await
+    }
+}
+
+/// The queue behind a URL: `memory://NAME` is the process-wide in-memory queue of that name.
+pub async fn queue(url: &QueueUrl, aws: &AwsConfig) -> Arc<dyn Queue> {
+    match url {
+        QueueUrl::Memory(name) => ak_core::ports::memory::MemoryQueue::named(name),
+        QueueUrl::Sqs(url) => Arc::new(sqs::SqsQueue::new(
+            aws_sdk_sqs::Client::new(aws.get().await),
+            url,
+        )),
+    }
+}
+
+/// The configured response store; `None` when `execution.response_store.type` is unset. The
+/// in-memory store is one per process, shared by everything in it.
+pub async fn response_store(
+    settings: &Settings,
+    aws: &AwsConfig,
+) -> Result<Option<Arc<dyn ResponseStore>>, PortError> {
+    let config = &settings.execution.response_store;
+    Ok(match config.kind {
+        None => None,
+        Some(StoreKind::Memory) => Some(ak_core::ports::memory::MemoryResponseStore::shared()),
+        Some(StoreKind::Redis) => Some(Arc::new(redis::RedisResponseStore::new(&config.redis)?)),
+        Some(StoreKind::DynamoDb) => Some(Arc::new(dynamodb::DynamoResponseStore::new(
+            aws_sdk_dynamodb::Client::new(aws.get().await),
+            &config.dynamodb,
+        )?)),
+    })
+}
+
+/// A component cannot start because the configuration lacks something it needs.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SetupError(pub String);
+
+/// The response store, which the agent runner and response handler cannot work without.
+pub async fn required_response_store(
+    settings: &Settings,
+    aws: &AwsConfig,
+) -> Result<Arc<dyn ResponseStore>, SetupError> {
+    response_store(settings, aws)
+        .await
+        .map_err(|e| SetupError(e.to_string()))?
+        .ok_or_else(|| {
+            SetupError(
+                "execution.response_store.type is not set (AK_EXECUTION__RESPONSE_STORE__TYPE); \
+                 allowed: redis, dynamodb"
+                    .to_owned(),
+            )
+        })
+}
+
+/// The output queue, which the agent runner cannot work without.
+pub async fn required_output_queue(
+    settings: &Settings,
+    aws: &AwsConfig,
+) -> Result<Arc<dyn Queue>, SetupError> {
+    match &settings.execution.queues.output.url {
+        Some(url) => Ok(queue(url, aws).await),
+        None => Err(SetupError(
+            "execution.queues.output.url is not set (AK_EXECUTION__QUEUES__OUTPUT__URL); the agent \
+             runner sends its answers there"
+                .to_owned(),
+        )),
+    }
+}
+
+/// In a Lambda function, in-process queues and stores cannot work: each function is its own
+/// process. Refuse them at cold start instead of losing requests.
+pub fn check_shared_backends(settings: &Settings) -> Result<(), SetupError> {
+    let execution = &settings.execution;
+    if !execution.mode().uses_queues() {
+        return Ok(());
+    }
+    let memory_queue = [&execution.queues.input.url, &execution.queues.output.url]
+        .into_iter()
+        .flatten()
+        .find(|url| matches!(url, QueueUrl::Memory(_)));
+    if let Some(url) = memory_queue {
+        return Err(SetupError(format!(
+            "{} is an in-process queue; Lambda functions need SQS queue URLs (memory:// works only in ak-local)",
+            url.as_str()
+        )));
+    }
+    if execution.response_store.kind == Some(StoreKind::Memory) {
+        return Err(SetupError(
+            "execution.response_store.type memory is in-process; Lambda functions need redis or dynamodb"
+                .to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// The configured session store.
+pub async fn session_store(
+    settings: &Settings,
+    aws: &AwsConfig,
+) -> Result<Arc<dyn SessionStore>, PortError> {
+    let config = &settings.session;
+    Ok(match config.kind {
+        SessionKind::InMemory => ak_core::ports::memory::MemorySessionStore::shared(),
+        SessionKind::Redis => Arc::new(redis::RedisSessionStore::new(&config.redis)?),
+        SessionKind::DynamoDb => Arc::new(dynamodb::DynamoSessionStore::new(
+            aws_sdk_dynamodb::Client::new(aws.get().await),
+            &config.dynamodb,
+        )?),
+    })
+}

@@ -1,0 +1,70 @@
+//! Protocol surfaces: the edge modules that speak another protocol than our chat API (MCP
+//! today; Chat Completions, AG-UI, the AI SDK's UI stream and A2A are each one more). A surface
+//! names the paths it answers under the API's base path and answers requests there by mapping
+//! them onto the same [`ChatService`](ak_runtime::ChatService) runs and encoding the same run
+//! events; the [`Api`](crate::Api) routes to it, logs the request and contains its panics.
+//!
+//! Adding one is a module implementing [`Surface`], one line in
+//! [`Api::from_settings`](crate::Api::from_settings) (`.with_surface(...)`), and its first path
+//! segment in [`RESERVED`].
+
+use crate::response::ApiResponse;
+use crate::sse::SseBody;
+use ak_core::error::ApiError;
+use ak_core::request::Caller;
+use http::Method;
+use lambda_http::{Body, Request};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// The first path segments under the base path that belong to protocol surfaces: custom
+/// routes cannot use them.
+pub const RESERVED: &[&str] = &["mcp"];
+
+/// What a surface answers with.
+pub enum SurfaceReply {
+    /// One JSON answer (our error shape and `Content-Type: application/json`).
+    Json(ApiResponse),
+    /// A response the surface made whole (its own content type and error shape).
+    Http(http::Response<Body>),
+    /// A stream of the run's events in the surface's encoding.
+    Events(SseBody),
+}
+
+/// What the edge knows of a request beyond the request itself.
+#[derive(Debug, Clone)]
+pub struct SurfaceContext {
+    /// Who is calling, as the front door vouched for it.
+    pub caller: Caller,
+    /// When the run must have answered (the invocation's deadline less the answer margin).
+    pub deadline: Option<tokio::time::Instant>,
+    /// The longest a stream may last on this front door (API Gateway answers a buffered
+    /// response within 29 s), besides the deadline.
+    pub stream_bound: Option<Duration>,
+    /// The caller reads one JSON answer only (a direct invoke): never answer with a stream.
+    pub json_only: bool,
+    /// The heartbeat interval of streams (`api.stream_heartbeat`).
+    pub heartbeat: Duration,
+    /// The values of the route's `{name}` segments, in order.
+    pub params: Vec<String>,
+}
+
+/// The future a surface's handler returns.
+pub type SurfaceFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<SurfaceReply, ApiError>> + Send + 'a>>;
+
+/// One protocol surface at the edge.
+pub trait Surface: Send + Sync {
+    /// Its name, for the request log (`mcp`, `openai`).
+    fn name(&self) -> &'static str;
+
+    /// The paths it answers, relative to the base path (`/mcp`, `/openai/v1/models`), with the
+    /// methods each takes (`None`: any method; the surface decides). A segment `{name}` matches
+    /// any one segment, handed over in [`SurfaceContext::params`].
+    fn routes(&self) -> Vec<(Option<Method>, &'static str)>;
+
+    /// Answers one request on one of its routes. An error is answered in our JSON error shape;
+    /// a surface with its own error shape answers [`SurfaceReply::Http`] instead.
+    fn handle<'a>(&'a self, request: Request, context: SurfaceContext) -> SurfaceFuture<'a>;
+}
