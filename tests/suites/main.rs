@@ -5,6 +5,7 @@ mod agents;
 mod authorizer;
 mod backend_faults;
 mod bedrock;
+mod docs;
 mod exactly_once;
 mod front_doors;
 mod functions;
