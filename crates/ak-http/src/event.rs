@@ -312,7 +312,9 @@ fn http_event(e: &Map<String, Value>, door: FrontDoor, options: &DecodeOptions) 
 }
 
 /// Query parameters from `multiValueQueryStringParameters` (else `queryStringParameters`);
-/// ALB passes values as the client encoded them, so `decode` them.
+/// ALB passes values as the client encoded them, so `decode` them. A parameter whose list holds
+/// no text (empty, or only `null`s, objects and lists) is left out: every parameter kept has at
+/// least one value, which `lambda_http`'s query map assumes (it indexes the first).
 fn query_map(e: &Map<String, Value>, multi: bool, decode: bool) -> HashMap<String, Vec<String>> {
     let text = |s: &str| {
         if decode {
@@ -327,8 +329,9 @@ fn query_map(e: &Map<String, Value>, multi: bool, decode: bool) -> HashMap<Strin
             let values = values.as_array().map(Vec::as_slice).unwrap_or_default();
             out.entry(text(k))
                 .or_default()
-                .extend(values.iter().filter_map(scalar).map(|v| text(&v)));
+                .extend(values.iter().filter_map(query_value).map(|v| text(&v)));
         }
+        out.retain(|_, values| !values.is_empty());
         return out;
     }
     if let Some(m) = obj(e, "queryStringParameters") {
@@ -339,6 +342,15 @@ fn query_map(e: &Map<String, Value>, multi: bool, decode: bool) -> HashMap<Strin
         }
     }
     out
+}
+
+/// A query parameter's value as an event carries it: text (empty too) or a number.
+fn query_value(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 /// `a=1&b=two%20words&c` → `{a: [1], b: ["two words"], c: [""]}`; anything goes, nothing fails.
@@ -662,6 +674,24 @@ mod tests {
             Incoming::Request { door, request } => (door, *request),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn multi_value_query_lists_without_text_are_left_out() {
+        let (_, request) = decoded(json!({
+            "httpMethod": "GET", "path": "/api/v1/app", "resource": "/{proxy+}",
+            "multiValueQueryStringParameters": {
+                "empty": [], "nulls": [null, {}], "blank": [""], "n": [7, "x"], "odd": "text"
+            },
+            "requestContext": {"stage": "prod", "httpMethod": "GET"}
+        }));
+        let query = request.query_string_parameters();
+        assert_eq!(query.first("empty"), None);
+        assert_eq!(query.first("nulls"), None);
+        assert_eq!(query.first("odd"), None);
+        assert_eq!(query.first("blank"), Some(""));
+        assert_eq!(query.all("n"), Some(vec!["7", "x"]));
+        assert_eq!(query.iter().count(), 3);
     }
 
     #[test]
