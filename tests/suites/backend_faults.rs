@@ -25,6 +25,7 @@ async fn redis_stopped_is_a_503_within_the_timeout() -> anyhow::Result<()> {
         session_id: "s".into(),
         user_id: None,
         status_code: 200,
+        attempt: 0,
         body: json!({"result": "ok"}),
         created_at: now_epoch_secs(),
     };

@@ -373,6 +373,7 @@ async fn a_runner_dies_between_the_session_save_and_the_output_send(
         session_id: session_id.clone(),
         user_id: None,
         status_code: None,
+        attempt: None,
         body: json!({"prompt": "who won the battle of Hastings", "agent": "history", "session_id": session_id}),
     };
     // First delivery: the run succeeds and the turn is saved, but neither the output queue nor
@@ -623,6 +624,7 @@ async fn interleaving(sessions_of: Vec<usize>, steps: Vec<Step>) -> Result<(), S
         session_id: format!("s-{}", sessions_of[i]),
         user_id: None,
         status_code: None,
+        attempt: None,
         body: json!({"prompt": format!("what is {i} * 7"), "agent": "math", "session_id": format!("s-{}", sessions_of[i])}),
     };
     let mut sent_order: Vec<usize> = Vec::new();

@@ -843,6 +843,7 @@ async fn a_panic_in_a_tool_costs_its_request_a_500_and_nothing_else() {
             session_id: session.into(),
             user_id: None,
             status_code: None,
+            attempt: None,
             body: json!({"prompt": prompt, "agent": "math", "session_id": session}),
         }
         .to_sqs_record(id, id, 1)

@@ -413,6 +413,7 @@ fn input_message(prompt: &str) -> QueueMessage {
         session_id: session.clone(),
         user_id: None,
         status_code: None,
+        attempt: None,
         body: json!({"prompt": prompt, "session_id": session}),
     }
 }
@@ -808,7 +809,7 @@ async fn a_corrupt_stored_answer_is_a_500_without_details() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let () = redis::cmd("SET")
-        .arg(format!("{}req-corrupt", settings.prefix()))
+        .arg(format!("{}{{req-corrupt}}", settings.prefix()))
         .arg("{{{")
         .query_async(&mut conn)
         .await

@@ -57,6 +57,7 @@ fn message(session: &str) -> QueueMessage {
         session_id: session.to_owned(),
         user_id: Some("user-a".to_owned()),
         status_code: Some(200),
+        attempt: None,
         body: json!({"prompt": "what is 12 * 7", "agent": "math", "session_id": session, "extra": [1, {"k": "v"}]}),
     }
 }

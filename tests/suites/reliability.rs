@@ -20,6 +20,7 @@ fn message(session: &str) -> QueueMessage {
         session_id: session.to_owned(),
         user_id: None,
         status_code: None,
+        attempt: None,
         body: json!({"prompt": "hello", "agent": "history", "session_id": session}),
     }
 }
@@ -38,7 +39,7 @@ async fn a_runner_that_died_after_the_model_call_leaves_a_claim_that_lapses() {
     let claim = s
         .store_claim(&m.request_id, "dead-runner", Duration::from_secs(1))
         .await;
-    assert_eq!(claim, ClaimOutcome::Acquired);
+    assert_eq!(claim, ClaimOutcome::Acquired { attempt: 1 });
     s.input().send(&m).await.unwrap_or_else(|e| panic!("{e}"));
     while s.run_runner().await == 0 {}
     assert_eq!(

@@ -17,6 +17,7 @@ fn record(user: Option<&str>) -> ResponseRecord {
         session_id: unique_name("session"),
         user_id: user.map(str::to_owned),
         status_code: 200,
+        attempt: 0,
         body: json!({"result": "84", "agent": "math", "nested": {"list": [1, 2, 3]}}),
         created_at: now_epoch_secs(),
     }
@@ -149,7 +150,7 @@ async fn claims_are_exclusive_and_lapse(store: Arc<dyn ResponseStore>, stagger: 
     ];
     let acquired = outcomes
         .iter()
-        .filter(|o| **o == ClaimOutcome::Acquired)
+        .filter(|o| **o == ClaimOutcome::Acquired { attempt: 1 })
         .count();
     let held = outcomes
         .iter()
@@ -162,7 +163,19 @@ async fn claims_are_exclusive_and_lapse(store: Arc<dyn ResponseStore>, stagger: 
         .claim(&id, "runner-c", ttl)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(late, ClaimOutcome::Acquired, "an expired claim lapses");
+    assert_eq!(
+        late,
+        ClaimOutcome::Acquired { attempt: 2 },
+        "an expired claim lapses; the next claim is the next attempt"
+    );
+    assert_eq!(
+        store
+            .claim(&id, "runner-c", ttl)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        ClaimOutcome::Acquired { attempt: 2 },
+        "the holder's claim again is a renewal, not another attempt"
+    );
     let blocked = store
         .claim(&id, "runner-d", Duration::from_secs(30))
         .await
@@ -189,7 +202,7 @@ async fn claims_are_exclusive_and_lapse(store: Arc<dyn ResponseStore>, stagger: 
             .claim(&id, "runner-d", ttl)
             .await
             .unwrap_or_else(|e| panic!("{e}")),
-        ClaimOutcome::Acquired,
+        ClaimOutcome::Acquired { attempt: 3 },
         "a released claim is free at once"
     );
 
@@ -287,11 +300,15 @@ async fn a_forgotten_failure_makes_room_for_the_next_answer(store: Arc<dyn Respo
             .claim(&failed.request_id, "runner-b", Duration::from_secs(60))
             .await
             .unwrap_or_else(|e| panic!("{e}")),
-        ClaimOutcome::Acquired,
-        "the claim went with the answer"
+        ClaimOutcome::Acquired { attempt: 2 },
+        "the claim went with the answer; the rerun is the next attempt"
     );
+    // The failure redelivered late (its output message again) is not stored again.
+    store.put(&failed).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.get(&failed.request_id).await.ok().flatten(), None);
     let fixed = ResponseRecord {
         status_code: 200,
+        attempt: 2,
         ..failed.clone()
     };
     store.put(&fixed).await.unwrap_or_else(|e| panic!("{e}"));
@@ -344,7 +361,7 @@ async fn a_redis_registration_lives_as_long_as_its_answer_and_then_the_id_is_new
             .claim(id, "runner", Duration::from_secs(300))
             .await
             .ok(),
-        Some(ClaimOutcome::Acquired)
+        Some(ClaimOutcome::Acquired { attempt: 1 })
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     store.put(&r).await.unwrap_or_else(|e| panic!("{e}"));
@@ -365,8 +382,9 @@ async fn a_redis_registration_lives_as_long_as_its_answer_and_then_the_id_is_new
         store
             .claim(id, "runner-2", Duration::from_secs(30))
             .await
-            .ok(),
-        Some(ClaimOutcome::Acquired)
+            .ok()
+            .is_some_and(|o| matches!(o, ClaimOutcome::Acquired { .. })),
+        true
     );
 }
 
@@ -377,7 +395,7 @@ async fn redis_entries_expire_by_ttl() -> anyhow::Result<()> {
     let r = record(None);
     store.put(&r).await?;
     let mut conn = ak_tests::redis_connection().await?;
-    let key = format!("{}{}", settings.prefix(), r.request_id);
+    let key = format!("{}{{{}}}", settings.prefix(), r.request_id);
     let ttl: i64 = ::redis::cmd("TTL").arg(&key).query_async(&mut conn).await?;
     assert!((1..=120).contains(&ttl), "TTL {ttl}");
     let raw: String = ::redis::cmd("GET").arg(&key).query_async(&mut conn).await?;

@@ -63,10 +63,23 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
+    conditional_output(send)
+        .await
+        .map(|written| written.is_some())
+}
+
+/// [`conditional`], keeping the output of a write that happened.
+async fn conditional_output<T, E, R>(
+    send: impl std::future::Future<Output = Result<T, SdkError<E, R>>>,
+) -> Result<Option<T>, PortError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
     with_timeout(Backend::DynamoDb, CALL_TIMEOUT, async {
         match send.await {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
+            Ok(output) => Ok(Some(output)),
+            Err(e) if is_condition_failure(&e) => Ok(None),
             // A write DynamoDB cannot take (an item over 400 KB, say) fails the same way again.
             Err(e)
                 if e.as_service_error().and_then(ProvideErrorMetadata::code)
@@ -312,6 +325,7 @@ fn decode_record(item: &Item, body: Option<&str>) -> Result<ResponseRecord, Port
         body: serde_json::from_str(&body.map_or_else(|| text("body"), |b| Ok(b.to_owned()))?)
             .map_err(|e| corrupt(&format!("response body is not JSON: {e}")))?,
         created_at: get_n(item, "created_at").unwrap_or_default(),
+        attempt: get_n(item, "answer_attempt").unwrap_or_default(),
     })
 }
 
@@ -543,6 +557,7 @@ impl ResponseStore for DynamoResponseStore {
             "status_code = :status",
             "body = :body",
             "created_at = :created",
+            "answer_attempt = :attempt",
         ];
         let mut request = self
             .client
@@ -553,6 +568,7 @@ impl ResponseStore for DynamoResponseStore {
             .expression_attribute_values(":status", n(record.status_code))
             .expression_attribute_values(":body", s(parts[0]))
             .expression_attribute_values(":created", n(record.created_at))
+            .expression_attribute_values(":attempt", n(record.attempt))
             .expression_attribute_values(":now", n(now_epoch_secs()));
         if let Some(user) = &record.user_id {
             sets.push("user_id = :user");
@@ -572,10 +588,24 @@ impl ResponseStore for DynamoResponseStore {
             // What an expired answer split in parts left behind.
             expression.push_str(" REMOVE body_parts, body_ref");
         }
+        // The store decides the order of answers (see `ResponseStore::put`): no answer and no
+        // forgotten one of this attempt or later; or a stored failure of an earlier attempt.
         let request = request
             .update_expression(expression)
-            .condition_expression("attribute_not_exists(body) OR expiry_time <= :now");
-        // A failed condition means it was already answered: the first answer stays.
+            .condition_expression(
+                "attribute_not_exists(request_id) OR expiry_time <= :now \
+                 OR (attribute_not_exists(body) AND \
+                     (attribute_not_exists(floor_attempt) OR floor_attempt < :attempt)) \
+                 OR (attribute_exists(body) AND answer_attempt < :attempt AND \
+                     (status_code >= :s500 OR status_code IN (:s408, :s409, :s425, :s429)))",
+            )
+            .expression_attribute_values(":s500", n(500))
+            .expression_attribute_values(":s408", n(408))
+            .expression_attribute_values(":s409", n(409))
+            .expression_attribute_values(":s425", n(425))
+            .expression_attribute_values(":s429", n(429));
+        // A failed condition: an answer that stays (a success, a later attempt's) or a
+        // forgotten attempt at least as late; this one changes nothing.
         conditional(request.send()).await.map(drop)
     }
 
@@ -612,31 +642,62 @@ impl ResponseStore for DynamoResponseStore {
         owner: &str,
         ttl: Duration,
     ) -> Result<ClaimOutcome, PortError> {
+        use aws_sdk_dynamodb::types::ReturnValue;
         let now = now_millis();
         let until = now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-        let mut request = self
+        let attempt_of = |attributes: Option<&Item>| {
+            attributes
+                .and_then(|a| get_n::<u64>(a, "claim_attempt"))
+                .unwrap_or(1)
+        };
+        // Free (no answer, no live claim): take the next attempt number.
+        let mut take = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("request_id", s(request_id))
             .condition_expression(
                 "(attribute_not_exists(body) OR expiry_time <= :epoch) AND \
-                 (attribute_not_exists(claim_until) OR claim_until < :now OR claim_owner = :owner)",
+                 (attribute_not_exists(claim_until) OR claim_until < :now)",
             )
             .expression_attribute_values(":epoch", n(now_epoch_secs()))
             .expression_attribute_values(":owner", s(owner))
             .expression_attribute_values(":until", n(until))
-            .expression_attribute_values(":now", n(now));
-        request = match self.expiry() {
-            Some(expiry) => request
-                .update_expression(
-                    "SET claim_owner = :owner, claim_until = :until, expiry_time = :expiry",
-                )
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::UpdatedNew);
+        let set = "SET claim_owner = :owner, claim_until = :until";
+        take = match self.expiry() {
+            Some(expiry) => take
+                .update_expression(format!(
+                    "{set}, expiry_time = :expiry ADD claim_attempt :one"
+                ))
                 .expression_attribute_values(":expiry", expiry),
-            None => request.update_expression("SET claim_owner = :owner, claim_until = :until"),
+            None => take.update_expression(format!("{set} ADD claim_attempt :one")),
         };
-        if conditional(request.send()).await? {
-            return Ok(ClaimOutcome::Acquired);
+        if let Some(output) = conditional_output(take.send()).await? {
+            return Ok(ClaimOutcome::Acquired {
+                attempt: attempt_of(output.attributes.as_ref()),
+            });
+        }
+        // Held by this owner: renewed, same attempt.
+        let renew = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("request_id", s(request_id))
+            .update_expression("SET claim_until = :until")
+            .condition_expression(
+                "(attribute_not_exists(body) OR expiry_time <= :epoch) AND claim_owner = :owner",
+            )
+            .expression_attribute_values(":epoch", n(now_epoch_secs()))
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":until", n(until))
+            .return_values(ReturnValue::AllNew);
+        if let Some(output) = conditional_output(renew.send()).await? {
+            return Ok(ClaimOutcome::Acquired {
+                attempt: attempt_of(output.attributes.as_ref()),
+            });
         }
         match self.read(request_id).await? {
             Some(item) if item.contains_key("body") => Ok(ClaimOutcome::AlreadyAnswered),
@@ -664,11 +725,14 @@ impl ResponseStore for DynamoResponseStore {
             .table_name(&self.table)
             .key("request_id", s(&answer.request_id))
             .update_expression(
-                "REMOVE body, status_code, created_at, body_parts, body_ref, claim_owner, claim_until",
+                "SET floor_attempt = :attempt \
+                 REMOVE body, status_code, created_at, body_parts, body_ref, answer_attempt, \
+                 claim_owner, claim_until",
             )
             .condition_expression("status_code = :status AND created_at = :created")
             .expression_attribute_values(":status", n(answer.status_code))
-            .expression_attribute_values(":created", n(answer.created_at));
+            .expression_attribute_values(":created", n(answer.created_at))
+            .expression_attribute_values(":attempt", n(answer.attempt));
         // Another answer since, or none: nothing to forget. The event log stays: the next
         // run continues it.
         conditional(request.send()).await.map(drop)

@@ -1,17 +1,27 @@
-//! Redis adapters (ElastiCache in production).
+//! Redis adapters (ElastiCache, Valkey and MemoryDB in production).
 //!
-//! Responses live at `<prefix><request_id>` as JSON, written with `SET NX EX` in one command, so
-//! the first answer wins and expires by TTL. Claims live at `<prefix>#claim:<request_id>` and
-//! request registrations (the fingerprint of the request an id was first used for) at
-//! `<prefix>#req:<request_id>` (ids never contain `#`, so the key spaces cannot collide). A
-//! stored answer is announced on the channel `<prefix>#done:<request_id>`; waiters subscribe
-//! through one shared connection per process and re-read the key after subscribing, so an
+//! Every key of one request shares the hash tag `{<request_id>}`, so each script and pipeline
+//! about a request stays in one hash slot (what ElastiCache Serverless, cluster mode and
+//! MemoryDB require): the answer at `<prefix>{<id>}`, its claim at `<prefix>{<id>}#claim`
+//! (`"<attempt> <owner>"`), the attempt counter at `<prefix>{<id>}#attempt`, the registration
+//! (the fingerprint of the request the id was first used for) at `<prefix>{<id>}#req`, and the
+//! event log (a stream with ids `0-<n>`) at `<prefix>{<id>}#events`. A stored answer is
+//! announced on the channel `<prefix>{<id>}#done`, logged events on `<prefix>{<id>}#evt`;
+//! waiters `SUBSCRIBE` to the exact channel (no pattern subscriptions, which ElastiCache
+//! Serverless refuses) on one shared connection per store and re-read after subscribing, so an
 //! answer stored in between is not missed.
 //!
 //! Sessions: a list of turns (JSON, oldest first) at `<prefix>{<session_id>}:turns` and a hash
 //! request id → turn number at `<prefix>{<session_id>}:requests`, appended by one script that
-//! refuses a taken turn number or a request id already present; both keys share a hash tag, so
-//! the script also works on a Redis cluster. Loads read the list's length and its newest turns.
+//! refuses a taken turn number or a request id already present.
+//!
+//! Connections are replaced before they cost a request: a command that fails because its
+//! connection broke (reset, closed, refused, no answer within the response timeout, or a
+//! server that is loading or became a replica in a failover) is sent once more on a fresh
+//! connection. That is safe for every command here, because each write is conditional or
+//! keyed so that a repeat changes nothing: `SET NX`, scripts that check before they write
+//! (a registration carries a nonce, a claim its owner, an event batch its numbers, an answer
+//! its attempt), `DEL`/`EXPIRE`/`PUBLISH` of the same values.
 
 use crate::{CALL_TIMEOUT, with_timeout};
 use ak_core::config::RedisSettings;
@@ -22,28 +32,44 @@ use ak_core::ports::{
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, OnceCell, watch};
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a command may wait for its answer before its connection counts as dead (a silently
+/// dropped connection — a NAT gateway's idle timeout, a failover — answers nothing, ever).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// While waiting, the key is re-read this often even without a notification, in case the
 /// notification connection is down.
 const FALLBACK_POLL: Duration = Duration::from_secs(1);
-/// How long a waiter gives the notification connection to come up before reading.
+/// How long a waiter gives its subscription to be confirmed before reading.
 const SUBSCRIBE_GRACE: Duration = Duration::from_millis(300);
+/// How often the notification connection is checked (`PING`) while anyone waits.
+const NOTIFY_PING: Duration = Duration::from_secs(5);
 
 fn unavailable(e: redis::RedisError) -> PortError {
     PortError::unavailable(Backend::Redis, e)
 }
 
-/// A lazily connected, self-reconnecting Redis connection.
+/// Whether `e` says the connection it came on is unusable, so a fresh one may succeed: it
+/// broke or timed out, or the server is (re)loading or turned into a replica (a failover).
+fn connection_failed(e: &redis::RedisError) -> bool {
+    e.is_connection_dropped()
+        || e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_refusal()
+        || e.is_unrecoverable_error()
+        || matches!(e.code(), Some("READONLY" | "LOADING" | "MASTERDOWN"))
+}
+
+/// A lazily connected Redis connection, replaced when it fails (see the module documentation).
 struct Connection {
     client: redis::Client,
-    manager: OnceCell<ConnectionManager>,
+    current: tokio::sync::Mutex<Option<(u64, ConnectionManager)>>,
+    generation: AtomicU64,
 }
 
 impl Connection {
@@ -57,51 +83,99 @@ impl Connection {
         })?;
         Ok(Self {
             client,
-            manager: OnceCell::new(),
+            current: tokio::sync::Mutex::new(None),
+            generation: AtomicU64::new(0),
         })
     }
 
-    async fn get(&self) -> Result<ConnectionManager, PortError> {
-        let manager = self
-            .manager
-            .get_or_try_init(|| async {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                    .set_response_timeout(Some(RESPONSE_TIMEOUT))
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_millis(500));
-                with_timeout(Backend::Redis, CALL_TIMEOUT, async {
-                    ConnectionManager::new_with_config(self.client.clone(), config)
-                        .await
-                        .map_err(unavailable)
-                })
+    /// The live connection and its generation, connecting when there is none.
+    async fn get(&self) -> Result<(u64, ConnectionManager), PortError> {
+        let mut current = self.current.lock().await;
+        if let Some((generation, manager)) = current.as_ref() {
+            return Ok((*generation, manager.clone()));
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let manager = with_timeout(Backend::Redis, CALL_TIMEOUT, async {
+            ConnectionManager::new_with_config(self.client.clone(), config)
                 .await
-            })
-            .await?;
-        Ok(manager.clone())
+                .map_err(unavailable)
+        })
+        .await?;
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        *current = Some((generation, manager.clone()));
+        Ok((generation, manager))
+    }
+
+    /// Drops the connection of `generation` (if it is still the current one): the next use
+    /// connects afresh.
+    async fn replace(&self, generation: u64) {
+        let mut current = self.current.lock().await;
+        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *current = None;
+        }
+    }
+
+    /// Runs `call` on the connection; when the connection turns out broken, once more on a
+    /// fresh one. Both tries together take at most [`CALL_TIMEOUT`].
+    async fn run<T, F, Fut>(&self, call: F) -> Result<T, PortError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        let mut tried = false;
+        loop {
+            let (generation, conn) = self.get().await?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let result = tokio::time::timeout(left.min(RESPONSE_TIMEOUT * 2), call(conn)).await;
+            let error = match result {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) if !connection_failed(&e) => return Err(unavailable(e)),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!(
+                    "no answer within {} ms",
+                    left.min(RESPONSE_TIMEOUT * 2).as_millis()
+                ),
+            };
+            self.replace(generation).await;
+            if tried || Instant::now() >= deadline {
+                return Err(PortError::unavailable(Backend::Redis, error));
+            }
+            tracing::info!(error = %error, "a Redis connection failed; trying again on a fresh one");
+            tried = true;
+        }
     }
 
     async fn query<T: redis::FromRedisValue + Send>(
         &self,
         cmd: &redis::Cmd,
     ) -> Result<T, PortError> {
-        let mut conn = self.get().await?;
-        with_timeout(Backend::Redis, CALL_TIMEOUT, async {
-            cmd.query_async(&mut conn).await.map_err(unavailable)
-        })
-        .await
+        self.run(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await
     }
 
     async fn query_pipe<T: redis::FromRedisValue + Send>(
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, PortError> {
-        let mut conn = self.get().await?;
-        with_timeout(Backend::Redis, CALL_TIMEOUT, async {
-            pipe.query_async(&mut conn).await.map_err(unavailable)
-        })
-        .await
+        self.run(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .await
     }
+}
+
+/// The keys and channels of one request (see the module documentation).
+struct RequestKeys {
+    answer: String,
+    claim: String,
+    attempt: String,
+    registration: String,
+    events: String,
+    done: String,
+    logged: String,
 }
 
 /// Response store on Redis.
@@ -113,34 +187,36 @@ pub struct RedisResponseStore {
     logged: Arc<Notifications>,
 }
 
+/// The stored registration: `{"fingerprint", "user_id", "nonce"}`.
+#[derive(serde::Deserialize)]
+struct StoredRegistration {
+    fingerprint: String,
+    user_id: Option<String>,
+}
+
 impl RedisResponseStore {
     /// A store for these settings; connects on first use.
     pub fn new(settings: &RedisSettings) -> Result<Self, PortError> {
         let prefix = settings.prefix().to_owned();
         Ok(Self {
             conn: Connection::new(settings)?,
-            stored: Arc::new(Notifications::new(format!("{prefix}#done:"))),
-            logged: Arc::new(Notifications::new(format!("{prefix}#evt:"))),
+            stored: Arc::new(Notifications::new(format!("{prefix}{{"), "}#done")),
+            logged: Arc::new(Notifications::new(format!("{prefix}{{"), "}#evt")),
             prefix,
             ttl: settings.ttl,
         })
     }
 
-    fn events_key(&self, request_id: &str) -> String {
-        format!("{}#events:{request_id}", self.prefix)
-    }
-
-    /// The registration as stored: `{"fingerprint", "user_id"}` JSON, or (as written before
-    /// event logs existed) the bare fingerprint of an anonymous request.
-    fn registration(text: &str) -> (String, Option<String>) {
-        #[derive(serde::Deserialize)]
-        struct Stored {
-            fingerprint: String,
-            user_id: Option<String>,
-        }
-        match serde_json::from_str::<Stored>(text) {
-            Ok(stored) => (stored.fingerprint, stored.user_id),
-            Err(_) => (text.to_owned(), None),
+    fn keys(&self, request_id: &str) -> RequestKeys {
+        let base = format!("{}{{{request_id}}}", self.prefix);
+        RequestKeys {
+            answer: base.clone(),
+            claim: format!("{base}#claim"),
+            attempt: format!("{base}#attempt"),
+            registration: format!("{base}#req"),
+            events: format!("{base}#events"),
+            done: format!("{base}#done"),
+            logged: format!("{base}#evt"),
         }
     }
 
@@ -160,29 +236,30 @@ impl RedisResponseStore {
             .collect()
     }
 
-    fn key(&self, request_id: &str) -> String {
-        format!("{}{request_id}", self.prefix)
-    }
-
-    fn claim_key(&self, request_id: &str) -> String {
-        format!("{}#claim:{request_id}", self.prefix)
-    }
-
-    fn registration_key(&self, request_id: &str) -> String {
-        format!("{}#req:{request_id}", self.prefix)
-    }
-
-    fn channel_prefix(&self) -> String {
-        format!("{}#done:", self.prefix)
-    }
-
-    fn decode(&self, text: &str) -> Result<ResponseRecord, PortError> {
-        serde_json::from_str(text).map_err(|e| PortError::Corrupt {
-            backend: Backend::Redis,
-            detail: format!("response record: {e}"),
-        })
+    /// The answer stored under the answer key: `None` for none, or for what [`forget`] left.
+    fn decode(&self, text: &str) -> Result<Option<ResponseRecord>, PortError> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| PortError::Corrupt {
+                backend: Backend::Redis,
+                detail: format!("response record: {e}"),
+            })?;
+        if value.get("forgotten").is_some() {
+            return Ok(None);
+        }
+        serde_json::from_value(value)
+            .map(Some)
+            .map_err(|e| PortError::Corrupt {
+                backend: Backend::Redis,
+                detail: format!("response record: {e}"),
+            })
     }
 }
+
+/// The Lua of "is this a stored answer" (not a forgotten one): `answered(text)`.
+const LUA_ANSWERED: &str = "local function answered(v) \
+    if not v then return false end \
+    local ok, r = pcall(cjson.decode, v) \
+    return not (ok and type(r) == 'table' and r['forgotten']) end ";
 
 #[async_trait]
 impl ResponseStore for RedisResponseStore {
@@ -192,48 +269,67 @@ impl ResponseStore for RedisResponseStore {
         fingerprint: &str,
         user_id: Option<&str>,
     ) -> Result<Registration, PortError> {
-        let value = serde_json::json!({"fingerprint": fingerprint, "user_id": user_id}).to_string();
-        // SET NX GET would do, but only from Redis 7.0 on; this works on 6.x too.
+        // A fresh registration also clears what an earlier use of the id left (an answer stored
+        // later than its registration, a claim outliving a short TTL, an event log): it belongs
+        // to another request. The nonce makes a repeat of this very call say `new` again.
         const REGISTER: &str = "local known = redis.call('GET', KEYS[1]) \
-            if known then return known end \
+            if known then \
+              local ok, r = pcall(cjson.decode, known) \
+              if ok and type(r) == 'table' and r['nonce'] == ARGV[3] then return {'new'} end \
+              return {'known', known} end \
             if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) \
             else redis.call('SET', KEYS[1], ARGV[1]) end \
-            return false";
-        let known: Option<String> = self
+            redis.call('DEL', KEYS[2], KEYS[3], KEYS[4]) \
+            return {'new'}";
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let value =
+            serde_json::json!({"fingerprint": fingerprint, "user_id": user_id, "nonce": nonce})
+                .to_string();
+        let keys = self.keys(request_id);
+        let outcome: Vec<String> = self
             .conn
             .query(
                 redis::cmd("EVAL")
                     .arg(REGISTER)
-                    .arg(1)
-                    .arg(self.registration_key(request_id))
+                    .arg(4)
+                    .arg(&keys.registration)
+                    .arg(&keys.answer)
+                    .arg(&keys.claim)
+                    .arg(&keys.events)
                     .arg(value)
-                    .arg(self.ttl),
+                    .arg(self.ttl)
+                    .arg(&nonce),
             )
             .await?;
-        match known {
-            None => {
-                // A fresh start: what an earlier use of the id left (an answer stored later than
-                // its registration, a claim outliving a short TTL) belongs to another request.
-                let mut pipe = redis::pipe();
-                pipe.cmd("DEL").arg(self.claim_key(request_id)).ignore();
-                pipe.cmd("DEL").arg(self.key(request_id)).ignore();
-                pipe.cmd("DEL").arg(self.events_key(request_id)).ignore();
-                self.conn.query_pipe::<()>(&pipe).await?;
-                Ok(Registration::New)
+        let known = match outcome.as_slice() {
+            [status] if status == "new" => return Ok(Registration::New),
+            [_, known] => known,
+            _ => {
+                return Err(PortError::Corrupt {
+                    backend: Backend::Redis,
+                    detail: "the registration script answered an unknown shape".to_owned(),
+                });
             }
-            Some(known) if Self::registration(&known).0 == fingerprint => {
-                Ok(Registration::Repeat(self.get(request_id).await?))
-            }
-            Some(_) => Ok(Registration::Mismatch),
+        };
+        let same = serde_json::from_str::<StoredRegistration>(known)
+            .is_ok_and(|stored| stored.fingerprint == fingerprint);
+        if same {
+            Ok(Registration::Repeat(self.get(request_id).await?))
+        } else {
+            Ok(Registration::Mismatch)
         }
     }
 
     async fn registered_user(&self, request_id: &str) -> Result<Option<Option<String>>, PortError> {
         let known: Option<String> = self
             .conn
-            .query(redis::cmd("GET").arg(self.registration_key(request_id)))
+            .query(redis::cmd("GET").arg(self.keys(request_id).registration))
             .await?;
-        Ok(known.map(|text| Self::registration(&text).1))
+        Ok(known.map(|text| {
+            serde_json::from_str::<StoredRegistration>(&text)
+                .ok()
+                .and_then(|stored| stored.user_id)
+        }))
     }
 
     async fn append_events(
@@ -241,29 +337,32 @@ impl ResponseStore for RedisResponseStore {
         request_id: &str,
         events: &[LoggedEvent],
     ) -> Result<(), PortError> {
-        // Refuses a number not above the log's last, then adds every event, refreshes the TTL
-        // and wakes the followers: one script, so a log never holds half a batch.
+        // Refuses a number not above the log's last — unless the log already holds this very
+        // batch (a repeat of this call) — then adds every event and refreshes the TTL: one
+        // script, so a log never holds half a batch.
         const APPEND: &str = "local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1) \
-            if #last > 0 and tonumber(string.sub(last[1][1], 3)) >= tonumber(ARGV[3]) then \
+            if #last > 0 and tonumber(string.sub(last[1][1], 3)) >= tonumber(ARGV[2]) then \
+              local same = redis.call('XRANGE', KEYS[1], '0-' .. ARGV[2], '0-' .. ARGV[2]) \
+              if #same > 0 and same[1][2][2] == ARGV[3] then return 0 end \
               return -1 end \
-            for i = 3, #ARGV, 2 do \
+            for i = 2, #ARGV, 2 do \
               redis.call('XADD', KEYS[1], '0-' .. ARGV[i], 'e', ARGV[i + 1]) end \
             if tonumber(ARGV[1]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end \
-            redis.call('PUBLISH', ARGV[2], 1) \
             return 0";
         let Some(first) = events.first() else {
             return Ok(());
         };
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(APPEND)
-            .arg(1)
-            .arg(self.events_key(request_id))
-            .arg(self.ttl)
-            .arg(format!("{}#evt:{request_id}", self.prefix));
+        let keys = self.keys(request_id);
+        let mut script = redis::cmd("EVAL");
+        script.arg(APPEND).arg(1).arg(&keys.events).arg(self.ttl);
         for event in events {
-            cmd.arg(event.seq).arg(event.to_json());
+            script.arg(event.seq).arg(event.to_json());
         }
-        match self.conn.query::<i64>(&cmd).await? {
+        let mut pipe = redis::pipe();
+        pipe.add_command(script);
+        pipe.cmd("PUBLISH").arg(&keys.logged).arg(1).ignore();
+        let (appended,): (i64,) = self.conn.query_pipe(&pipe).await?;
+        match appended {
             -1 => Err(PortError::event_taken(request_id, first.seq)),
             _ => Ok(()),
         }
@@ -276,8 +375,9 @@ impl ResponseStore for RedisResponseStore {
         wait: Duration,
     ) -> Result<Vec<LoggedEvent>, PortError> {
         let deadline = Instant::now() + wait;
+        let keys = self.keys(request_id);
         let read = redis::cmd("XRANGE")
-            .arg(self.events_key(request_id))
+            .arg(&keys.events)
             .arg(format!("0-{}", after.saturating_add(1)))
             .arg("+")
             .arg("COUNT")
@@ -287,9 +387,9 @@ impl ResponseStore for RedisResponseStore {
         if !first.is_empty() || wait.is_zero() {
             return Ok(Self::logged_events(request_id, first));
         }
-        let waiter = self.logged.register(request_id);
-        self.logged
-            .listening(&self.conn.client, SUBSCRIBE_GRACE.min(wait))
+        let waiter = self
+            .logged
+            .wait_on(&self.conn.client, request_id, SUBSCRIBE_GRACE.min(wait))
             .await;
         loop {
             let notified = waiter.notify.notified();
@@ -312,7 +412,7 @@ impl ResponseStore for RedisResponseStore {
             .conn
             .query(
                 redis::cmd("XREVRANGE")
-                    .arg(self.events_key(request_id))
+                    .arg(self.keys(request_id).events)
                     .arg("+")
                     .arg("-")
                     .arg("COUNT")
@@ -326,36 +426,56 @@ impl ResponseStore for RedisResponseStore {
     }
 
     async fn put(&self, record: &ResponseRecord) -> Result<(), PortError> {
+        // The store decides the order of answers (see `ResponseStore::put`): a forgotten answer
+        // lets only later attempts in; a stored one gives way only to a later attempt's answer,
+        // and only when it is a failure (the statuses of `is_retryable_status`). The
+        // registration lives as long as the answer, so until both expire a different request
+        // with this id is told apart.
+        const PUT: &str = "local v = redis.call('GET', KEYS[1]) \
+            if v then \
+              local ok, r = pcall(cjson.decode, v) \
+              if ok and type(r) == 'table' then \
+                local n, a = tonumber(ARGV[2]), tonumber(r['attempt']) or 0 \
+                if r['forgotten'] then \
+                  if n <= a then return 0 end \
+                else \
+                  local s = tonumber(r['status_code']) or 0 \
+                  local failed = s >= 500 or s == 408 or s == 409 or s == 425 or s == 429 \
+                  if not failed or n <= a then return 0 end \
+                end \
+              end \
+            end \
+            if tonumber(ARGV[3]) > 0 then \
+              redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3]) \
+              redis.call('EXPIRE', KEYS[2], ARGV[3]) \
+            else redis.call('SET', KEYS[1], ARGV[1]) end \
+            return 1";
         let json = serde_json::to_string(record)
             .map_err(|e| PortError::Rejected(format!("response is not serializable: {e}")))?;
-        let mut set = redis::cmd("SET");
-        set.arg(self.key(&record.request_id)).arg(json).arg("NX");
-        if self.ttl > 0 {
-            set.arg("EX").arg(self.ttl);
-        }
+        let keys = self.keys(&record.request_id);
         let mut pipe = redis::pipe();
-        pipe.add_command(set).ignore();
-        if self.ttl > 0 {
-            // The registration lives as long as the answer, so until both expire a different
-            // request with this id is told apart.
-            pipe.cmd("EXPIRE")
-                .arg(self.registration_key(&record.request_id))
-                .arg(self.ttl)
-                .ignore();
-        }
-        pipe.cmd("PUBLISH")
-            .arg(format!("{}{}", self.channel_prefix(), record.request_id))
-            .arg(1)
+        pipe.cmd("EVAL")
+            .arg(PUT)
+            .arg(2)
+            .arg(&keys.answer)
+            .arg(&keys.registration)
+            .arg(json)
+            .arg(record.attempt)
+            .arg(self.ttl)
             .ignore();
+        pipe.cmd("PUBLISH").arg(&keys.done).arg(1).ignore();
         self.conn.query_pipe::<()>(&pipe).await
     }
 
     async fn get(&self, request_id: &str) -> Result<Option<ResponseRecord>, PortError> {
         let text: Option<String> = self
             .conn
-            .query(redis::cmd("GET").arg(self.key(request_id)))
+            .query(redis::cmd("GET").arg(self.keys(request_id).answer))
             .await?;
-        text.map(|t| self.decode(&t)).transpose()
+        match text {
+            Some(text) => self.decode(&text),
+            None => Ok(None),
+        }
     }
 
     async fn wait_for(
@@ -364,9 +484,9 @@ impl ResponseStore for RedisResponseStore {
         timeout: Duration,
     ) -> Result<Option<ResponseRecord>, PortError> {
         let deadline = Instant::now() + timeout;
-        let waiter = self.stored.register(request_id);
-        self.stored
-            .listening(&self.conn.client, SUBSCRIBE_GRACE.min(timeout))
+        let waiter = self
+            .stored
+            .wait_on(&self.conn.client, request_id, SUBSCRIBE_GRACE.min(timeout))
             .await;
         loop {
             let notified = waiter.notify.notified();
@@ -392,59 +512,61 @@ impl ResponseStore for RedisResponseStore {
         owner: &str,
         ttl: Duration,
     ) -> Result<ClaimOutcome, PortError> {
-        let answered = |n: i64| n > 0;
-        let exists = redis::cmd("EXISTS").arg(self.key(request_id)).clone();
-        if answered(self.conn.query(&exists).await?) {
-            return Ok(ClaimOutcome::AlreadyAnswered);
-        }
+        // Answered → nothing to do; held by this owner → renewed, same attempt; held by
+        // another → busy; free → the next attempt number, held until `ttl` passes.
+        let script = format!(
+            "{LUA_ANSWERED} \
+            if answered(redis.call('GET', KEYS[1])) then return {{'answered', 0}} end \
+            local held = redis.call('GET', KEYS[2]) \
+            if held then \
+              local attempt, holder = string.match(held, '^(%d+) (.*)$') \
+              if holder == ARGV[1] then \
+                redis.call('PEXPIRE', KEYS[2], ARGV[2]) return {{'acquired', tonumber(attempt)}} end \
+              return {{'held', 0}} end \
+            local attempt = redis.call('INCR', KEYS[3]) \
+            if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[3], ARGV[3]) end \
+            redis.call('SET', KEYS[2], attempt .. ' ' .. ARGV[1], 'PX', ARGV[2]) \
+            return {{'acquired', attempt}}"
+        );
+        let keys = self.keys(request_id);
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let set: Option<String> = self
+        let (outcome, attempt): (String, u64) = self
             .conn
             .query(
-                redis::cmd("SET")
-                    .arg(self.claim_key(request_id))
+                redis::cmd("EVAL")
+                    .arg(script)
+                    .arg(3)
+                    .arg(&keys.answer)
+                    .arg(&keys.claim)
+                    .arg(&keys.attempt)
                     .arg(owner)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl_ms),
+                    .arg(ttl_ms)
+                    // The attempt counter outlives any answer it numbered.
+                    .arg(if self.ttl > 0 {
+                        self.ttl + ttl.as_secs() + 1
+                    } else {
+                        0
+                    }),
             )
             .await?;
-        if set.is_none() {
-            // Held already: by this owner it is renewed (a long run keeps its claim).
-            const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
-                return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
-            let renewed: i64 = self
-                .conn
-                .query(
-                    redis::cmd("EVAL")
-                        .arg(RENEW)
-                        .arg(1)
-                        .arg(self.claim_key(request_id))
-                        .arg(owner)
-                        .arg(ttl_ms),
-                )
-                .await?;
-            if renewed == 0 {
-                return Ok(ClaimOutcome::HeldByOther);
-            }
-        }
-        // The answer may have been stored between the check and the claim.
-        if answered(self.conn.query(&exists).await?) {
-            self.release(request_id, owner).await?;
-            return Ok(ClaimOutcome::AlreadyAnswered);
-        }
-        Ok(ClaimOutcome::Acquired)
+        Ok(match outcome.as_str() {
+            "acquired" => ClaimOutcome::Acquired { attempt },
+            "answered" => ClaimOutcome::AlreadyAnswered,
+            _ => ClaimOutcome::HeldByOther,
+        })
     }
 
     async fn release(&self, request_id: &str, owner: &str) -> Result<(), PortError> {
-        const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
-                               return redis.call('DEL', KEYS[1]) else return 0 end";
+        const RELEASE: &str = "local held = redis.call('GET', KEYS[1]) \
+            if held and string.match(held, '^%d+ (.*)$') == ARGV[1] then \
+              return redis.call('DEL', KEYS[1]) end \
+            return 0";
         self.conn
             .query::<i64>(
                 redis::cmd("EVAL")
                     .arg(RELEASE)
                     .arg(1)
-                    .arg(self.claim_key(request_id))
+                    .arg(self.keys(request_id).claim)
                     .arg(owner),
             )
             .await
@@ -452,144 +574,215 @@ impl ResponseStore for RedisResponseStore {
     }
 
     async fn forget(&self, answer: &ResponseRecord) -> Result<(), PortError> {
+        // The answer becomes `{"forgotten": true, "attempt": n}` (same TTL): nothing of attempt
+        // n or earlier is stored again. The failed run's claim goes with it; its event log
+        // stays (the next run continues it).
         const FORGET: &str = "local v = redis.call('GET', KEYS[1]) \
             if not v then return 0 end \
             local ok, r = pcall(cjson.decode, v) \
-            if not ok or tostring(r['status_code']) ~= ARGV[1] \
+            if not ok or type(r) ~= 'table' or r['forgotten'] \
+              or tostring(r['status_code']) ~= ARGV[1] \
               or tostring(r['created_at']) ~= ARGV[2] then return 0 end \
-            return redis.call('DEL', KEYS[1])";
-        let id = &answer.request_id;
-        let forgotten: i64 = self
-            .conn
-            .query(
+            local mark = cjson.encode({forgotten = true, attempt = tonumber(r['attempt']) or 0}) \
+            local ttl = redis.call('PTTL', KEYS[1]) \
+            if ttl > 0 then redis.call('SET', KEYS[1], mark, 'PX', ttl) \
+            else redis.call('SET', KEYS[1], mark) end \
+            redis.call('DEL', KEYS[2]) \
+            return 1";
+        let keys = self.keys(&answer.request_id);
+        self.conn
+            .query::<i64>(
                 redis::cmd("EVAL")
                     .arg(FORGET)
-                    .arg(1)
-                    .arg(self.key(id))
+                    .arg(2)
+                    .arg(&keys.answer)
+                    .arg(&keys.claim)
                     .arg(answer.status_code)
                     .arg(answer.created_at),
             )
-            .await?;
-        if forgotten > 0 {
-            // The failed run's claim goes with it (a separate command: the keys may live in
-            // different slots of a cluster). Its event log stays: the next run continues it.
-            self.conn
-                .query::<i64>(redis::cmd("DEL").arg(self.claim_key(id)))
-                .await?;
-        }
-        Ok(())
+            .await
+            .map(drop)
     }
 }
 
 struct Waiter {
     notify: Arc<Notify>,
     id: String,
-    waiters: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
+    notifications: Arc<Notifications>,
 }
 
 impl Drop for Waiter {
     fn drop(&mut self) {
-        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-        // The map holds one reference and this waiter another: the last one out removes it.
+        let mut waiters = lock(&self.notifications.waiters);
+        // The map holds one reference and this waiter another: the last one out removes it and
+        // unsubscribes.
         if waiters
             .get(&self.id)
             .is_some_and(|n| Arc::strong_count(n) <= 2)
         {
             waiters.remove(&self.id);
+            drop(waiters);
+            let channel = self.notifications.channel(&self.id);
+            if let Some(sink) = self.notifications.sink() {
+                tokio::spawn(async move {
+                    let mut sink = sink;
+                    let _ = tokio::time::timeout(RESPONSE_TIMEOUT, sink.unsubscribe(channel)).await;
+                });
+            }
         }
     }
 }
 
-/// One pattern subscription per store and channel prefix, fanning announcements (an answer
-/// stored, events logged) out to the waiters of each request id.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One notification connection per store and kind of announcement (an answer stored, events
+/// logged), subscribed to the exact channel of each request id someone waits for, fanning
+/// messages out to its waiters. Reconnects (and subscribes again to every channel waited on)
+/// when the connection fails or stops answering its `PING`.
 struct Notifications {
-    channels: String,
-    waiters: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
+    prefix: String,
+    suffix: &'static str,
+    waiters: Mutex<HashMap<String, Arc<Notify>>>,
     started: AtomicBool,
-    subscribed: watch::Sender<bool>,
+    /// The live connection's sending half, while it is up.
+    sink: Mutex<Option<redis::aio::PubSubSink>>,
+    up: watch::Sender<bool>,
+    /// Asks the connection task to start over (a subscribe that failed or timed out).
+    restart: Notify,
 }
 
 impl Notifications {
-    /// Announcements on channels `<channels><request_id>`.
-    fn new(channels: String) -> Self {
+    /// Announcements on channels `<prefix><request_id><suffix>`.
+    fn new(prefix: String, suffix: &'static str) -> Self {
         Self {
-            channels,
-            waiters: Arc::default(),
+            prefix,
+            suffix,
+            waiters: Mutex::default(),
             started: AtomicBool::new(false),
-            subscribed: watch::Sender::new(false),
-        }
-    }
-}
-
-impl Notifications {
-    fn register(&self, id: &str) -> Waiter {
-        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-        let notify = waiters.entry(id.to_owned()).or_default().clone();
-        Waiter {
-            notify,
-            id: id.to_owned(),
-            waiters: self.waiters.clone(),
+            sink: Mutex::new(None),
+            up: watch::Sender::new(false),
+            restart: Notify::new(),
         }
     }
 
-    /// Starts the subscription (once) and waits up to `grace` for it to be up.
-    async fn listening(self: &Arc<Self>, client: &redis::Client, grace: Duration) {
+    fn channel(&self, id: &str) -> String {
+        format!("{}{id}{}", self.prefix, self.suffix)
+    }
+
+    fn sink(&self) -> Option<redis::aio::PubSubSink> {
+        lock(&self.sink).clone()
+    }
+
+    /// Registers a waiter for `id` and subscribes to its channel, waiting up to `grace` for the
+    /// confirmation (after which the waiter relies on its fallback reads until it comes).
+    async fn wait_on(
+        self: &Arc<Self>,
+        client: &redis::Client,
+        id: &str,
+        grace: Duration,
+    ) -> Waiter {
         if !self.started.swap(true, Ordering::SeqCst) {
             self.start(client);
         }
-        let mut rx = self.subscribed.subscribe();
-        let _ = tokio::time::timeout(grace, rx.wait_for(|s| *s)).await;
+        let (notify, first) = {
+            let mut waiters = lock(&self.waiters);
+            let first = !waiters.contains_key(id);
+            (waiters.entry(id.to_owned()).or_default().clone(), first)
+        };
+        let waiter = Waiter {
+            notify,
+            id: id.to_owned(),
+            notifications: self.clone(),
+        };
+        let subscribed = async {
+            let mut up = self.up.subscribe();
+            up.wait_for(|up| *up).await.map_err(drop)?;
+            if !first {
+                return Ok(());
+            }
+            let mut sink = self.sink().ok_or(())?;
+            sink.subscribe(self.channel(id)).await.map_err(drop)
+        };
+        match tokio::time::timeout(grace, subscribed).await {
+            Ok(Ok(())) => {}
+            // The connection is down or not answering: start it over (it subscribes again to
+            // every channel waited on).
+            Ok(Err(())) => self.restart.notify_one(),
+            Err(_) if *self.up.borrow() => self.restart.notify_one(),
+            Err(_) => {}
+        }
+        waiter
     }
 
     fn start(self: &Arc<Self>, client: &redis::Client) {
-        let pattern = format!("{}*", escape_glob(&self.channels));
         let this = self.clone();
         let client = client.clone();
         tokio::spawn(async move {
             loop {
-                if let Err(e) = this.listen(&client, &pattern).await {
-                    tracing::warn!(error = %e, "Redis notification connection failed; retrying");
+                if let Err(e) = this.listen(&client).await {
+                    tracing::warn!(error = %e, "Redis notification connection failed; reconnecting");
                 }
-                this.subscribed.send_replace(false);
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                *lock(&this.sink) = None;
+                this.up.send_replace(false);
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
     }
 
-    async fn listen(&self, client: &redis::Client, pattern: &str) -> Result<(), PortError> {
+    async fn listen(&self, client: &redis::Client) -> Result<(), PortError> {
         use futures_util::StreamExt;
-        let mut pubsub = with_timeout(Backend::Redis, CONNECT_TIMEOUT, async {
+        let pubsub = with_timeout(Backend::Redis, CONNECT_TIMEOUT, async {
             client.get_async_pubsub().await.map_err(unavailable)
         })
         .await?;
-        pubsub.psubscribe(pattern).await.map_err(unavailable)?;
-        self.subscribed.send_replace(true);
-        let mut messages = pubsub.on_message();
-        while let Some(message) = messages.next().await {
-            let channel = message.get_channel_name();
-            if let Some(id) = channel.strip_prefix(self.channels.as_str()) {
-                let waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(notify) = waiters.get(id) {
-                    notify.notify_waiters();
+        let (mut sink, mut messages) = pubsub.split();
+        let waited: Vec<String> = lock(&self.waiters)
+            .keys()
+            .map(|id| self.channel(id))
+            .collect();
+        if !waited.is_empty() {
+            with_timeout(Backend::Redis, RESPONSE_TIMEOUT, async {
+                sink.subscribe(&waited).await.map_err(unavailable)
+            })
+            .await?;
+        }
+        *lock(&self.sink) = Some(sink.clone());
+        self.up.send_replace(true);
+        let mut ping = tokio::time::interval(NOTIFY_PING);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                message = messages.next() => {
+                    let Some(message) = message else {
+                        return Err(PortError::unavailable(Backend::Redis, "notification connection closed"));
+                    };
+                    let channel = message.get_channel_name();
+                    let id = channel
+                        .strip_prefix(self.prefix.as_str())
+                        .and_then(|rest| rest.strip_suffix(self.suffix));
+                    if let Some(id) = id
+                        && let Some(notify) = lock(&self.waiters).get(id)
+                    {
+                        notify.notify_waiters();
+                    }
+                }
+                _ = ping.tick() => {
+                    if lock(&self.waiters).is_empty() {
+                        continue;
+                    }
+                    with_timeout(Backend::Redis, RESPONSE_TIMEOUT, async {
+                        sink.ping::<redis::Value>().await.map(drop).map_err(unavailable)
+                    })
+                    .await?;
+                }
+                () = self.restart.notified() => {
+                    return Err(PortError::unavailable(Backend::Redis, "a subscription was not confirmed in time"));
                 }
             }
         }
-        Err(PortError::unavailable(
-            Backend::Redis,
-            "notification connection closed",
-        ))
     }
-}
-
-fn escape_glob(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Session store on Redis.

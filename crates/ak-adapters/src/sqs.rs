@@ -112,7 +112,13 @@ impl Queue for SqsQueue {
             .max_number_of_messages(max)
             .wait_time_seconds(i32::try_from(wait.as_secs()).unwrap_or(20))
             .message_attribute_names("All")
-            .message_system_attribute_names(MessageSystemAttributeName::All);
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            // A long poll waits `wait` for its answer: its attempt may take that long.
+            .customize()
+            .config_override(
+                aws_sdk_sqs::config::Builder::default()
+                    .timeout_config(crate::aws::timeouts(wait + crate::aws::ATTEMPT_TIMEOUT)),
+            );
         let output = with_timeout(Backend::Sqs, wait + CALL_TIMEOUT, async {
             request.send().await.map_err(unavailable)
         })

@@ -72,8 +72,14 @@ impl BedrockProvider {
         self.client
             .get_or_init(|| async {
                 let shared = self.aws.get().await;
+                // A model answers in seconds, not the stores' milliseconds: no attempt timeout
+                // of the shared configuration; the provider's own timeouts bound each call.
+                let timeouts = aws_sdk_bedrockruntime::config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(ak_adapters::aws::CONNECT_TIMEOUT)
+                    .build();
                 let mut config = aws_sdk_bedrockruntime::config::Builder::from(shared)
-                    .retry_config(aws_sdk_bedrockruntime::config::retry::RetryConfig::disabled());
+                    .retry_config(aws_sdk_bedrockruntime::config::retry::RetryConfig::disabled())
+                    .timeout_config(timeouts);
                 if let Some(url) = &self.config.endpoint {
                     config = config.endpoint_url(url);
                 }

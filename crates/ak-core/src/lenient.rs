@@ -76,6 +76,16 @@ pub fn positive<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D) -> Result<T, D
     whole_number(d, 1)
 }
 
+/// An optional whole number ≥ 1; `null` is absent.
+pub fn opt_positive<'de, D: Deserializer<'de>, T: TryFrom<i64>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        v => positive(v).map(Some).map_err(D::Error::custom),
+    }
+}
+
 /// A finite number of seconds ≥ 0, possibly fractional.
 pub fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     let v = Value::deserialize(d)?;

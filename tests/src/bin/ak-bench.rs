@@ -387,6 +387,7 @@ async fn sync_latency(store: Arc<dyn ResponseStore>, runs: usize) -> Value {
             session_id: "s".into(),
             user_id: None,
             status_code: 200,
+            attempt: 0,
             body: json!({"result": "x"}),
             created_at: now_epoch_secs(),
         };

@@ -419,6 +419,11 @@ pub struct QueueSettings {
     /// Receives before a message is answered as a permanent failure.
     #[serde(deserialize_with = "lenient::positive")]
     pub max_receive_count: u32,
+    /// The queue's visibility timeout in seconds, when known (Terraform sets it): the agent
+    /// runner's claims expire before a message can come back, so a redelivery after a crash
+    /// runs.
+    #[serde(deserialize_with = "lenient::opt_positive")]
+    pub visibility_timeout: Option<u64>,
 }
 
 impl Default for QueueSettings {
@@ -426,6 +431,7 @@ impl Default for QueueSettings {
         Self {
             url: None,
             max_receive_count: 3,
+            visibility_timeout: None,
         }
     }
 }

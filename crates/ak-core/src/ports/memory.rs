@@ -187,7 +187,12 @@ impl Queue for MemoryQueue {
 #[derive(Default)]
 struct ResponseSlot {
     record: Option<ResponseRecord>,
-    claim: Option<(String, Instant)>,
+    /// The attempt of the last answer forgotten: answers of it or earlier are not stored again.
+    forgotten: Option<u64>,
+    /// Holder, until, attempt.
+    claim: Option<(String, Instant, u64)>,
+    /// Attempts taken so far.
+    attempts: u64,
     fingerprint: Option<String>,
     user_id: Option<String>,
     events: Vec<LoggedEvent>,
@@ -300,7 +305,11 @@ impl ResponseStore for MemoryResponseStore {
         {
             let mut slots = lock(&self.slots);
             let slot = slots.entry(record.request_id.clone()).or_default();
-            if slot.record.is_none() {
+            let fresh = match &slot.record {
+                None => slot.forgotten.is_none_or(|a| record.attempt > a),
+                Some(stored) => record.replaces(stored),
+            };
+            if fresh {
                 slot.record = Some(record.clone());
             }
         }
@@ -350,12 +359,19 @@ impl ResponseStore for MemoryResponseStore {
             return Ok(ClaimOutcome::AlreadyAnswered);
         }
         match &slot.claim {
-            Some((holder, until)) if *until > now && holder != owner => {
+            Some((holder, until, _)) if *until > now && holder != owner => {
                 Ok(ClaimOutcome::HeldByOther)
             }
+            Some((holder, until, attempt)) if *until > now && holder == owner => {
+                let attempt = *attempt;
+                slot.claim = Some((owner.to_owned(), now + ttl, attempt));
+                Ok(ClaimOutcome::Acquired { attempt })
+            }
             _ => {
-                slot.claim = Some((owner.to_owned(), now + ttl));
-                Ok(ClaimOutcome::Acquired)
+                slot.attempts += 1;
+                let attempt = slot.attempts;
+                slot.claim = Some((owner.to_owned(), now + ttl, attempt));
+                Ok(ClaimOutcome::Acquired { attempt })
             }
         }
     }
@@ -366,7 +382,7 @@ impl ResponseStore for MemoryResponseStore {
             && slot
                 .claim
                 .as_ref()
-                .is_some_and(|(holder, _)| holder == owner)
+                .is_some_and(|(holder, _, _)| holder == owner)
         {
             slot.claim = None;
         }
@@ -380,6 +396,7 @@ impl ResponseStore for MemoryResponseStore {
                 r.status_code == answer.status_code && r.created_at == answer.created_at
             })
         {
+            slot.forgotten = Some(answer.attempt);
             slot.record = None;
             slot.claim = None;
         }

@@ -149,6 +149,9 @@ pub struct QueueMessage {
     pub user_id: Option<String>,
     /// HTTP status of an answer (attribute `status_code`, output queue only).
     pub status_code: Option<u16>,
+    /// The run attempt an answer comes from (attribute `attempt`, output queue only): the
+    /// fencing token of the claim it ran under, so the store keeps answers in attempt order.
+    pub attempt: Option<u64>,
     /// Input: the request body (prompt, agent, session_id, extras). Output: the client's body.
     pub body: Value,
 }
@@ -178,6 +181,7 @@ const ATTR_REQUEST_ID: &str = "request_id";
 const ATTR_SESSION_ID: &str = "session_id";
 const ATTR_USER_ID: &str = "user_id";
 const ATTR_STATUS_CODE: &str = "status_code";
+const ATTR_ATTEMPT: &str = "attempt";
 
 impl QueueMessage {
     /// The message attributes as (name, `String` value) pairs.
@@ -191,6 +195,9 @@ impl QueueMessage {
         }
         if let Some(status) = self.status_code {
             attrs.push((ATTR_STATUS_CODE, status.to_string()));
+        }
+        if let Some(attempt) = self.attempt {
+            attrs.push((ATTR_ATTEMPT, attempt.to_string()));
         }
         attrs
     }
@@ -280,6 +287,9 @@ impl QueueMessage {
                     .ok_or_else(|| problem(format!("status_code {s:?} is not an HTTP status")))?,
             ),
         };
+        // An attempt that does not read as a number is the earliest (0): it never replaces an
+        // answer of a counted attempt.
+        let attempt = attr(ATTR_ATTEMPT).map(|a| a.trim().parse().unwrap_or(0));
         let receive_count = match record
             .get("attributes")
             .and_then(|a| a.get("ApproximateReceiveCount"))
@@ -294,6 +304,7 @@ impl QueueMessage {
                 session_id,
                 user_id: attr(ATTR_USER_ID),
                 status_code,
+                attempt,
                 body,
             },
             message_id,
@@ -372,9 +383,29 @@ pub struct ResponseRecord {
     pub body: Value,
     /// When it was stored, in seconds since the epoch.
     pub created_at: u64,
+    /// The run attempt that produced it: the fencing token of the claim it ran under
+    /// ([`ClaimOutcome::Acquired`]); 0 for answers given without a run (a queue that refused the
+    /// request). See [`ResponseRecord::replaces`].
+    #[serde(default)]
+    pub attempt: u64,
+}
+
+/// Whether an answer with this status is a failure worth running again (5xx, 408, 409, 425,
+/// 429): a repeat of its request runs again instead of getting it back, and a later attempt's
+/// answer replaces it.
+pub fn is_retryable_status(status: u16) -> bool {
+    status >= 500 || matches!(status, 408 | 409 | 425 | 429)
 }
 
 impl ResponseRecord {
+    /// Whether this answer, arriving now, takes the place of `stored`: only a later attempt's
+    /// answer replaces an earlier failure. A success is final (a client may have read it, and
+    /// the session holds its turn); an earlier attempt's answer, or the same attempt's again (a
+    /// redelivered output message), changes nothing.
+    pub fn replaces(&self, stored: &ResponseRecord) -> bool {
+        stored.is_retryable() && self.attempt > stored.attempt
+    }
+
     /// The answer the client gets: the stored status and body.
     pub fn into_answer(self) -> crate::answer::Answer {
         crate::answer::Answer::new(self.status_code, self.body)
@@ -383,7 +414,7 @@ impl ResponseRecord {
     /// Whether the answer is a failure worth running again (5xx, 408, 409, 425, 429): a repeat
     /// of its request runs again instead of getting it back.
     pub fn is_retryable(&self) -> bool {
-        self.status_code >= 500 || matches!(self.status_code, 408 | 409 | 425 | 429)
+        is_retryable_status(self.status_code)
     }
 
     /// Whether `user` may read this record: records without an owner are public, owned ones
@@ -400,7 +431,12 @@ impl ResponseRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimOutcome {
     /// This caller holds the claim and should process the request.
-    Acquired,
+    Acquired {
+        /// The fencing token of this claim: 1 for the first run of the request, one more for
+        /// each claim taken afresh after (a renewal by the same owner keeps it). The answer of
+        /// the run carries it, so a store never lets an earlier attempt's answer win.
+        attempt: u64,
+    },
     /// Another runner holds an unexpired claim: try again later.
     HeldByOther,
     /// The answer is already stored: nothing to do.
@@ -481,8 +517,11 @@ pub trait ResponseStore: Send + Sync {
     /// The number of the log's last event (0: none).
     async fn last_event_seq(&self, request_id: &str) -> Result<u64, PortError>;
 
-    /// Stores an answer, with the store's TTL. Idempotent: the first answer stored for a request
-    /// id stays, so every read sees the same answer.
+    /// Stores an answer, with the store's TTL, in attempt order, decided by the store's
+    /// conditional write: it is written when the request has none, when it replaces a stored
+    /// failure of an earlier attempt ([`ResponseRecord::replaces`]), or when it is of a later
+    /// attempt than a forgotten one ([`ResponseStore::forget`]); otherwise nothing changes (a
+    /// redelivered answer, a stale failure after the rerun's success). Idempotent.
     async fn put(&self, record: &ResponseRecord) -> Result<(), PortError>;
 
     /// Reads an answer without removing it.
@@ -496,7 +535,9 @@ pub trait ResponseStore: Send + Sync {
     ) -> Result<Option<ResponseRecord>, PortError>;
 
     /// Claims a request for processing by `owner` until `ttl` passes, so a duplicate delivery
-    /// does not call the model again while this one works or after it answered.
+    /// does not call the model again while this one works or after it answered. A claim taken
+    /// afresh gets the next attempt number; the same owner claiming again renews it (same
+    /// number). Idempotent for one owner, so a retried call cannot take two attempts.
     async fn claim(
         &self,
         request_id: &str,
@@ -509,7 +550,9 @@ pub trait ResponseStore: Send + Sync {
 
     /// Forgets a stored answer if it is still `answer` (same status and time), with any claim,
     /// keeping the registration: the same request then runs again. For answers a client may
-    /// retry (see [`ResponseRecord::is_retryable`]).
+    /// retry (see [`ResponseRecord::is_retryable`]). What is forgotten leaves its attempt
+    /// behind: an answer of that attempt or an earlier one arriving later (a redelivered output
+    /// message) is not stored again.
     async fn forget(&self, answer: &ResponseRecord) -> Result<(), PortError>;
 }
 
@@ -646,6 +689,7 @@ mod tests {
             session_id: "s-1".into(),
             user_id: Some("u".into()),
             status_code: Some(502),
+            attempt: Some(2),
             body: json!({"error": "model failed", "request_id": "req-1"}),
         }
     }

@@ -166,6 +166,42 @@ pub fn record_of(
         status_code: answer.status,
         body: answer.body,
         created_at: now_epoch_secs(),
+        attempt: 0,
+    }
+}
+
+/// Waits up to `wait` for the answer to `request_id`, as [`ResponseStore::wait_for`] does, but
+/// through failed reads: a read that fails (a connection that broke, a throttled table) is
+/// tried again with a bounded backoff until the wait ends. An error only when no read
+/// succeeded at all.
+pub async fn wait_for_answer(
+    store: &dyn ResponseStore,
+    request_id: &str,
+    wait: Duration,
+) -> Result<Option<ResponseRecord>, PortError> {
+    let until = Instant::now() + wait;
+    let mut pause = Duration::from_millis(50);
+    let mut read_once = false;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match store.wait_for(request_id, left).await {
+            Ok(found) => {
+                if found.is_some() || Instant::now() >= until {
+                    return Ok(found);
+                }
+                read_once = true;
+            }
+            Err(e) if !e.is_transient() => return Err(e),
+            Err(e) => {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return if read_once { Ok(None) } else { Err(e) };
+                }
+                tracing::info!(request_id, error = %e, "a read of the answer failed; reading again");
+                tokio::time::sleep(pause.min(left)).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
     }
 }
 

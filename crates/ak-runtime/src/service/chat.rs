@@ -24,7 +24,8 @@ use ak_core::config::{ExecutionMode, Settings};
 use ak_core::error::ApiError;
 use ak_core::events::{EventSender, RunEvent, RunStream};
 use ak_core::ports::{
-    AgentRunner, ClaimOutcome, PortError, Queue, QueueMessage, Registration, ResponseStore,
+    AgentRunner, ClaimOutcome, PortError, Queue, QueueMessage, Registration, ResponseRecord,
+    ResponseStore,
 };
 use ak_core::request::RunRequest;
 use serde_json::json;
@@ -429,8 +430,7 @@ impl ChatService {
             return Ok(Answer::accepted(&id));
         };
         let wait = exec::within(request.deadline, wait);
-        let record = store
-            .wait_for(&id, wait)
+        let record = exec::wait_for_answer(store.as_ref(), &id, wait)
             .await
             .map_err(|e| ApiError::from(e).with_request_id(&id))?;
         match record {
@@ -462,17 +462,16 @@ impl ChatService {
                 + exec::DIRECT_CLAIM_GRACE
         });
         let unavailable = |e: PortError| ApiError::from(e).with_request_id(&id);
-        let held_elsewhere = match store
+        let attempt = match store
             .claim(&id, &owner, claim_ttl)
             .await
             .map_err(unavailable)?
         {
-            ClaimOutcome::Acquired => false,
-            ClaimOutcome::HeldByOther | ClaimOutcome::AlreadyAnswered => true,
+            ClaimOutcome::Acquired { attempt } => Some(attempt),
+            ClaimOutcome::HeldByOther | ClaimOutcome::AlreadyAnswered => None,
         };
-        if held_elsewhere {
-            return match store
-                .wait_for(&id, self.repeat_wait)
+        let Some(attempt) = attempt else {
+            return match exec::wait_for_answer(store.as_ref(), &id, self.repeat_wait)
                 .await
                 .map_err(unavailable)?
             {
@@ -484,7 +483,7 @@ impl ChatService {
                     waited: self.repeat_wait,
                 }),
             };
-        }
+        };
         // A run that does not finish (its client left and the stream was dropped) gives the
         // request id back at once, so a retry runs instead of waiting for the claim to lapse.
         let mut claim = ClaimGuard::new(store.clone(), &id, &owner);
@@ -492,12 +491,15 @@ impl ChatService {
         claim.disarm();
         match result {
             Ok(response) => {
-                let stored = exec::record_of(
-                    &id,
-                    &request.session_id,
-                    request.user_id.as_deref(),
-                    response.clone(),
-                );
+                let stored = ResponseRecord {
+                    attempt,
+                    ..exec::record_of(
+                        &id,
+                        &request.session_id,
+                        request.user_id.as_deref(),
+                        response.clone(),
+                    )
+                };
                 if let Err(e) = store.put(&stored).await {
                     // The client has its answer; a repeat would run again once the claim lapses.
                     tracing::warn!(request_id = %id, error = %e, "cannot store the answer of a direct run");
@@ -539,6 +541,7 @@ async fn enqueue(input: &dyn Queue, request: &RunRequest) -> Result<(), ApiError
         session_id: request.session_id.clone(),
         user_id: request.user_id.clone(),
         status_code: None,
+        attempt: None,
         body: request.queue_body(),
     };
     input.send(&message).await.map_err(|e: PortError| {

@@ -50,6 +50,44 @@ pub struct AgentRunnerHandler {
     store: Arc<dyn ResponseStore>,
     max_receive_count: u32,
     event_log: bool,
+    /// The input queue's visibility timeout, when known: claims never outlive it.
+    visibility: Option<Duration>,
+    /// Whether runs of one session wait for each other (standard queues).
+    session_lock: bool,
+}
+
+/// The longest a run waits for another run of its session before its record is handed back.
+pub const SESSION_WAIT: Duration = Duration::from_secs(20);
+
+/// How long past the invocation's deadline a runner's claim lasts: Lambda stops the function at
+/// the deadline, so a claim a little longer covers the whole run, clock skew included.
+pub const CLAIM_GRACE: Duration = Duration::from_secs(5);
+
+/// How much before the message is visible again a claim expires: a redelivery after a crash
+/// finds the request free.
+pub const VISIBILITY_MARGIN: Duration = Duration::from_secs(2);
+
+/// Gives up `owner`'s claim on `id`; when the store does not answer, goes on trying in the
+/// background for a while (a claim that cannot be released still expires with its TTL).
+async fn release_soon(store: Arc<dyn ResponseStore>, id: &str, owner: &str) {
+    let Err(e) = store.release(id, owner).await else {
+        return;
+    };
+    tracing::warn!(request_id = %id, error = %e, "cannot release the claim yet");
+    let (id, owner) = (id.to_owned(), owner.to_owned());
+    tokio::spawn(async move {
+        let mut pause = Duration::from_millis(250);
+        for _ in 0..5 {
+            tokio::time::sleep(pause).await;
+            match store.release(&id, &owner).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(request_id = %id, error = %e, "cannot release the claim yet");
+                    pause *= 2;
+                }
+            }
+        }
+    });
 }
 
 /// What became of one record.
@@ -74,7 +112,49 @@ impl AgentRunnerHandler {
             store,
             max_receive_count: max_receive_count.max(1),
             event_log: true,
+            visibility: None,
+            session_lock: false,
         }
+    }
+
+    /// The input queue's visibility timeout (`execution.queues.input.visibility_timeout`):
+    /// a claim then expires before the message can be delivered again, so a redelivery after a
+    /// crash runs — whatever the function's timeout.
+    pub fn with_visibility_timeout(mut self, visibility: Option<Duration>) -> Self {
+        self.visibility = visibility;
+        self
+    }
+
+    /// Runs of one session wait for each other (what a standard queue needs: it delivers a
+    /// session's messages concurrently; a FIFO queue delivers them one after another).
+    pub fn with_session_lock(mut self, on: bool) -> Self {
+        self.session_lock = on;
+        self
+    }
+
+    /// How long a claim taken now lasts, for an invocation that must end by `deadline` and whose
+    /// records were received about `received`: [`CLAIM_GRACE`] past the deadline, but never past
+    /// the moment the message is visible again (received + visibility timeout, less
+    /// [`VISIBILITY_MARGIN`]).
+    pub fn claim_lifetime(&self, received: Instant, deadline: Instant) -> Duration {
+        let now = Instant::now();
+        let mut until = deadline + CLAIM_GRACE;
+        if let Some(visibility) = self.visibility {
+            let visible_again = received + visibility.saturating_sub(VISIBILITY_MARGIN);
+            if visible_again < deadline {
+                static WARNED: std::sync::atomic::AtomicBool =
+                    std::sync::atomic::AtomicBool::new(false);
+                if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::error!(
+                        visibility_timeout_s = visibility.as_secs(),
+                        function_timeout_s = deadline.saturating_duration_since(received).as_secs(),
+                        "the input queue's visibility timeout is shorter than the function's timeout: a message can be delivered again while its run goes on"
+                    );
+                }
+            }
+            until = until.min(visible_again.max(now + Duration::from_secs(1)));
+        }
+        until.saturating_duration_since(now)
     }
 
     /// The runner `settings` describe, running agents with `runner`: its output queue and
@@ -84,13 +164,16 @@ impl AgentRunnerHandler {
         aws: &ak_adapters::AwsConfig,
         runner: Arc<dyn AgentRunner>,
     ) -> Result<Self, ak_adapters::SetupError> {
+        let input = &settings.execution.queues.input;
         Ok(Self::new(
             runner,
             ak_adapters::required_output_queue(settings, aws).await?,
             ak_adapters::required_response_store(settings, aws).await?,
-            settings.execution.queues.input.max_receive_count,
+            input.max_receive_count,
         )
-        .with_event_log(settings.execution.response_store.event_log))
+        .with_event_log(settings.execution.response_store.event_log)
+        .with_visibility_timeout(input.visibility_timeout.map(Duration::from_secs))
+        .with_session_lock(input.url.as_ref().is_some_and(|url| !url.is_fifo())))
     }
 
     /// Whether runs write their events to the store for streaming clients
@@ -182,9 +265,9 @@ impl AgentRunnerHandler {
                 }
             }
         }
-        let claim_ttl = deadline
-            .map(|d| d.saturating_duration_since(Instant::now()) + Duration::from_secs(30))
-            .unwrap_or(LOCAL_CLAIM_TTL);
+        let claim_ttl = deadline.map_or(LOCAL_CLAIM_TTL, |deadline| {
+            self.claim_lifetime(Instant::now(), deadline)
+        });
         let runs = groups.into_values().map(|group| async move {
             let mut retry = Vec::new();
             let mut blocked = false;
@@ -217,17 +300,25 @@ impl AgentRunnerHandler {
         let owner = &ak_core::request::new_id();
         let message = &delivery.message;
         let id = &message.request_id;
-        if delivery.receive_count > self.max_receive_count {
+        let given_up = delivery.receive_count > self.max_receive_count;
+        let attempt = match self.store.claim(id, owner, claim_ttl).await {
+            Ok(ClaimOutcome::Acquired { attempt }) => attempt,
+            Ok(ClaimOutcome::AlreadyAnswered) => {
+                tracing::info!(request_id = %id, "duplicate delivery of an answered request");
+                return Outcome::Done;
+            }
             // A run still holding the request (one longer than the visibility timeout) answers
             // itself; only a request nobody works on is given up.
-            match self.store.claim(id, owner, claim_ttl).await {
-                Ok(ClaimOutcome::Acquired) => {}
-                Ok(ClaimOutcome::AlreadyAnswered) => return Outcome::Done,
-                Ok(ClaimOutcome::HeldByOther) | Err(_) => {
-                    tracing::info!(request_id = %id, receives = delivery.receive_count, "received again while still in work; handed back");
-                    return Outcome::Retry;
-                }
+            Ok(ClaimOutcome::HeldByOther) => {
+                tracing::info!(request_id = %id, receives = delivery.receive_count, "request is being processed elsewhere; handed back");
+                return Outcome::Retry;
             }
+            Err(e) => {
+                tracing::warn!(request_id = %id, error = %e, "cannot claim request; handed back");
+                return Outcome::Retry;
+            }
+        };
+        if given_up {
             let error = ApiError::internal(
                 Some(id),
                 format!("received {} times", delivery.receive_count),
@@ -238,22 +329,7 @@ impl AgentRunnerHandler {
                 &error,
                 Some("the request could not be processed; please send it again"),
             );
-            return self.answer_unrun(message, answer).await;
-        }
-        match self.store.claim(id, owner, claim_ttl).await {
-            Ok(ClaimOutcome::Acquired) => {}
-            Ok(ClaimOutcome::AlreadyAnswered) => {
-                tracing::info!(request_id = %id, "duplicate delivery of an answered request");
-                return Outcome::Done;
-            }
-            Ok(ClaimOutcome::HeldByOther) => {
-                tracing::info!(request_id = %id, "request is being processed elsewhere");
-                return Outcome::Retry;
-            }
-            Err(e) => {
-                tracing::warn!(request_id = %id, error = %e, "cannot claim request");
-                return Outcome::Retry;
-            }
+            return self.answer_unrun(message, answer, attempt).await;
         }
         let caller = ak_core::request::Caller::from_principal(message.user_id.as_deref());
         let request = match RunRequest::from_value(message.body.clone(), &caller) {
@@ -263,27 +339,66 @@ impl AgentRunnerHandler {
                 request.session_id = message.session_id.clone();
                 request
             }
-            Err(e) => return self.answer_unrun(message, error_answer(id, &e, None)).await,
+            Err(e) => {
+                return self
+                    .answer_unrun(message, error_answer(id, &e, None), attempt)
+                    .await;
+            }
         };
-        let started = std::time::Instant::now();
         let request = RunRequest {
             deadline: deadline.map(|d| d - exec::ANSWER_MARGIN),
             ..request
         };
+        // On a standard queue, messages of one session may arrive together: one runs, the
+        // others wait for it (or are handed back), instead of running the model and losing the
+        // race to save the turn.
+        let session_lock = format!("session#{}", request.session_id);
+        if self.session_lock
+            && !self
+                .lock_session(&session_lock, owner, claim_ttl, deadline)
+                .await
+        {
+            tracing::info!(request_id = %id, session_id = %request.session_id, "its session is answering another message; handed back");
+            release_soon(self.store.clone(), id, owner).await;
+            return Outcome::Retry;
+        }
         // Without an invocation deadline (the local server) a run may outlast its claim: keep
         // renewing it while the run goes on, so a redelivery waits instead of running again.
         let keeper = deadline.is_none().then(|| {
-            let (store, id, owner) = (self.store.clone(), id.clone(), owner.clone());
+            let store = self.store.clone();
+            let mut held = vec![id.clone()];
+            if self.session_lock {
+                held.push(session_lock.clone());
+            }
+            let owner = owner.clone();
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(claim_ttl / 3).await;
-                    if let Err(e) = store.claim(&id, &owner, claim_ttl).await {
-                        tracing::warn!(request_id = %id, error = %e, "cannot renew the claim");
+                    for id in &held {
+                        if let Err(e) = store.claim(id, &owner, claim_ttl).await {
+                            tracing::warn!(request_id = %id, error = %e, "cannot renew the claim");
+                        }
                     }
                 }
             })
         });
-        let _keeper = AbortOnDrop(keeper);
+        let keeper = AbortOnDrop(keeper);
+        let outcome = self.run(delivery, request, attempt).await;
+        drop(keeper);
+        if self.session_lock {
+            release_soon(self.store.clone(), &session_lock, owner).await;
+        }
+        if let Outcome::Retry = outcome {
+            release_soon(self.store.clone(), id, owner).await;
+        }
+        outcome
+    }
+
+    /// Runs a claimed request and answers it (or hands it back after a transient failure).
+    async fn run(&self, delivery: &Delivery, request: RunRequest, attempt: u64) -> Outcome {
+        let message = &delivery.message;
+        let id = &message.request_id;
+        let started = std::time::Instant::now();
         let log = match self.log_writer(&request).await {
             Ok(log) => log,
             Err(()) => {
@@ -307,7 +422,6 @@ impl AgentRunnerHandler {
                     if let Some(log) = log {
                         log.close().await;
                     }
-                    let _ = self.store.release(id, owner).await;
                     return Outcome::Retry;
                 }
                 tracing::warn!(request_id = %id, error = %failure.error, "request failed; answering with the error");
@@ -315,7 +429,7 @@ impl AgentRunnerHandler {
             }
         };
         let last = answer.clone().final_event(id);
-        let outcome = self.answer(message, answer).await;
+        let outcome = self.answer(message, answer, attempt).await;
         if let Some(log) = log {
             // The answer is on its way: only then does the log say `done`.
             let stats = match outcome {
@@ -324,16 +438,41 @@ impl AgentRunnerHandler {
             };
             tracing::debug!(request_id = %id, writes = stats.writes, events = stats.events, "event log written");
         }
-        if let Outcome::Retry = outcome {
-            let _ = self.store.release(id, owner).await;
-        }
         outcome
     }
 
+    /// Takes the session's lock for `owner`, waiting while another run holds it — up to
+    /// [`SESSION_WAIT`], never past the deadline's margin. `false` when it stayed busy.
+    async fn lock_session(
+        &self,
+        lock: &str,
+        owner: &str,
+        ttl: Duration,
+        deadline: Option<Instant>,
+    ) -> bool {
+        let mut until = Instant::now() + SESSION_WAIT;
+        if let Some(deadline) = deadline {
+            until = until.min(deadline - DEADLINE_MARGIN);
+        }
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.store.claim(lock, owner, ttl).await {
+                Ok(ClaimOutcome::Acquired { .. } | ClaimOutcome::AlreadyAnswered) => return true,
+                Ok(ClaimOutcome::HeldByOther) | Err(_) => {}
+            }
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            tokio::time::sleep(pause.min(until - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
     /// Answers a request that was not run (unreadable, or given up), and logs the answer.
-    async fn answer_unrun(&self, message: &QueueMessage, answer: Answer) -> Outcome {
+    async fn answer_unrun(&self, message: &QueueMessage, answer: Answer, attempt: u64) -> Outcome {
         let logged = answer.clone();
-        let outcome = self.answer(message, answer).await;
+        let outcome = self.answer(message, answer, attempt).await;
         if let Outcome::Done = outcome {
             self.log_last(&message.request_id, &logged).await;
         }
@@ -342,24 +481,28 @@ impl AgentRunnerHandler {
 
     /// Sends the answer to the output queue; if that fails, stores it directly so the model is
     /// not called again for it.
-    async fn answer(&self, message: &QueueMessage, answer: Answer) -> Outcome {
+    async fn answer(&self, message: &QueueMessage, answer: Answer, attempt: u64) -> Outcome {
         let out = QueueMessage {
             request_id: message.request_id.clone(),
             session_id: message.session_id.clone(),
             user_id: message.user_id.clone(),
             status_code: Some(answer.status),
+            attempt: Some(attempt),
             body: answer.body.clone(),
         };
         let Err(send_error) = self.output.send(&out).await else {
             return Outcome::Done;
         };
         tracing::warn!(request_id = %message.request_id, error = %send_error, "output queue unavailable; storing the answer directly");
-        let record = record_of(
-            &out.request_id,
-            &out.session_id,
-            out.user_id.as_deref(),
-            answer,
-        );
+        let record = ResponseRecord {
+            attempt,
+            ..record_of(
+                &out.request_id,
+                &out.session_id,
+                out.user_id.as_deref(),
+                answer,
+            )
+        };
         let id = record.request_id.clone();
         match put_answer(self.store.as_ref(), record).await {
             Ok(()) => Outcome::Done,
@@ -417,6 +560,7 @@ impl ResponseHandler {
                 status_code: message.status_code.unwrap_or(200),
                 body: message.body,
                 created_at: now_epoch_secs(),
+                attempt: message.attempt.unwrap_or(0),
             };
             let request_id = record.request_id.clone();
             match put_answer(self.store.as_ref(), record).await {
