@@ -40,6 +40,7 @@ module "decisions" {
   session_store      = var.session_store
   names              = local.names
   max_receive_count  = var.queue.max_receive_count
+  visibility_timeout = local.visibility_timeout
   log_level          = var.log_level
   response_streaming = var.response_streaming
   api = {

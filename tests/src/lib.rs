@@ -9,6 +9,8 @@
 //! message saying so, rather than skipping.
 
 pub mod converse_server;
+pub mod event_source;
+pub mod faults;
 pub mod model_server;
 pub mod runtime_api;
 

@@ -7,6 +7,7 @@ mod backend_faults;
 mod bedrock;
 mod docs;
 mod exactly_once;
+mod faults;
 mod front_doors;
 mod functions;
 mod harness;

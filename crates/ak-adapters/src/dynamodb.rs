@@ -38,9 +38,11 @@ const REQUEST_PREFIX: &str = "req#";
 const PART_BYTES: usize = 350_000;
 /// A transaction writes at most 4 MB: the largest turn this store can hold.
 const MAX_TURN_BYTES: usize = 3_500_000;
-/// First and longest pause between reads while waiting for an answer.
+/// First and longest pause between reads while waiting for an answer: the pause grows by half
+/// each read, so an answer stored soon is seen within milliseconds while a long wait reads five
+/// times a second, not fifty (each read is a read unit, and a table's reads can be throttled).
 const POLL_FIRST: Duration = Duration::from_millis(20);
-const POLL_MAX: Duration = Duration::from_millis(50);
+const POLL_MAX: Duration = Duration::from_millis(200);
 /// Pause between reads of an event log that has nothing new (one read unit each).
 const EVENT_POLL: Duration = Duration::from_millis(50);
 

@@ -48,6 +48,12 @@ variable "max_receive_count" {
   type        = number
 }
 
+variable "visibility_timeout" {
+  description = "The input queue's visibility timeout in seconds (0: unknown). The agent runner's claims expire before a message can be delivered again, so a redelivery after a crash runs."
+  type        = number
+  default     = 0
+}
+
 variable "log_level" {
   description = "log.level of the functions."
   type        = string
@@ -130,12 +136,17 @@ locals {
     } : {},
   )
 
-  queue_env = !local.queue_mode ? {} : {
-    AK_EXECUTION__MODE                             = var.execution_mode
-    AK_EXECUTION__QUEUES__INPUT__URL               = var.queue_urls.input
-    AK_EXECUTION__QUEUES__OUTPUT__URL              = var.queue_urls.output
-    AK_EXECUTION__QUEUES__INPUT__MAX_RECEIVE_COUNT = tostring(var.max_receive_count)
-  }
+  queue_env = !local.queue_mode ? {} : merge(
+    {
+      AK_EXECUTION__MODE                             = var.execution_mode
+      AK_EXECUTION__QUEUES__INPUT__URL               = var.queue_urls.input
+      AK_EXECUTION__QUEUES__OUTPUT__URL              = var.queue_urls.output
+      AK_EXECUTION__QUEUES__INPUT__MAX_RECEIVE_COUNT = tostring(var.max_receive_count)
+    },
+    var.visibility_timeout > 0 ? {
+      AK_EXECUTION__QUEUES__INPUT__VISIBILITY_TIMEOUT = tostring(var.visibility_timeout)
+    } : {},
+  )
 
   function_env = {
     # Direct mode runs the agents in the request handler, which then needs the sessions.

@@ -541,43 +541,48 @@ impl ResponseHandler {
         Self { store }
     }
 
-    /// Handles one SQS batch of answers.
+    /// Handles one SQS batch of answers. Answers of one request (a failure and its rerun's
+    /// success, say) are stored one after another, so the store's conditional writes decide
+    /// between them without racing; different requests are stored concurrently.
     pub async fn handle(&self, records: Vec<Json>) -> SqsBatchResponse {
-        let puts = records.into_iter().map(|record| async move {
-            let delivery = match QueueMessage::from_record(&record) {
-                Ok(d) => d,
+        let mut failed = Vec::new();
+        let mut by_request: BTreeMap<String, Vec<(String, QueueMessage)>> = BTreeMap::new();
+        for record in records {
+            match QueueMessage::from_record(&record) {
+                Ok(delivery) => by_request
+                    .entry(delivery.message.request_id.clone())
+                    .or_default()
+                    .push((delivery.message_id, delivery.message)),
                 Err(e) => {
                     tracing::error!(error = %e, "unreadable output record");
-                    return reportable(&record);
-                }
-            };
-            let id = delivery.message_id.clone();
-            let message = delivery.message;
-            let record = ResponseRecord {
-                request_id: message.request_id,
-                session_id: message.session_id,
-                user_id: message.user_id,
-                status_code: message.status_code.unwrap_or(200),
-                body: message.body,
-                created_at: now_epoch_secs(),
-                attempt: message.attempt.unwrap_or(0),
-            };
-            let request_id = record.request_id.clone();
-            match put_answer(self.store.as_ref(), record).await {
-                Ok(()) => None,
-                Err(e) => {
-                    tracing::warn!(request_id = %request_id, error = %e, "cannot store answer; will retry");
-                    Some(id)
+                    failed.extend(reportable(&record));
                 }
             }
+        }
+        let puts = by_request.into_values().map(|answers| async move {
+            let mut failed = Vec::new();
+            for (id, message) in answers {
+                let record = ResponseRecord {
+                    request_id: message.request_id,
+                    session_id: message.session_id,
+                    user_id: message.user_id,
+                    status_code: message.status_code.unwrap_or(200),
+                    body: message.body,
+                    created_at: now_epoch_secs(),
+                    attempt: message.attempt.unwrap_or(0),
+                };
+                let request_id = record.request_id.clone();
+                if let Err(e) = put_answer(self.store.as_ref(), record).await {
+                    tracing::warn!(request_id = %request_id, error = %e, "cannot store answer; will retry");
+                    failed.push(id);
+                }
+            }
+            failed
         });
-        failures(
-            futures_util::future::join_all(puts)
-                .await
-                .into_iter()
-                .flatten()
-                .collect(),
-        )
+        for ids in futures_util::future::join_all(puts).await {
+            failed.extend(ids);
+        }
+        failures(failed)
     }
 }
 

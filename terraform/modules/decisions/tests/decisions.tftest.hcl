@@ -101,6 +101,21 @@ run "rest_sync_creates_queues_runner_and_response_handler" {
   }
 }
 
+run "the_runner_knows_the_visibility_timeout_its_claims_must_not_outlive" {
+  command = plan
+
+  variables {
+    execution_mode     = "rest_sync"
+    queue_urls         = { input = "https://sqs/in.fifo", output = "https://sqs/out.fifo" }
+    visibility_timeout = 540
+  }
+
+  assert {
+    condition     = output.environment.agent_runner.AK_EXECUTION__QUEUES__INPUT__VISIBILITY_TIMEOUT == "540"
+    error_message = "the agent runner gets the input queue's visibility timeout"
+  }
+}
+
 run "rest_async_with_redis_store" {
   command = plan
 
