@@ -13,6 +13,7 @@ pub mod event_source;
 pub mod faults;
 pub mod model_server;
 pub mod runtime_api;
+pub mod soak;
 
 use std::time::Duration;
 

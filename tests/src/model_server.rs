@@ -31,6 +31,9 @@ pub enum Reply {
     Hang(Duration),
     /// The connection is closed without an answer.
     Drop,
+    /// `echo: <the last message's text>` after this pause (soaks check each request gets its
+    /// own answer).
+    Echo(Duration),
     /// A streamed answer: these pieces of `text/event-stream` body, one every `pause` (the
     /// first at once). The server notes when each piece went out, and whether its client left
     /// before the end.
@@ -128,6 +131,8 @@ struct Script {
     largest_request: usize,
     sent_chunks: Vec<std::time::Instant>,
     abandoned: usize,
+    /// Completed answers per text of the last message.
+    answered: std::collections::HashMap<String, usize>,
 }
 
 /// A running scripted model; stops when dropped.
@@ -199,6 +204,15 @@ impl ScriptedModel {
             .unwrap_or_default()
     }
 
+    /// How many answers were completed for each text of the last message (counted for every
+    /// reply, also for [`ScriptedModel::constant`] servers).
+    pub fn answered_prompts(&self) -> std::collections::HashMap<String, usize> {
+        self.script
+            .lock()
+            .map(|s| s.answered.clone())
+            .unwrap_or_default()
+    }
+
     /// How many streamed answers lost their client before the last piece.
     pub fn abandoned(&self) -> usize {
         self.script.lock().map(|s| s.abandoned).unwrap_or_default()
@@ -257,6 +271,12 @@ async fn answer(
         .unwrap_or_default();
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let model = request["model"].as_str().unwrap_or("scripted").to_owned();
+    let last = request["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_owned();
     let reply = {
         let mut script = script.lock().unwrap_or_else(|p| p.into_inner());
         script.calls += 1;
@@ -345,6 +365,10 @@ async fn answer(
             tokio::time::sleep(pause).await;
             json!({"role": "assistant", "content": "late answer"})
         }
+        Some(Reply::Echo(pause)) => {
+            tokio::time::sleep(pause).await;
+            json!({"role": "assistant", "content": format!("echo: {last}")})
+        }
         Some(Reply::Text(text)) => json!({"role": "assistant", "content": text}),
         Some(Reply::ToolCall { name, arguments }) => json!({
             "role": "assistant",
@@ -356,6 +380,12 @@ async fn answer(
             }],
         }),
     };
+    *script
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .answered
+        .entry(last)
+        .or_default() += 1;
     let finish = if message.get("tool_calls").is_some() {
         "tool_calls"
     } else {

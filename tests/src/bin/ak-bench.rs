@@ -79,8 +79,10 @@ struct Args {
     lambda_dir: PathBuf,
     out: PathBuf,
     runs: usize,
-    /// Measure one section alone and print it (`streaming`).
+    /// Measure one section alone and print it (`streaming`, `eventlog`, `soak`).
     only: Option<String>,
+    /// Requests of each soak run.
+    soak_requests: usize,
 }
 
 fn args() -> Args {
@@ -89,6 +91,7 @@ fn args() -> Args {
         out: PathBuf::from("target/bench/results.json"),
         runs: 10,
         only: None,
+        soak_requests: 2000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -97,6 +100,7 @@ fn args() -> Args {
             ("--out", Some(v)) => args.out = v.into(),
             ("--runs", Some(v)) => args.runs = v.parse().unwrap_or(10),
             ("--only", Some(v)) => args.only = Some(v),
+            ("--soak-requests", Some(v)) => args.soak_requests = v.parse().unwrap_or(2000),
             _ => eprintln!("ak-bench: ignoring {flag}"),
         }
     }
@@ -580,6 +584,11 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&streaming)?);
         return Ok(());
     }
+    if args.only.as_deref() == Some("soak") {
+        let soak = soak(&args).await?;
+        println!("{}", serde_json::to_string_pretty(&soak)?);
+        return Ok(());
+    }
     if args.only.as_deref() == Some("eventlog") {
         let (redis, dynamo) = bench_stores().await?;
         let logs = json!({"redis": event_log(redis).await, "dynamodb": event_log(dynamo).await});
@@ -648,8 +657,12 @@ async fn main() -> anyhow::Result<()> {
         throughput("moto SQS + Redis", real_env, 300, 16).await,
     ]);
 
+    eprintln!("== soak under faults ({} requests, rest_async over moto + Redis)", args.soak_requests);
+    let soak = soak(&args).await?;
+
     let results = json!({
         "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+        "soak": soak,
         "packages": packages,
         "functions": cold,
         "chat_overhead": overhead,
@@ -665,6 +678,18 @@ async fn main() -> anyhow::Result<()> {
     print_table(&results);
     eprintln!("results written to {}", args.out.display());
     Ok(())
+}
+
+/// The soak, without faults and with them; the added latency is the difference of their p99s.
+async fn soak(args: &Args) -> anyhow::Result<Value> {
+    let calm = ak_tests::soak::run(&args.lambda_dir, args.soak_requests, false).await?;
+    let faults = ak_tests::soak::run(&args.lambda_dir, args.soak_requests, true).await?;
+    let p99 = |v: &Value| v["latency_ms"]["p99"].as_f64().unwrap_or(0.0);
+    Ok(json!({
+        "without_faults": calm,
+        "with_faults": faults,
+        "p99_added_by_faults_ms": round(p99(&faults) - p99(&calm)),
+    }))
 }
 
 fn print_table(r: &Value) {
@@ -746,4 +771,31 @@ fn print_table(r: &Value) {
             t["duplicated_model_calls"]
         );
     }
+    println!(
+        "\n| soak, rest_async over moto + Redis | requests | faults injected | lost | not their own answer | model calls beyond one per request | DLQ | p50 ms | p99 ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for key in ["without_faults", "with_faults"] {
+        let s = &r["soak"][key];
+        let injected: u64 = s["injected"]
+            .as_object()
+            .map(|m| m.values().filter_map(Value::as_u64).sum())
+            .unwrap_or(0);
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            key.replace('_', " "),
+            s["requests"],
+            injected,
+            s["lost"],
+            s["not_their_own_answer"],
+            s["model_calls_beyond_one_per_request"],
+            s["dead_letter_queue"],
+            s["latency_ms"]["p50"],
+            s["latency_ms"]["p99"]
+        );
+    }
+    println!(
+        "p99 latency added by the faults: {} ms",
+        r["soak"]["p99_added_by_faults_ms"]
+    );
 }
