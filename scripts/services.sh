@@ -22,10 +22,10 @@ as_root() {
 }
 
 install_redis() {
-  command -v redis-server >/dev/null 2>&1 && return 0
-  log "installing redis-server (Debian)"
+  command -v redis-server >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1 && return 0
+  log "installing redis-server and openssl (Debian)"
   as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends redis-server openssl >/dev/null
 }
 
 # Headless Chromium and its WebDriver for the playground's browser test (Debian's packages).
@@ -90,6 +90,48 @@ start_services() {
   STARTED_PIDS+=($!)
   wait_for_port "$moto_port" moto $!
 
+  # Redis as AWS runs it: over TLS only (certificates made here: a CA, a server certificate for
+  # localhost and 127.0.0.1, and a second CA that must be refused), and in cluster mode, one
+  # node owning every slot, without the commands ElastiCache Serverless refuses.
+  make_test_certificates "$RUN_DIR/tls"
+  local tls_port cluster_port
+  tls_port=$(free_port)
+  redis-server --bind 127.0.0.1 --port 0 --tls-port "$tls_port" \
+    --tls-cert-file "$RUN_DIR/tls/server.crt" --tls-key-file "$RUN_DIR/tls/server.key" \
+    --tls-ca-cert-file "$RUN_DIR/tls/ca.crt" --tls-auth-clients no \
+    --save '' --appendonly no --daemonize no --logfile "$RUN_DIR/redis-tls.log" --dir "$RUN_DIR" &
+  STARTED_PIDS+=($!)
+  wait_for_port "$tls_port" redis-tls $!
+  cluster_port=$(free_port)
+  mkdir -p "$RUN_DIR/cluster"
+  redis-server --bind 127.0.0.1 --port "$cluster_port" --cluster-enabled yes \
+    --cluster-config-file "$RUN_DIR/cluster/nodes.conf" --cluster-port "$(free_port)" \
+    --rename-command PSUBSCRIBE "" --rename-command PUNSUBSCRIBE "" \
+    --rename-command CONFIG "" --rename-command KEYS "" \
+    --save '' --appendonly no --daemonize no --logfile "$RUN_DIR/redis-cluster.log" \
+    --dir "$RUN_DIR/cluster" &
+  STARTED_PIDS+=($!)
+  wait_for_port "$cluster_port" redis-cluster $!
+  redis-cli -p "$cluster_port" cluster addslotsrange 0 16383 >/dev/null
+  wait_for_cluster "$cluster_port"
+
+  # Node-based cluster mode with several shards: three nodes, the slots split between them.
+  local node nodes=()
+  for node in 1 2 3; do
+    local port
+    port=$(free_port)
+    mkdir -p "$RUN_DIR/cluster3/$port"
+    redis-server --bind 127.0.0.1 --port "$port" --cluster-enabled yes \
+      --cluster-config-file "$RUN_DIR/cluster3/$port/nodes.conf" --cluster-port "$(free_port)" \
+      --save '' --appendonly no --daemonize no --logfile "$RUN_DIR/cluster3/$port/redis.log" \
+      --dir "$RUN_DIR/cluster3/$port" &
+    STARTED_PIDS+=($!)
+    wait_for_port "$port" "redis-cluster-node-$node" $!
+    nodes+=("127.0.0.1:$port")
+  done
+  redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >"$RUN_DIR/cluster3/create.log" 2>&1
+  wait_for_cluster "${nodes[0]#127.0.0.1:}"
+
   # An MCP server written with the Python MCP SDK (tests/mcp/tools_server.py): two tools.
   local mcp_port
   mcp_port=$(free_port)
@@ -100,12 +142,46 @@ start_services() {
   export TEST_MCP_URL="http://127.0.0.1:$mcp_port/mcp"
   export TEST_PYTHON="$VENV/bin/python"
   export TEST_REDIS_URL="redis://127.0.0.1:$redis_port"
+  export TEST_REDIS_TLS_URL="rediss://localhost:$tls_port"
+  export TEST_REDIS_TLS_CA="$RUN_DIR/tls/ca.crt"
+  export TEST_REDIS_TLS_WRONG_CA="$RUN_DIR/tls/wrong-ca.crt"
+  export TEST_REDIS_CLUSTER_URL="redis://127.0.0.1:$cluster_port"
+  export TEST_REDIS_CLUSTER3_URL="redis://${nodes[0]}"
   export AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port"
   export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_SESSION_TOKEN=testing
   export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
   unset AWS_PROFILE AWS_CONFIG_FILE AWS_SHARED_CREDENTIALS_FILE
   export AWS_EC2_METADATA_DISABLED=true
-  log "redis on $TEST_REDIS_URL, moto (SQS, DynamoDB) on $AWS_ENDPOINT_URL, MCP tools on $TEST_MCP_URL"
+  log "redis on $TEST_REDIS_URL (TLS: $TEST_REDIS_TLS_URL, cluster mode: $TEST_REDIS_CLUSTER_URL), moto (SQS, DynamoDB) on $AWS_ENDPOINT_URL, MCP tools on $TEST_MCP_URL"
+}
+
+# A test CA, a server certificate it signed for localhost and 127.0.0.1, and a second CA that
+# signed nothing (for the "wrong CA" test), in $1.
+make_test_certificates() {
+  local dir=$1
+  mkdir -p "$dir"
+  (
+    cd "$dir" || exit 1
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 30 \
+      -subj "/CN=ak test CA" 2>/dev/null
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout wrong-ca.key -out wrong-ca.crt -days 30 \
+      -subj "/CN=ak wrong CA" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr \
+      -subj "/CN=localhost" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+      -out server.crt -days 30 -extfile server.ext 2>/dev/null
+  )
+}
+
+# Waits until the cluster-mode node on port $1 says its slots are served.
+wait_for_cluster() {
+  local port=$1 _
+  for _ in $(seq 1 100); do
+    if redis-cli -p "$port" cluster info 2>/dev/null | grep -q 'cluster_state:ok'; then return 0; fi
+    sleep 0.1
+  done
+  log "the cluster-mode redis-server on $port did not come up"; return 1
 }
 
 stop_services() {

@@ -9,6 +9,13 @@ resource "aws_lambda_function_url" "request_handler" {
   authorization_type = var.function_url.authorization_type
   invoke_mode        = var.response_streaming ? "RESPONSE_STREAM" : "BUFFERED"
 
+  lifecycle {
+    precondition {
+      condition     = !(var.response_streaming && var.vpc != null)
+      error_message = "A function URL does not stream for a function in a VPC (AWS's rule). With var.vpc set, stream through the REST API (response_streaming with function_url.create = false: its integrations use STREAM), or leave response_streaming off for the function URL."
+    }
+  }
+
   dynamic "cors" {
     for_each = length(var.function_url.allow_origins) > 0 ? [1] : []
     content {

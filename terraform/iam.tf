@@ -59,6 +59,8 @@ resource "aws_iam_role_policy" "function" {
         { Effect = "Allow", Action = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], Resource = ["*"] },
       ],
       local.function_statements[each.key],
+      # ElastiCache IAM authentication: every function with a Redis store connects as the user.
+      each.key != "authorizer" && local.redis_store ? local.redis_connect_statement : [],
     )
   })
 }

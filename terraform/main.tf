@@ -41,6 +41,7 @@ module "decisions" {
   names              = local.names
   max_receive_count  = var.queue.max_receive_count
   visibility_timeout = local.visibility_timeout
+  redis              = local.redis_settings
   log_level          = var.log_level
   response_streaming = var.response_streaming
   api = {

@@ -186,6 +186,30 @@ variable "vpc" {
   default = null
 }
 
+variable "redis" {
+  description = "Redis as AWS sells it, for a redis response or session store: create_serverless_cache (an ElastiCache Serverless Valkey cache in var.vpc, TLS only; its URL replaces the stores' redis_url), major_engine_version, auth (none | iam: ElastiCache IAM authentication with the functions' role), iam_user_id (default <name>-app; created with IAM authentication with the cache), cache_name and serverless (an existing cache, for iam), cluster (node-based cluster mode with several shards: the cluster client), create_vpc_endpoints (SQS, DynamoDB and Bedrock interface endpoints for functions in var.vpc; default true)."
+  type = object({
+    create_serverless_cache = optional(bool, false)
+    major_engine_version    = optional(string, "8")
+    auth                    = optional(string, "none")
+    iam_user_id             = optional(string, "")
+    cache_name              = optional(string, "")
+    serverless              = optional(bool, true)
+    cluster                 = optional(bool, false)
+    create_vpc_endpoints    = optional(bool, true)
+  })
+  default = {}
+
+  validation {
+    condition     = contains(["none", "iam"], var.redis.auth)
+    error_message = "redis.auth: none or iam."
+  }
+  validation {
+    condition     = var.redis.auth != "iam" || var.redis.create_serverless_cache || var.redis.cache_name != ""
+    error_message = "redis.auth = iam with an existing cache needs redis.cache_name (and redis.iam_user_id, the ElastiCache user with IAM authentication)."
+  }
+}
+
 variable "log_level" {
   description = "log.level of the functions."
   type        = string

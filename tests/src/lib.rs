@@ -177,7 +177,43 @@ pub fn redis_settings(ttl: u64) -> ak_core::config::RedisSettings {
         url: ak_core::secret::SecretUrl::new(redis_url()),
         prefix: Some(format!("{}:", unique_name("t"))),
         ttl,
+        ..ak_core::config::RedisSettings::default()
     }
+}
+
+/// Redis settings on this run's TLS-only server (`rediss://`, the test CA in `ca_file`), with
+/// a key prefix of their own.
+pub fn redis_tls_settings(ttl: u64) -> ak_core::config::RedisSettings {
+    ak_core::config::RedisSettings {
+        url: ak_core::secret::SecretUrl::new(required_env("TEST_REDIS_TLS_URL")),
+        ca_file: Some(required_env("TEST_REDIS_TLS_CA")),
+        ..redis_settings(ttl)
+    }
+}
+
+/// Redis settings on this run's cluster-mode server (one node owning every slot, without
+/// `PSUBSCRIBE`, `PUNSUBSCRIBE`, `CONFIG` and `KEYS`, as ElastiCache Serverless), reached with a
+/// plain client as Serverless is, with a key prefix of their own.
+pub fn redis_cluster_settings(ttl: u64) -> ak_core::config::RedisSettings {
+    ak_core::config::RedisSettings {
+        url: ak_core::secret::SecretUrl::new(required_env("TEST_REDIS_CLUSTER_URL")),
+        ..redis_settings(ttl)
+    }
+}
+
+/// Redis settings on this run's three-node cluster (node-based cluster mode with several
+/// shards), through the cluster client, with a key prefix of their own.
+pub fn redis_cluster3_settings(ttl: u64) -> ak_core::config::RedisSettings {
+    ak_core::config::RedisSettings {
+        url: ak_core::secret::SecretUrl::new(required_env("TEST_REDIS_CLUSTER3_URL")),
+        cluster: true,
+        ..redis_settings(ttl)
+    }
+}
+
+/// The file of the CA that signed nothing of this run (a wrong CA must be refused).
+pub fn redis_wrong_ca() -> String {
+    required_env("TEST_REDIS_TLS_WRONG_CA")
 }
 
 /// A `redis-server` of a test's own, for tests that stop it. Killed on drop.

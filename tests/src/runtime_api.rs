@@ -47,6 +47,8 @@ struct Pending {
 #[derive(Default)]
 struct State {
     pending: VecDeque<Pending>,
+    /// Invocations handed to the function and not answered yet.
+    in_flight: Vec<String>,
     outcomes: HashMap<String, (Outcome, Instant)>,
     first_next: Option<Instant>,
     init_error: Option<Value>,
@@ -149,6 +151,22 @@ impl RuntimeApi {
         }
     }
 
+    /// Ends the invocations the function took and did not answer with `Runtime.ExitError`, as
+    /// Lambda does when the function's process dies (call it after killing the process).
+    pub fn abandon_in_flight(&self) {
+        {
+            let mut state = lock(&self.state);
+            let ids = std::mem::take(&mut state.in_flight);
+            for id in ids {
+                let error = serde_json::json!({"errorType": "Runtime.ExitError", "errorMessage": "the function's process exited"});
+                state
+                    .outcomes
+                    .insert(id, (Outcome::Error(error), Instant::now()));
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
     /// An initialization error the function reported, if any.
     pub fn init_error(&self) -> Option<Value> {
         lock(&self.state).init_error.clone()
@@ -192,11 +210,19 @@ async fn route(
                 let notified = changed.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
+                let next = {
+                    let mut state = lock(&state);
+                    let next = state.pending.pop_front();
+                    if let Some(pending) = &next {
+                        state.in_flight.push(pending.id.clone());
+                    }
+                    next
+                };
                 if let Some(Pending {
                     id,
                     payload,
                     deadline,
-                }) = lock(&state).pending.pop_front()
+                }) = next
                 {
                     let deadline = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
@@ -243,9 +269,13 @@ async fn route(
             } else {
                 Outcome::Response(json)
             };
-            lock(&state)
-                .outcomes
-                .insert((*id).to_owned(), (outcome, Instant::now()));
+            {
+                let mut state = lock(&state);
+                state.in_flight.retain(|i| i != id);
+                state
+                    .outcomes
+                    .insert((*id).to_owned(), (outcome, Instant::now()));
+            }
             changed.notify_waiters();
             Ok(empty(StatusCode::ACCEPTED))
         }

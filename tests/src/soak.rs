@@ -60,16 +60,28 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     (sorted[index.min(sorted.len() - 1)] * 10.0).round() / 10.0
 }
 
-/// One soak: `requests` requests, `faults` on or off; `binaries` holds `agent-runner/bootstrap`
-/// and `response-handler/bootstrap` (the release packages).
-pub async fn run(binaries: &Path, requests: usize, faults: bool) -> anyhow::Result<Value> {
+/// Which faults a soak injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Faults {
+    /// None: the baseline.
+    None,
+    /// Connection faults: Redis connections reset, reset on next use, black-holed; a runner
+    /// frozen while its connections reset.
+    Connections,
+    /// Runners killed (`SIGKILL`) and started again.
+    Kills,
+}
+
+/// One soak: `requests` requests with `faults`; `binaries` holds `agent-runner/bootstrap` and
+/// `response-handler/bootstrap` (the release packages).
+pub async fn run(binaries: &Path, requests: usize, faults: Faults) -> anyhow::Result<Value> {
     let binary = |name: &str| -> PathBuf { binaries.join(name).join("bootstrap") };
     let (input_url, dlq_url) = queue_with_dlq("soak", TIMEOUT as u32, 4).await?;
     let output_url = crate::create_queue("soak-out", Some(TIMEOUT as u32)).await?;
     let model = ScriptedModel::constant(Reply::Echo(Duration::from_millis(20))).await?;
     let url = crate::redis_url();
-    let proxy = TcpFaultProxy::start(url.trim_start_matches("redis://").trim_end_matches('/'))
-        .await?;
+    let proxy =
+        TcpFaultProxy::start(url.trim_start_matches("redis://").trim_end_matches('/')).await?;
     let settings = crate::redis_settings(3600);
     let prefix = settings.prefix().to_owned();
     let through = format!("redis://{}", proxy.addr);
@@ -78,15 +90,24 @@ pub async fn run(binaries: &Path, requests: usize, faults: bool) -> anyhow::Resu
         ("AK_MODEL__PROVIDER", "openai".into()),
         ("OPENAI_API_KEY", "sk-soak".into()),
         ("OPENAI_BASE_URL", model.base_url.clone()),
-        ("AK_LOG__LEVEL", "warn".into()),
+        (
+            "AK_LOG__LEVEL",
+            std::env::var("SOAK_LOG").unwrap_or_else(|_| "warn".into()),
+        ),
         ("AK_EXECUTION__MODE", "rest_async".into()),
         ("AK_EXECUTION__QUEUES__INPUT__URL", input_url.clone()),
         ("AK_EXECUTION__QUEUES__OUTPUT__URL", output_url.clone()),
         ("AK_EXECUTION__QUEUES__INPUT__MAX_RECEIVE_COUNT", "3".into()),
-        ("AK_EXECUTION__QUEUES__INPUT__VISIBILITY_TIMEOUT", TIMEOUT.to_string()),
+        (
+            "AK_EXECUTION__QUEUES__INPUT__VISIBILITY_TIMEOUT",
+            TIMEOUT.to_string(),
+        ),
         ("AK_EXECUTION__RESPONSE_STORE__TYPE", "redis".into()),
         ("AK_EXECUTION__RESPONSE_STORE__REDIS__URL", through),
-        ("AK_EXECUTION__RESPONSE_STORE__REDIS__PREFIX", prefix.clone()),
+        (
+            "AK_EXECUTION__RESPONSE_STORE__REDIS__PREFIX",
+            prefix.clone(),
+        ),
         ("AK_SESSION__TYPE", "redis".into()),
         ("AK_SESSION__REDIS__URL", format!("redis://{}", proxy.addr)),
         ("AK_SESSION__REDIS__PREFIX", format!("{prefix}sessions:")),
@@ -152,10 +173,11 @@ pub async fn run(binaries: &Path, requests: usize, faults: bool) -> anyhow::Resu
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 let sent = Instant::now();
+                let at = sent.duration_since(started);
                 let store = store.clone();
                 waits.push(tokio::spawn(async move {
                     let found = store.wait_for(&id, Duration::from_secs(180)).await;
-                    (id, sent.elapsed(), found.ok().flatten())
+                    (id, at, sent.elapsed(), found.ok().flatten())
                 }));
                 // About 60 requests a second: what moto keeps up with on two cores.
                 tokio::time::sleep(Duration::from_millis(16)).await;
@@ -166,14 +188,24 @@ pub async fn run(binaries: &Path, requests: usize, faults: bool) -> anyhow::Resu
 
     // The faults, while requests flow.
     let mut injected = serde_json::Map::new();
+    let mut timeline = Vec::new();
     let mut count = |name: &str| {
         let n = injected.get(name).and_then(Value::as_u64).unwrap_or(0);
         injected.insert(name.to_owned(), json!(n + 1));
+        timeline.push(json!([
+            (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+            name
+        ]));
     };
     let mut dice = Dice(0x9e37_79b9_7f4a_7c15);
-    while faults && !sender.is_finished() {
-        tokio::time::sleep(Duration::from_millis(1500 + dice.next(1500))).await;
-        match dice.next(6) {
+    while faults != Faults::None && !sender.is_finished() {
+        // One fault every 8–12 s, so each one's cost shows in the latencies on its own.
+        tokio::time::sleep(Duration::from_millis(8000 + dice.next(4000))).await;
+        let pick = match faults {
+            Faults::Kills => 4,
+            _ => dice.next(4),
+        };
+        match pick {
             0 => {
                 proxy.reset_all();
                 count("redis_reset");
@@ -203,6 +235,7 @@ pub async fn run(binaries: &Path, requests: usize, faults: bool) -> anyhow::Resu
                     kill(pid);
                 }
                 *process = Process(None);
+                api.abandon_in_flight();
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 *process = Process(Some(spawn(api, "agent-runner", &env(&runner_env))?));
                 count("runner_killed");
@@ -211,14 +244,17 @@ pub async fn run(binaries: &Path, requests: usize, faults: bool) -> anyhow::Resu
     }
     let waits = sender.await?;
     let mut latencies = Vec::new();
+    let mut slowest = Vec::new();
     let (mut lost, mut not_their_own) = (0usize, 0usize);
     for wait in waits {
-        let (id, latency, found) = wait.await?;
+        let (id, at, latency, found) = wait.await?;
+        slowest.push((latency.as_secs_f64(), at.as_secs_f64()));
         match found {
             None => lost += 1,
             Some(answer) => {
                 let own = answer.status_code == 200
-                    && answer.body["result"].as_str() == Some(format!("echo: request {id}").as_str());
+                    && answer.body["result"].as_str()
+                        == Some(format!("echo: request {id}").as_str());
                 if !own {
                     not_their_own += 1;
                 }
@@ -227,6 +263,8 @@ pub async fn run(binaries: &Path, requests: usize, faults: bool) -> anyhow::Resu
         }
     }
     latencies.sort_by(f64::total_cmp);
+    slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
+    slowest.truncate(5);
     let answered = model.answered_prompts();
     let repeated: usize = answered
         .iter()
@@ -235,7 +273,7 @@ pub async fn run(binaries: &Path, requests: usize, faults: bool) -> anyhow::Resu
         .sum();
     Ok(json!({
         "requests": requests,
-        "faults": faults,
+        "faults": format!("{faults:?}").to_lowercase(),
         "injected": injected,
         "lost": lost,
         "not_their_own_answer": not_their_own,
@@ -244,5 +282,7 @@ pub async fn run(binaries: &Path, requests: usize, faults: bool) -> anyhow::Resu
         "latency_ms": {"p50": percentile(&latencies, 0.5), "p99": percentile(&latencies, 0.99), "max": percentile(&latencies, 1.0)},
         "seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
         "runner_invocations": sources.iter().map(EventSource::invocations).sum::<u64>(),
+        "faults_at_s": timeline,
+        "slowest_s": slowest.iter().map(|(latency, at)| json!({"sent_at": (at * 10.0).round() / 10.0, "latency": (latency * 10.0).round() / 10.0})).collect::<Vec<_>>(),
     }))
 }

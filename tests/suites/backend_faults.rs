@@ -17,6 +17,7 @@ async fn redis_stopped_is_a_503_within_the_timeout() -> anyhow::Result<()> {
         url: SecretUrl::new(&server.url),
         prefix: Some("ak:responses:".to_owned()),
         ttl: 60,
+        ..RedisSettings::default()
     };
     let store = RedisResponseStore::new(&settings)?;
     let sessions = RedisSessionStore::new(&settings)?;
@@ -83,6 +84,7 @@ async fn nothing_listening_is_a_503_too() -> anyhow::Result<()> {
         url: SecretUrl::new(format!("redis://:secret-pw@127.0.0.1:{port}")),
         prefix: Some("p:".into()),
         ttl: 60,
+        ..RedisSettings::default()
     };
     let store = RedisResponseStore::new(&settings)?;
     let started = Instant::now();

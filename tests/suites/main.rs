@@ -18,6 +18,7 @@ mod model_interop;
 mod pipeline;
 mod playground;
 mod queues;
+mod redis_on_aws;
 mod reliability;
 mod response_store;
 mod resumable_streams;

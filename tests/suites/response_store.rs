@@ -31,6 +31,31 @@ async fn redis() -> Arc<dyn ResponseStore> {
     Arc::new(RedisResponseStore::new(&redis_settings(3600)).unwrap_or_else(|e| panic!("{e}")))
 }
 
+/// Redis over TLS only, the test CA in `ca_file`.
+async fn redis_tls() -> Arc<dyn ResponseStore> {
+    Arc::new(
+        RedisResponseStore::new(&ak_tests::redis_tls_settings(3600))
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+}
+
+/// A cluster-mode node owning every slot, without the commands ElastiCache Serverless
+/// refuses, reached with a plain client as Serverless is.
+async fn redis_serverless() -> Arc<dyn ResponseStore> {
+    Arc::new(
+        RedisResponseStore::new(&ak_tests::redis_cluster_settings(3600))
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+}
+
+/// A three-node cluster through the cluster client (`cluster: true`).
+async fn redis_cluster() -> Arc<dyn ResponseStore> {
+    Arc::new(
+        RedisResponseStore::new(&ak_tests::redis_cluster3_settings(3600))
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+}
+
 async fn dynamodb_with_table() -> (Arc<dyn ResponseStore>, String) {
     let client = dynamodb_client().await;
     let table = unique_name("responses");
@@ -344,7 +369,14 @@ macro_rules! suite {
     };
 }
 
-suite!(memory, redis, dynamodb);
+suite!(
+    memory,
+    redis,
+    redis_tls,
+    redis_serverless,
+    redis_cluster,
+    dynamodb
+);
 
 #[tokio::test]
 async fn a_redis_registration_lives_as_long_as_its_answer_and_then_the_id_is_new() {

@@ -18,6 +18,31 @@ async fn redis() -> Arc<dyn SessionStore> {
     Arc::new(RedisSessionStore::new(&redis_settings(3600)).unwrap_or_else(|e| panic!("{e}")))
 }
 
+/// Redis over TLS only, the test CA in `ca_file`.
+async fn redis_tls() -> Arc<dyn SessionStore> {
+    Arc::new(
+        RedisSessionStore::new(&ak_tests::redis_tls_settings(3600))
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+}
+
+/// A cluster-mode node owning every slot, without the commands ElastiCache Serverless
+/// refuses, reached with a plain client as Serverless is.
+async fn redis_serverless() -> Arc<dyn SessionStore> {
+    Arc::new(
+        RedisSessionStore::new(&ak_tests::redis_cluster_settings(3600))
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+}
+
+/// A three-node cluster through the cluster client (`cluster: true`).
+async fn redis_cluster() -> Arc<dyn SessionStore> {
+    Arc::new(
+        RedisSessionStore::new(&ak_tests::redis_cluster3_settings(3600))
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+}
+
 async fn dynamodb() -> Arc<dyn SessionStore> {
     let client = dynamodb_client().await;
     let table = unique_name("sessions");
@@ -214,7 +239,14 @@ macro_rules! suite {
     };
 }
 
-suite!(memory, redis, dynamodb);
+suite!(
+    memory,
+    redis,
+    redis_tls,
+    redis_serverless,
+    redis_cluster,
+    dynamodb
+);
 
 #[tokio::test]
 async fn a_turn_dynamodb_can_never_hold_is_a_permanent_error_naming_the_limit() {

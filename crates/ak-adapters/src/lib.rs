@@ -41,6 +41,19 @@ pub(crate) async fn with_timeout<T>(
 pub struct AwsConfig(Arc<OnceCell<SdkConfig>>);
 
 impl AwsConfig {
+    /// A configuration with these static credentials in `us-east-1` and no endpoint of its own
+    /// (tests and benchmarks).
+    pub fn with_credentials(credentials: aws_credential_types::Credentials) -> Self {
+        let config = SdkConfig::builder()
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(credentials),
+            )
+            .region(aws_config::Region::new("us-east-1"))
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        Self(Arc::new(OnceCell::new_with(Some(config))))
+    }
+
     /// The shared configuration.
     pub async fn get(&self) -> &SdkConfig {
         self.0.get_or_init(aws::load_sdk_config).await
@@ -68,7 +81,10 @@ pub async fn response_store(
     Ok(match config.kind {
         None => None,
         Some(StoreKind::Memory) => Some(ak_core::ports::memory::MemoryResponseStore::shared()),
-        Some(StoreKind::Redis) => Some(Arc::new(redis::RedisResponseStore::new(&config.redis)?)),
+        Some(StoreKind::Redis) => Some(Arc::new(redis::RedisResponseStore::with_aws(
+            &config.redis,
+            aws,
+        )?)),
         Some(StoreKind::DynamoDb) => Some(Arc::new(dynamodb::DynamoResponseStore::new(
             aws_sdk_dynamodb::Client::new(aws.get().await),
             &config.dynamodb,
@@ -147,7 +163,7 @@ pub async fn session_store(
     let config = &settings.session;
     Ok(match config.kind {
         SessionKind::InMemory => ak_core::ports::memory::MemorySessionStore::shared(),
-        SessionKind::Redis => Arc::new(redis::RedisSessionStore::new(&config.redis)?),
+        SessionKind::Redis => Arc::new(redis::RedisSessionStore::with_aws(&config.redis, aws)?),
         SessionKind::DynamoDb => Arc::new(dynamodb::DynamoSessionStore::new(
             aws_sdk_dynamodb::Client::new(aws.get().await),
             &config.dynamodb,

@@ -48,6 +48,12 @@ variable "max_receive_count" {
   type        = number
 }
 
+variable "redis" {
+  description = "How the functions reach Redis: url (overrides the stores' redis_url, e.g. the cache the module created), auth (none | iam), iam_user_id, cache_name, serverless, cluster."
+  type        = any
+  default     = {}
+}
+
 variable "visibility_timeout" {
   description = "The input queue's visibility timeout in seconds (0: unknown). The agent runner's claims expire before a message can be delivered again, so a redelivery after a crash runs."
   type        = number
@@ -119,11 +125,25 @@ locals {
     local.response_dynamodb ? {
       AK_EXECUTION__RESPONSE_STORE__DYNAMODB__TABLE_NAME = var.names.response_table
       AK_EXECUTION__RESPONSE_STORE__DYNAMODB__TTL        = tostring(try(var.response_store.ttl, 604800))
-      } : {
-      AK_EXECUTION__RESPONSE_STORE__REDIS__URL = try(var.response_store.redis_url, "")
-      AK_EXECUTION__RESPONSE_STORE__REDIS__TTL = tostring(try(var.response_store.ttl, 604800))
-    },
+      } : merge({
+        AK_EXECUTION__RESPONSE_STORE__REDIS__URL = local.redis_url != "" ? local.redis_url : try(var.response_store.redis_url, "")
+        AK_EXECUTION__RESPONSE_STORE__REDIS__TTL = tostring(try(var.response_store.ttl, 604800))
+    }, local.redis_env["AK_EXECUTION__RESPONSE_STORE__REDIS__"]),
   )
+
+  # Redis as AWS sells it: the URL of a cache the module made, IAM authentication, cluster mode.
+  redis_url = try(var.redis.url, "")
+  redis_env = {
+    for prefix in ["AK_EXECUTION__RESPONSE_STORE__REDIS__", "AK_SESSION__REDIS__"] : prefix => merge(
+      try(var.redis.auth, "none") == "iam" ? {
+        "${prefix}AUTH"            = "iam"
+        "${prefix}IAM__USER_ID"    = try(var.redis.iam_user_id, "")
+        "${prefix}IAM__CACHE_NAME" = try(var.redis.cache_name, "")
+        "${prefix}IAM__SERVERLESS" = tostring(try(var.redis.serverless, true))
+      } : {},
+      try(var.redis.cluster, false) ? { "${prefix}CLUSTER" = "true" } : {},
+    )
+  }
 
   session_env = merge(
     { AK_SESSION__TYPE = try(var.session_store.type, "dynamodb") },
@@ -131,9 +151,9 @@ locals {
       AK_SESSION__DYNAMODB__TABLE_NAME = var.names.session_table
       AK_SESSION__DYNAMODB__TTL        = tostring(try(var.session_store.ttl, 604800))
     } : {},
-    try(var.session_store.type, "") == "redis" ? {
-      AK_SESSION__REDIS__URL = try(var.session_store.redis_url, "")
-    } : {},
+    try(var.session_store.type, "") == "redis" ? merge({
+      AK_SESSION__REDIS__URL = local.redis_url != "" ? local.redis_url : try(var.session_store.redis_url, "")
+    }, local.redis_env["AK_SESSION__REDIS__"]) : {},
   )
 
   queue_env = !local.queue_mode ? {} : merge(
@@ -184,6 +204,11 @@ output "authorizer_description" {
 output "functions" {
   description = "The functions to create."
   value       = local.queue_mode ? ["request_handler", "agent_runner", "response_handler"] : ["request_handler"]
+}
+
+output "uses_store" {
+  description = "Whether the functions keep answers in a response store (queue modes, or direct mode with one)."
+  value       = local.uses_store
 }
 
 output "create_response_table" {

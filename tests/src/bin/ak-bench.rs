@@ -83,6 +83,8 @@ struct Args {
     only: Option<String>,
     /// Requests of each soak run.
     soak_requests: usize,
+    /// Which soaks run (`all`, `none`, `connections`, `kills`).
+    soak_faults: String,
 }
 
 fn args() -> Args {
@@ -92,6 +94,7 @@ fn args() -> Args {
         runs: 10,
         only: None,
         soak_requests: 2000,
+        soak_faults: "all".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -101,6 +104,7 @@ fn args() -> Args {
             ("--runs", Some(v)) => args.runs = v.parse().unwrap_or(10),
             ("--only", Some(v)) => args.only = Some(v),
             ("--soak-requests", Some(v)) => args.soak_requests = v.parse().unwrap_or(2000),
+            ("--soak-faults", Some(v)) => args.soak_faults = v,
             _ => eprintln!("ak-bench: ignoring {flag}"),
         }
     }
@@ -589,6 +593,30 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&soak)?);
         return Ok(());
     }
+    if args.only.as_deref() == Some("redis") {
+        let stores: Vec<(&str, Arc<dyn ResponseStore>)> = vec![
+            (
+                "redis_ms",
+                Arc::new(RedisResponseStore::new(&redis_settings(600))?),
+            ),
+            (
+                "redis_tls_ms",
+                Arc::new(RedisResponseStore::new(&ak_tests::redis_tls_settings(600))?),
+            ),
+            (
+                "redis_cluster_mode_ms",
+                Arc::new(RedisResponseStore::new(&ak_tests::redis_cluster_settings(
+                    600,
+                ))?),
+            ),
+        ];
+        let mut out = serde_json::Map::new();
+        for (name, store) in stores {
+            out.insert(name.to_owned(), sync_latency(store, 30).await);
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
     if args.only.as_deref() == Some("eventlog") {
         let (redis, dynamo) = bench_stores().await?;
         let logs = json!({"redis": event_log(redis).await, "dynamodb": event_log(dynamo).await});
@@ -615,7 +643,17 @@ async fn main() -> anyhow::Result<()> {
 
     eprintln!("== rest_sync latency (stored → answered)");
     let (redis, dynamo) = bench_stores().await?;
-    let latency = json!({"redis_ms": sync_latency(redis.clone(), 30).await, "dynamodb_ms": sync_latency(dynamo.clone(), 30).await});
+    let tls: Arc<dyn ResponseStore> =
+        Arc::new(RedisResponseStore::new(&ak_tests::redis_tls_settings(600))?);
+    let cluster_mode: Arc<dyn ResponseStore> = Arc::new(RedisResponseStore::new(
+        &ak_tests::redis_cluster_settings(600),
+    )?);
+    let latency = json!({
+        "redis_ms": sync_latency(redis.clone(), 30).await,
+        "redis_tls_ms": sync_latency(tls, 30).await,
+        "redis_cluster_mode_ms": sync_latency(cluster_mode, 30).await,
+        "dynamodb_ms": sync_latency(dynamo.clone(), 30).await,
+    });
 
     eprintln!("== event logs (writes per answer, runner write → follower read)");
     let logs = json!({"redis": event_log(redis).await, "dynamodb": event_log(dynamo).await});
@@ -657,7 +695,10 @@ async fn main() -> anyhow::Result<()> {
         throughput("moto SQS + Redis", real_env, 300, 16).await,
     ]);
 
-    eprintln!("== soak under faults ({} requests, rest_async over moto + Redis)", args.soak_requests);
+    eprintln!(
+        "== soak under faults ({} requests, rest_async over moto + Redis)",
+        args.soak_requests
+    );
     let soak = soak(&args).await?;
 
     let results = json!({
@@ -680,15 +721,28 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The soak, without faults and with them; the added latency is the difference of their p99s.
+/// The soak without faults, with connection faults and with runner kills; the latency a fault
+/// adds is the difference of the p99s.
 async fn soak(args: &Args) -> anyhow::Result<Value> {
-    let calm = ak_tests::soak::run(&args.lambda_dir, args.soak_requests, false).await?;
-    let faults = ak_tests::soak::run(&args.lambda_dir, args.soak_requests, true).await?;
+    use ak_tests::soak::{Faults, run};
+    match args.soak_faults.as_str() {
+        "connections" => {
+            return run(&args.lambda_dir, args.soak_requests, Faults::Connections).await;
+        }
+        "kills" => return run(&args.lambda_dir, args.soak_requests, Faults::Kills).await,
+        "none" => return run(&args.lambda_dir, args.soak_requests, Faults::None).await,
+        _ => {}
+    }
+    let calm = run(&args.lambda_dir, args.soak_requests, Faults::None).await?;
+    let connections = run(&args.lambda_dir, args.soak_requests, Faults::Connections).await?;
+    let kills = run(&args.lambda_dir, args.soak_requests, Faults::Kills).await?;
     let p99 = |v: &Value| v["latency_ms"]["p99"].as_f64().unwrap_or(0.0);
     Ok(json!({
         "without_faults": calm,
-        "with_faults": faults,
-        "p99_added_by_faults_ms": round(p99(&faults) - p99(&calm)),
+        "connection_faults": connections,
+        "runner_kills": kills,
+        "p99_added_by_connection_faults_ms": round(p99(&connections) - p99(&calm)),
+        "p99_added_by_runner_kills_ms": round(p99(&kills) - p99(&calm)),
     }))
 }
 
@@ -740,6 +794,14 @@ fn print_table(r: &Value) {
     println!("|---|---|");
     println!("| Redis | {} |", f(&r["rest_sync_latency"]["redis_ms"]));
     println!(
+        "| Redis over TLS | {} |",
+        f(&r["rest_sync_latency"]["redis_tls_ms"])
+    );
+    println!(
+        "| Redis cluster-mode node (as ElastiCache Serverless: no PSUBSCRIBE) | {} |",
+        f(&r["rest_sync_latency"]["redis_cluster_mode_ms"])
+    );
+    println!(
         "| DynamoDB (moto) | {} |",
         f(&r["rest_sync_latency"]["dynamodb_ms"])
     );
@@ -775,7 +837,7 @@ fn print_table(r: &Value) {
         "\n| soak, rest_async over moto + Redis | requests | faults injected | lost | not their own answer | model calls beyond one per request | DLQ | p50 ms | p99 ms |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    for key in ["without_faults", "with_faults"] {
+    for key in ["without_faults", "connection_faults", "runner_kills"] {
         let s = &r["soak"][key];
         let injected: u64 = s["injected"]
             .as_object()
@@ -795,7 +857,7 @@ fn print_table(r: &Value) {
         );
     }
     println!(
-        "p99 latency added by the faults: {} ms",
-        r["soak"]["p99_added_by_faults_ms"]
+        "p99 latency added: {} ms by connection faults, {} ms by runner kills",
+        r["soak"]["p99_added_by_connection_faults_ms"], r["soak"]["p99_added_by_runner_kills_ms"]
     );
 }

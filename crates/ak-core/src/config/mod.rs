@@ -480,11 +480,13 @@ impl ResponseStoreSettings {
     }
 }
 
-/// A Redis backend (`*.redis.*`).
+/// A Redis backend (`*.redis.*`): ElastiCache (Serverless or node-based, Redis OSS or Valkey),
+/// MemoryDB, or any Redis 6.2+.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisSettings {
-    /// `redis://[user:password@]host:port[/db]` or `rediss://` for TLS.
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS (ElastiCache
+    /// Serverless and MemoryDB take only TLS).
     pub url: SecretUrl,
     /// Key prefix; defaults to `ak:responses:` or `ak:sessions:`.
     #[serde(deserialize_with = "lenient::opt_string")]
@@ -492,6 +494,21 @@ pub struct RedisSettings {
     /// Seconds before entries expire; 0 keeps them forever.
     #[serde(deserialize_with = "lenient::non_negative")]
     pub ttl: u64,
+    /// A PEM file of certificate authorities to trust for `rediss://` besides the platform's
+    /// roots (a self-managed Redis with a private CA; ElastiCache's certificates chain to the
+    /// platform's roots already).
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub ca_file: Option<String>,
+    /// How to authenticate: `none` (the URL's user and password, if any) or `iam` (ElastiCache
+    /// IAM authentication with the function's own AWS credentials; see `iam`).
+    pub auth: RedisAuth,
+    /// The ElastiCache user and cache of `auth: iam`.
+    pub iam: RedisIamSettings,
+    /// Connect with a cluster client that follows the cluster's slots (node-based cluster mode
+    /// with several shards, MemoryDB). ElastiCache Serverless and a single node need no
+    /// cluster client.
+    #[serde(deserialize_with = "lenient::boolean")]
+    pub cluster: bool,
 }
 
 impl Default for RedisSettings {
@@ -500,8 +517,40 @@ impl Default for RedisSettings {
             url: SecretUrl::new("redis://localhost:6379"),
             prefix: None,
             ttl: DEFAULT_TTL,
+            ca_file: None,
+            auth: RedisAuth::None,
+            iam: RedisIamSettings::default(),
+            cluster: false,
         }
     }
+}
+
+keyword_enum! {
+    /// How a Redis connection authenticates (`*.redis.auth`).
+    RedisAuth {
+        /// With the URL's user and password, if any.
+        None = "none",
+        /// ElastiCache IAM authentication: a SigV4 token of the function's credentials.
+        Iam = "iam",
+    }
+}
+
+/// ElastiCache IAM authentication (`*.redis.iam`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisIamSettings {
+    /// The ElastiCache user's id (with authentication mode IAM; its id and name are the same).
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub user_id: Option<String>,
+    /// The replication group's or serverless cache's name.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub cache_name: Option<String>,
+    /// Whether the cache is ElastiCache Serverless.
+    #[serde(deserialize_with = "lenient::boolean")]
+    pub serverless: bool,
+    /// The cache's region; by default the function's (`AWS_REGION`).
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub region: Option<String>,
 }
 
 impl RedisSettings {
@@ -1085,7 +1134,66 @@ fn check_redis_url(
     key: &str,
     err: &dyn Fn(&str, &str) -> ConfigError,
 ) -> Result<(), ConfigError> {
+    let base = key.trim_end_matches(".url");
     let url = redis.url.expose();
+    let tls = url.starts_with("rediss://") || url.starts_with("valkeys://");
+    if url.contains('#') {
+        return Err(err(
+            key,
+            "a Redis URL takes no #fragment (certificate checks cannot be turned off); give a private CA in ca_file instead",
+        ));
+    }
+    let database = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(_, path)| path.split('?').next().unwrap_or_default())
+        .filter(|db| !db.is_empty() && *db != "0");
+    if redis.cluster && database.is_some() {
+        return Err(err(
+            key,
+            "a Redis cluster has only database 0: leave the /db out of the URL",
+        ));
+    }
+    if let Some(file) = &redis.ca_file {
+        if !tls {
+            return Err(err(
+                &format!("{base}.ca_file"),
+                "a CA file is for TLS: use a rediss:// URL",
+            ));
+        }
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            err(
+                &format!("{base}.ca_file"),
+                &format!("cannot read {file}: {e}"),
+            )
+        })?;
+        if !text.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(err(
+                &format!("{base}.ca_file"),
+                &format!("{file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"),
+            ));
+        }
+    }
+    if redis.auth == RedisAuth::Iam {
+        if !tls {
+            return Err(err(
+                &format!("{base}.auth"),
+                "ElastiCache IAM authentication needs TLS: use a rediss:// URL",
+            ));
+        }
+        for (field, value) in [
+            ("user_id", &redis.iam.user_id),
+            ("cache_name", &redis.iam.cache_name),
+        ] {
+            if value.as_deref().is_none_or(|v| v.trim().is_empty()) {
+                return Err(err(
+                    &format!("{base}.iam.{field}"),
+                    "required with auth: iam (the ElastiCache user id and the cache's name)",
+                ));
+            }
+        }
+    }
     let ok = [
         "redis://",
         "rediss://",

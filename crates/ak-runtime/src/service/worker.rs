@@ -141,7 +141,7 @@ impl AgentRunnerHandler {
         let mut until = deadline + CLAIM_GRACE;
         if let Some(visibility) = self.visibility {
             let visible_again = received + visibility.saturating_sub(VISIBILITY_MARGIN);
-            if visible_again < deadline {
+            if received + visibility < deadline {
                 static WARNED: std::sync::atomic::AtomicBool =
                     std::sync::atomic::AtomicBool::new(false);
                 if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
@@ -265,9 +265,11 @@ impl AgentRunnerHandler {
                 }
             }
         }
-        let claim_ttl = deadline.map_or(LOCAL_CLAIM_TTL, |deadline| {
-            self.claim_lifetime(Instant::now(), deadline)
-        });
+        // When every claim of this batch ends at the latest: the batch's messages come back
+        // after the visibility timeout from (about) now, whichever record a claim is for.
+        let received = Instant::now();
+        let claims_until =
+            deadline.map(|deadline| received + self.claim_lifetime(received, deadline));
         let runs = groups.into_values().map(|group| async move {
             let mut retry = Vec::new();
             let mut blocked = false;
@@ -277,6 +279,11 @@ impl AgentRunnerHandler {
                     retry.push(id);
                     continue;
                 }
+                let claim_ttl = claims_until.map_or(LOCAL_CLAIM_TTL, |until| {
+                    until
+                        .saturating_duration_since(Instant::now())
+                        .max(Duration::from_secs(1))
+                });
                 if let Outcome::Retry = self.process(&delivery, claim_ttl, deadline).await {
                     blocked = true;
                     retry.push(id);

@@ -240,3 +240,28 @@ run "no_bedrock_models_no_bedrock_permission" {
     error_message = "without Bedrock models nothing is granted"
   }
 }
+
+run "redis_with_iam_authentication_reaches_both_stores" {
+  command = plan
+
+  variables {
+    execution_mode = "rest_async"
+    queue_urls     = { input = "https://sqs/in.fifo", output = "https://sqs/out.fifo" }
+    response_store = { type = "redis", redis_url = "rediss://old:6379" }
+    session_store  = { type = "redis" }
+    redis          = { url = "rediss://cache.serverless.euw1.cache.amazonaws.com:6379", auth = "iam", iam_user_id = "ak-app", cache_name = "ak-cache", serverless = true }
+  }
+
+  assert {
+    condition     = output.environment.agent_runner.AK_EXECUTION__RESPONSE_STORE__REDIS__URL == "rediss://cache.serverless.euw1.cache.amazonaws.com:6379"
+    error_message = "the created cache's URL wins over redis_url"
+  }
+  assert {
+    condition     = output.environment.agent_runner.AK_SESSION__REDIS__AUTH == "iam" && output.environment.agent_runner.AK_SESSION__REDIS__IAM__USER_ID == "ak-app"
+    error_message = "the sessions authenticate with IAM too"
+  }
+  assert {
+    condition     = output.environment.response_handler.AK_EXECUTION__RESPONSE_STORE__REDIS__IAM__CACHE_NAME == "ak-cache" && output.environment.response_handler.AK_EXECUTION__RESPONSE_STORE__REDIS__IAM__SERVERLESS == "true"
+    error_message = "the response handler gets the cache and its kind"
+  }
+}

@@ -23,25 +23,24 @@
 //! (a registration carries a nonce, a claim its owner, an event batch its numbers, an answer
 //! its attempt), `DEL`/`EXPIRE`/`PUBLISH` of the same values.
 
-use crate::{CALL_TIMEOUT, with_timeout};
+mod connection;
+pub mod iam;
+
+use crate::{AwsConfig, with_timeout};
 use ak_core::config::RedisSettings;
 use ak_core::ports::{
     Appended, Backend, ClaimOutcome, HistoryLimits, LoggedEvent, PortError, Registration,
     ResponseRecord, ResponseStore, SessionHistory, SessionStore, Turn,
 };
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use connection::{CONNECT_TIMEOUT, Connection, RESPONSE_TIMEOUT, lock, unavailable};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a command may wait for its answer before its connection counts as dead (a silently
-/// dropped connection — a NAT gateway's idle timeout, a failover — answers nothing, ever).
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// While waiting, the key is re-read this often even without a notification, in case the
 /// notification connection is down.
 const FALLBACK_POLL: Duration = Duration::from_secs(1);
@@ -49,123 +48,9 @@ const FALLBACK_POLL: Duration = Duration::from_secs(1);
 const SUBSCRIBE_GRACE: Duration = Duration::from_millis(300);
 /// How often the notification connection is checked (`PING`) while anyone waits.
 const NOTIFY_PING: Duration = Duration::from_secs(5);
-
-fn unavailable(e: redis::RedisError) -> PortError {
-    PortError::unavailable(Backend::Redis, e)
-}
-
-/// Whether `e` says the connection it came on is unusable, so a fresh one may succeed: it
-/// broke or timed out, or the server is (re)loading or turned into a replica (a failover).
-fn connection_failed(e: &redis::RedisError) -> bool {
-    e.is_connection_dropped()
-        || e.is_io_error()
-        || e.is_timeout()
-        || e.is_connection_refusal()
-        || e.is_unrecoverable_error()
-        || matches!(e.code(), Some("READONLY" | "LOADING" | "MASTERDOWN"))
-}
-
-/// A lazily connected Redis connection, replaced when it fails (see the module documentation).
-struct Connection {
-    client: redis::Client,
-    current: tokio::sync::Mutex<Option<(u64, ConnectionManager)>>,
-    generation: AtomicU64,
-}
-
-impl Connection {
-    fn new(settings: &RedisSettings) -> Result<Self, PortError> {
-        let client = redis::Client::open(settings.url.expose()).map_err(|e| {
-            PortError::Rejected(format!(
-                "Redis URL {} is invalid: {}",
-                settings.url.redacted(),
-                e.detail().unwrap_or("malformed")
-            ))
-        })?;
-        Ok(Self {
-            client,
-            current: tokio::sync::Mutex::new(None),
-            generation: AtomicU64::new(0),
-        })
-    }
-
-    /// The live connection and its generation, connecting when there is none.
-    async fn get(&self) -> Result<(u64, ConnectionManager), PortError> {
-        let mut current = self.current.lock().await;
-        if let Some((generation, manager)) = current.as_ref() {
-            return Ok((*generation, manager.clone()));
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let manager = with_timeout(Backend::Redis, CALL_TIMEOUT, async {
-            ConnectionManager::new_with_config(self.client.clone(), config)
-                .await
-                .map_err(unavailable)
-        })
-        .await?;
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        *current = Some((generation, manager.clone()));
-        Ok((generation, manager))
-    }
-
-    /// Drops the connection of `generation` (if it is still the current one): the next use
-    /// connects afresh.
-    async fn replace(&self, generation: u64) {
-        let mut current = self.current.lock().await;
-        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
-            *current = None;
-        }
-    }
-
-    /// Runs `call` on the connection; when the connection turns out broken, once more on a
-    /// fresh one. Both tries together take at most [`CALL_TIMEOUT`].
-    async fn run<T, F, Fut>(&self, call: F) -> Result<T, PortError>
-    where
-        F: Fn(ConnectionManager) -> Fut,
-        Fut: std::future::Future<Output = redis::RedisResult<T>>,
-    {
-        let deadline = Instant::now() + CALL_TIMEOUT;
-        let mut tried = false;
-        loop {
-            let (generation, conn) = self.get().await?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            let result = tokio::time::timeout(left.min(RESPONSE_TIMEOUT * 2), call(conn)).await;
-            let error = match result {
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(e)) if !connection_failed(&e) => return Err(unavailable(e)),
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => format!(
-                    "no answer within {} ms",
-                    left.min(RESPONSE_TIMEOUT * 2).as_millis()
-                ),
-            };
-            self.replace(generation).await;
-            if tried || Instant::now() >= deadline {
-                return Err(PortError::unavailable(Backend::Redis, error));
-            }
-            tracing::info!(error = %error, "a Redis connection failed; trying again on a fresh one");
-            tried = true;
-        }
-    }
-
-    async fn query<T: redis::FromRedisValue + Send>(
-        &self,
-        cmd: &redis::Cmd,
-    ) -> Result<T, PortError> {
-        self.run(|mut conn| async move { cmd.query_async(&mut conn).await })
-            .await
-    }
-
-    async fn query_pipe<T: redis::FromRedisValue + Send>(
-        &self,
-        pipe: &redis::Pipeline,
-    ) -> Result<T, PortError> {
-        self.run(|mut conn| async move { pipe.query_async(&mut conn).await })
-            .await
-    }
-}
+/// A notification connection is made anew at least this often (an ElastiCache IAM connection
+/// is cut after 12 hours; a subscribed connection cannot authenticate again).
+const NOTIFY_MAX_AGE: Duration = Duration::from_secs(6 * 3600);
 
 /// The keys and channels of one request (see the module documentation).
 struct RequestKeys {
@@ -180,7 +65,7 @@ struct RequestKeys {
 
 /// Response store on Redis.
 pub struct RedisResponseStore {
-    conn: Connection,
+    conn: Arc<Connection>,
     prefix: String,
     ttl: u64,
     stored: Arc<Notifications>,
@@ -197,9 +82,25 @@ struct StoredRegistration {
 impl RedisResponseStore {
     /// A store for these settings; connects on first use.
     pub fn new(settings: &RedisSettings) -> Result<Self, PortError> {
+        Self::with_aws(settings, &AwsConfig::default())
+    }
+
+    /// A store on a connection of its own that authenticates with `iam` (tests of
+    /// authentication: [`iam::IamAuth::with_tokens`]).
+    pub fn with_iam(settings: &RedisSettings, iam: Arc<iam::IamAuth>) -> Result<Self, PortError> {
+        Self::on(settings, Arc::new(Connection::with_iam(settings, iam)?))
+    }
+
+    /// A store for these settings, authenticating with the credentials of `aws` when
+    /// `auth: iam`; connects on first use.
+    pub fn with_aws(settings: &RedisSettings, aws: &AwsConfig) -> Result<Self, PortError> {
+        Self::on(settings, Connection::shared(settings, aws)?)
+    }
+
+    fn on(settings: &RedisSettings, conn: Arc<Connection>) -> Result<Self, PortError> {
         let prefix = settings.prefix().to_owned();
         Ok(Self {
-            conn: Connection::new(settings)?,
+            conn,
             stored: Arc::new(Notifications::new(format!("{prefix}{{"), "}#done")),
             logged: Arc::new(Notifications::new(format!("{prefix}{{"), "}#evt")),
             prefix,
@@ -349,6 +250,15 @@ impl ResponseStore for RedisResponseStore {
               redis.call('XADD', KEYS[1], '0-' .. ARGV[i], 'e', ARGV[i + 1]) end \
             if tonumber(ARGV[1]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end \
             return 0";
+        // At most this many events per script: its arguments stay far below the 3,999 that
+        // ElastiCache Serverless allows a command.
+        const MOST: usize = 500;
+        if events.len() > MOST {
+            for chunk in events.chunks(MOST) {
+                Box::pin(self.append_events(request_id, chunk)).await?;
+            }
+            return Ok(());
+        }
         let Some(first) = events.first() else {
             return Ok(());
         };
@@ -389,7 +299,7 @@ impl ResponseStore for RedisResponseStore {
         }
         let waiter = self
             .logged
-            .wait_on(&self.conn.client, request_id, SUBSCRIBE_GRACE.min(wait))
+            .wait_on(&self.conn, request_id, SUBSCRIBE_GRACE.min(wait))
             .await;
         loop {
             let notified = waiter.notify.notified();
@@ -486,7 +396,7 @@ impl ResponseStore for RedisResponseStore {
         let deadline = Instant::now() + timeout;
         let waiter = self
             .stored
-            .wait_on(&self.conn.client, request_id, SUBSCRIBE_GRACE.min(timeout))
+            .wait_on(&self.conn, request_id, SUBSCRIBE_GRACE.min(timeout))
             .await;
         loop {
             let notified = waiter.notify.notified();
@@ -633,10 +543,6 @@ impl Drop for Waiter {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// One notification connection per store and kind of announcement (an answer stored, events
 /// logged), subscribed to the exact channel of each request id someone waits for, fanning
 /// messages out to its waiters. Reconnects (and subscribes again to every channel waited on)
@@ -679,12 +585,12 @@ impl Notifications {
     /// confirmation (after which the waiter relies on its fallback reads until it comes).
     async fn wait_on(
         self: &Arc<Self>,
-        client: &redis::Client,
+        conn: &Arc<Connection>,
         id: &str,
         grace: Duration,
     ) -> Waiter {
         if !self.started.swap(true, Ordering::SeqCst) {
-            self.start(client);
+            self.start(conn.clone());
         }
         let (notify, first) = {
             let mut waiters = lock(&self.waiters);
@@ -716,12 +622,11 @@ impl Notifications {
         waiter
     }
 
-    fn start(self: &Arc<Self>, client: &redis::Client) {
+    fn start(self: &Arc<Self>, conn: Arc<Connection>) {
         let this = self.clone();
-        let client = client.clone();
         tokio::spawn(async move {
             loop {
-                if let Err(e) = this.listen(&client).await {
+                if let Err(e) = this.listen(&conn).await {
                     tracing::warn!(error = %e, "Redis notification connection failed; reconnecting");
                 }
                 *lock(&this.sink) = None;
@@ -731,12 +636,14 @@ impl Notifications {
         });
     }
 
-    async fn listen(&self, client: &redis::Client) -> Result<(), PortError> {
+    async fn listen(&self, conn: &Connection) -> Result<(), PortError> {
         use futures_util::StreamExt;
+        let client = conn.client().await?;
         let pubsub = with_timeout(Backend::Redis, CONNECT_TIMEOUT, async {
             client.get_async_pubsub().await.map_err(unavailable)
         })
         .await?;
+        let opened = Instant::now();
         let (mut sink, mut messages) = pubsub.split();
         let waited: Vec<String> = lock(&self.waiters)
             .keys()
@@ -769,6 +676,9 @@ impl Notifications {
                     }
                 }
                 _ = ping.tick() => {
+                    if opened.elapsed() > NOTIFY_MAX_AGE {
+                        return Ok(());
+                    }
                     if lock(&self.waiters).is_empty() {
                         continue;
                     }
@@ -787,7 +697,7 @@ impl Notifications {
 
 /// Session store on Redis.
 pub struct RedisSessionStore {
-    conn: Connection,
+    conn: Arc<Connection>,
     prefix: String,
     ttl: u64,
 }
@@ -795,8 +705,14 @@ pub struct RedisSessionStore {
 impl RedisSessionStore {
     /// A store for these settings; connects on first use.
     pub fn new(settings: &RedisSettings) -> Result<Self, PortError> {
+        Self::with_aws(settings, &AwsConfig::default())
+    }
+
+    /// A store for these settings, authenticating with the credentials of `aws` when
+    /// `auth: iam`; connects on first use.
+    pub fn with_aws(settings: &RedisSettings, aws: &AwsConfig) -> Result<Self, PortError> {
         Ok(Self {
-            conn: Connection::new(settings)?,
+            conn: Connection::shared(settings, aws)?,
             prefix: settings.prefix().to_owned(),
             ttl: settings.ttl,
         })
