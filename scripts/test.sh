@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (Redis, moto, cargo-lambda, Chromium and
-# chromedriver, shellcheck, checkov), starts Redis and moto on free loopback ports, checks formatting and lints, runs
-# every test against the real services, checks the scripts and the Terraform module offline,
+# chromedriver, shellcheck, checkov, schemathesis), starts Redis and moto on free loopback ports, checks formatting
+# and lints, runs every test against the real services, holds ak-local to docs/openapi.yaml
+# (scripts/schemathesis.sh), checks the scripts and the Terraform module offline,
 # builds the four Lambda packages with deploy.sh, and stops exactly what it started.
 set -euo pipefail
 
@@ -29,6 +30,9 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+
+log "the HTTP contract: schemathesis with docs/openapi.yaml against ak-local (direct, rest_async)"
+"$ROOT/scripts/schemathesis.sh"
 
 log "shell scripts: bash -n and shellcheck"
 install_shellcheck

@@ -184,3 +184,66 @@ fn anchors_follow_github() {
         [(1, "docs/a.md#b".to_owned()), (1, "p.png".to_owned())]
     );
 }
+
+/// The OpenAPI document's operations: (METHOD, path).
+fn documented() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(workspace().join("docs/openapi.yaml")).unwrap_or_default();
+    let doc: serde_json::Value =
+        serde_norway::from_str(&text).unwrap_or_else(|e| panic!("docs/openapi.yaml: {e}"));
+    let mut out = Vec::new();
+    for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+        for method in [
+            "get", "put", "post", "delete", "options", "head", "patch", "trace",
+        ] {
+            if item.get(method).is_some() {
+                out.push((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_route_is_in_the_openapi_document() {
+    use ak_http::{Api, RoutePaths, Router};
+    let settings = ak_core::Settings::default();
+    let runtime = ak_agents::AgentRuntime::from_settings(
+        &settings,
+        &agent_app::tools(),
+        std::sync::Arc::new(ak_agents::offline::OfflineModel),
+        std::sync::Arc::new(ak_core::ports::memory::MemorySessionStore::default()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let router = agent_app::routes(Router::builder(RoutePaths::default()))
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let api = Api::from_settings(
+        &settings,
+        &ak_adapters::AwsConfig::default(),
+        Some(std::sync::Arc::new(runtime)),
+        router,
+        true,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let documented = documented();
+    let mut missing = Vec::new();
+    for (method, path) in api.routes() {
+        let covered = match &method {
+            Some(method) => documented.contains(&(method.to_string(), path.clone())),
+            // A protocol surface takes any method: at least one must be documented.
+            None => documented.iter().any(|(_, p)| *p == path),
+        };
+        if !covered {
+            missing.push(format!(
+                "{} {path}",
+                method.map_or("*".to_owned(), |m| m.to_string())
+            ));
+        }
+    }
+    assert!(api.routes().len() >= 5, "{:?}", api.routes());
+    assert!(
+        missing.is_empty(),
+        "routes the OpenAPI document does not describe: {missing:?}"
+    );
+}

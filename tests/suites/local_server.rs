@@ -95,6 +95,25 @@ async fn dev_defaults_answer_from_the_offline_model_through_the_queues() {
 }
 
 #[tokio::test]
+async fn the_example_routes_echo_what_they_received_locally_too() {
+    let server = serve(DEV_ENV).await;
+    let (status, body) = http_json(
+        &server.base,
+        "POST",
+        "/api/v1/app_info?color=blue&n=1",
+        Some(&json!({"k": "v"})),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["receivedEventPayload"]["query"],
+        json!({"color": "blue", "n": "1"}),
+        "{body}"
+    );
+}
+
+#[tokio::test]
 async fn rest_async_locally_accepts_then_answers_the_poll() {
     let mut env = DEV_ENV.to_vec();
     env.push(("AK_EXECUTION__MODE", "rest_async"));

@@ -512,6 +512,23 @@ async fn a_finished_log_is_final_and_a_resent_failure_continues_it(store: Store)
         Reply::Json(response) => assert_eq!(response.status().as_u16(), 204),
         Reply::Events(_) => panic!("a finished log is not streamed again"),
     }
+    let beyond = (failed.last().map_or(0, |e| e.id) + 5).to_string();
+    match s
+        .api
+        .respond(stream_request(
+            &[("request_id", &id)],
+            &[("Last-Event-ID", &beyond)],
+            None,
+        ))
+        .await
+    {
+        Reply::Json(response) => assert_eq!(
+            response.status().as_u16(),
+            204,
+            "a client past the end has it all"
+        ),
+        Reply::Events(_) => panic!("a number past a finished log's end is not streamed"),
+    }
 
     // Once the client has the failure (a poll answers 502), it sends the request again: it
     // runs again, and its log goes on.
@@ -557,6 +574,49 @@ async fn a_finished_log_is_final_and_a_resent_failure_continues_it(store: Store)
     );
 }
 
+/// A streaming POST sent again (the same request id, no session named) names the session of
+/// the first answer, not one made up for the repeat.
+async fn a_repeated_streaming_post_names_the_first_answers_session(store: Store) {
+    let s = queue_system(
+        ExecutionMode::RestAsync,
+        store,
+        vec![Model::text_stream(ANSWER, 4, Duration::from_millis(5))],
+    )
+    .await;
+    let _pump = pumping(&s);
+    let id = unique_name("again");
+    let body = json!({"prompt": "tell me about Hastings", "agent": "history", "stream": true,
+        "request_id": id})
+    .to_string();
+    let first = Follower::open(&s.api, event("POST", Some(&body), None, None))
+        .await
+        .unwrap_or_else(|(status, body)| panic!("{status} {body}"))
+        .rest()
+        .await;
+    let session = first
+        .last()
+        .map(|e| e.data["session_id"].clone())
+        .unwrap_or_default();
+    assert!(session.is_string(), "{first:?}");
+    for _ in 0..100 {
+        if s.poll(&id, None).await.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    match s.api.respond(event("POST", Some(&body), None, None)).await {
+        Reply::Events(repeat) => assert_eq!(
+            repeat
+                .headers()
+                .get("x-session-id")
+                .and_then(|v| v.to_str().ok()),
+            session.as_str(),
+            "the repeat names the first answer's session"
+        ),
+        Reply::Json(response) => panic!("{}", response.status()),
+    }
+}
+
 macro_rules! on_each_store {
     ($($name:ident),+) => {
         mod redis {
@@ -573,6 +633,7 @@ macro_rules! on_each_store {
 }
 
 on_each_store!(
+    a_repeated_streaming_post_names_the_first_answers_session,
     a_finished_log_is_final_and_a_resent_failure_continues_it,
     a_streaming_post_relays_the_run,
     followers_resume_and_agree,

@@ -310,6 +310,11 @@ impl Api {
         }
     }
 
+    /// Every route the API serves (see [`Router::routes`]).
+    pub fn routes(&self) -> Vec<(Option<Method>, String)> {
+        self.router.routes()
+    }
+
     /// The chat service.
     pub fn chat(&self) -> &ChatService {
         &self.chat
@@ -577,6 +582,11 @@ fn resume_point(request: &Request) -> Result<u64, ApiError> {
                 ))
             })
     };
+    // Both are checked, whichever wins: a bad one is a 400 either way.
+    let after = match query_param(request, "after") {
+        Some(after) if !after.trim().is_empty() => Some(parse("after", &after)?),
+        _ => None,
+    };
     if let Some(value) = request.headers().get("last-event-id") {
         let text = value
             .to_str()
@@ -585,10 +595,7 @@ fn resume_point(request: &Request) -> Result<u64, ApiError> {
             return parse("Last-Event-ID", text);
         }
     }
-    match query_param(request, "after") {
-        Some(after) if !after.trim().is_empty() => parse("after", &after),
-        _ => Ok(0),
-    }
+    Ok(after.unwrap_or(0))
 }
 
 /// How long API Gateway waits for a buffered answer (29 s, less a margin): a relayed stream

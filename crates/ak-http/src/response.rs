@@ -62,10 +62,23 @@ impl From<Value> for ApiResponse {
 }
 
 impl From<Answer> for ApiResponse {
+    /// A stored or computed answer as the API sends it. A 429 or 503 (a queue or model that
+    /// refused the request, read back by a poll or a wait) says when to try again, like the live
+    /// error does.
     fn from(answer: Answer) -> Self {
         let status =
             StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        ApiResponse::json(status, answer.body)
+        let mut response = ApiResponse::json(status, answer.body);
+        if matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            response.headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(POLL_RETRY_AFTER_SECS),
+            );
+        }
+        response
     }
 }
 
@@ -168,6 +181,31 @@ mod tests {
         assert!(
             !ApiError::bad_request("x")
                 .to_response()
+                .headers
+                .contains_key(header::RETRY_AFTER)
+        );
+    }
+
+    #[test]
+    fn a_stored_refusal_says_when_to_try_again() {
+        for status in [429, 503] {
+            let answer = Answer {
+                status,
+                body: serde_json::json!({"error": "busy"}),
+            };
+            let r = ApiResponse::from(answer).into_http();
+            assert_eq!(r.status().as_u16(), status);
+            assert_eq!(
+                r.headers().get(header::RETRY_AFTER).map(|v| v.as_bytes()),
+                Some(&b"2"[..])
+            );
+        }
+        let failed = Answer {
+            status: 502,
+            body: serde_json::json!({"error": "model"}),
+        };
+        assert!(
+            !ApiResponse::from(failed)
                 .headers
                 .contains_key(header::RETRY_AFTER)
         );

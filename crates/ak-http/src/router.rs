@@ -330,6 +330,30 @@ impl Router {
         }
     }
 
+    /// Every route it serves, as (method, full path): the chat endpoint's, its stream's, the
+    /// protocol surfaces' (`None`: any method, the surface decides; `{name}` segments as
+    /// written) and the custom routes. For documentation and its checks.
+    pub fn routes(&self) -> Vec<(Option<Method>, String)> {
+        let mut routes: Vec<(Option<Method>, String)> = CHAT_METHODS
+            .iter()
+            .map(|m| (Some(m.clone()), self.paths.chat.clone()))
+            .collect();
+        routes.push((Some(Method::GET), self.paths.stream.clone()));
+        for route in &self.surfaces {
+            let path = route
+                .segments
+                .iter()
+                .map(|s| s.clone().unwrap_or_else(|| "{param}".to_owned()))
+                .collect::<Vec<_>>()
+                .join("/");
+            routes.push((route.method.clone(), format!("/{path}")));
+        }
+        for route in &self.routes {
+            routes.push((Some(route.method.clone()), route.path.clone()));
+        }
+        routes
+    }
+
     /// The paths this router serves.
     pub fn paths(&self) -> &RoutePaths {
         &self.paths
@@ -437,14 +461,21 @@ pub fn request_summary(request: &Request) -> serde_json::Value {
             headers.insert(name.as_str().to_owned(), Value::String(v.to_owned()));
         }
     }
-    let query: Map<String, Value> = request
-        .query_string_parameters_ref()
-        .map(|q| {
-            q.iter()
-                .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
-                .collect()
-        })
-        .unwrap_or_default();
+    // From the event's parsed parameters, or (a plain HTTP request: the local server) the URI.
+    let query: Map<String, Value> = match request.query_string_parameters_ref() {
+        Some(q) => q
+            .iter()
+            .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
+            .collect(),
+        None => request
+            .uri()
+            .query()
+            .map(crate::event::parse_query)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, Value::String(v.into_iter().next()?))))
+            .collect(),
+    };
     let body = String::from_utf8_lossy(request.body().as_ref()).into_owned();
     serde_json::json!({
         "method": request.method().as_str(),

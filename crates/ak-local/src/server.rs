@@ -136,6 +136,14 @@ where
     }
 }
 
+/// The OpenAPI document (`docs/openapi.yaml`), built into the binary.
+const OPENAPI: &str = include_str!("../../../docs/openapi.yaml");
+
+/// Where the document is served: under the API's base path (`/api/v1/openapi.yaml`).
+fn openapi_base() -> String {
+    RoutePaths::from_env().unwrap_or_default().base().to_owned()
+}
+
 /// The body of a local response: one piece, or server-sent events as they come.
 type LocalBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
 
@@ -173,6 +181,33 @@ async fn serve(
         response.headers_mut().insert(
             hyper::header::CONTENT_TYPE,
             hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        return Ok(response);
+    }
+    // The OpenAPI document of the HTTP API, for tools that read it from a running server.
+    let openapi_path = format!("{}/openapi.yaml", openapi_base());
+    if request.uri().path() == openapi_path && request.method() != hyper::Method::GET {
+        let error = ApiError::MethodNotAllowed {
+            method: request.method().to_string(),
+            path: openapi_path,
+            allowed: vec!["GET".to_owned()],
+        };
+        let (parts, body) = ApiResponse::from(error).into_http().into_parts();
+        let bytes = match body {
+            Body::Text(text) => Bytes::from(text),
+            _ => Bytes::new(),
+        };
+        return Ok(hyper::Response::from_parts(
+            parts,
+            Full::new(bytes).boxed_unsync(),
+        ));
+    }
+    if request.uri().path() == openapi_path {
+        let mut response =
+            hyper::Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())).boxed_unsync());
+        response.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/yaml"),
         );
         return Ok(response);
     }

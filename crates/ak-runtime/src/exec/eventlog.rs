@@ -261,11 +261,19 @@ const FOLLOW_WAIT: Duration = Duration::from_secs(2);
 
 /// Whether event `seq` of the log ends it for good: a `done` or `error` with no retry marker
 /// after it (a request sent again after it failed continues its log after such a marker).
-/// Such a follower is answered 204, which tells an `EventSource` to stop reconnecting.
+/// Such a follower is answered 204, which tells an `EventSource` to stop reconnecting. A
+/// number past the log's end counts as its last (the client has it all).
 pub async fn ends_at(store: &dyn ResponseStore, request_id: &str, seq: u64) -> bool {
     if seq == 0 {
         return false;
     }
+    let Ok(last) = store.last_event_seq(request_id).await else {
+        return false;
+    };
+    if last == 0 {
+        return false;
+    }
+    let seq = seq.min(last);
     let around = store
         .events_after(request_id, seq - 1, Duration::ZERO)
         .await

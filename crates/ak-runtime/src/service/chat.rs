@@ -168,7 +168,7 @@ impl ChatService {
     /// Answers a chat POST.
     pub async fn post(&self, mut request: RunRequest) -> Result<Answer, ApiError> {
         self.check_agent(&mut request)?;
-        if let Some(repeat) = self.register(&request).await? {
+        if let (Some(repeat), _) = self.register(&request).await? {
             return Ok(match self.execution {
                 Execution::Async { .. } => Answer::accepted(&request.request_id),
                 _ => repeat,
@@ -194,7 +194,18 @@ impl ChatService {
             Execution::Async { input } => self.store.clone().map(|store| (input.clone(), store)),
             Execution::Direct(_) => None,
         };
-        let repeat = self.register(&request).await?;
+        let (repeat, known) = self.register(&request).await?;
+        // The session the stream names: a repeat's is its first answer's, or — still in work,
+        // and the client named none — not known here (the `done` event names it).
+        let session = match &repeat {
+            Some(answer) => answer
+                .body
+                .get("session_id")
+                .and_then(serde_json::Value::as_str)
+                .map_or(Some(session), |s| Some(s.to_owned())),
+            None if known && request.session_generated => None,
+            None => Some(session),
+        };
         if let Some((input, store)) = queued {
             // The queue modes: the runner logs the run's events; relay them as they are
             // written. A repeat relays the same log (from where the client resumes).
@@ -205,13 +216,13 @@ impl ChatService {
             let user = request.user_id.clone();
             return Ok(self
                 .relay(store, &id, options, user, until, true)
-                .with_ids(&id, Some(&session)));
+                .with_ids(&id, session.as_deref()));
         }
         if let Some(repeat) = repeat {
             let (events, receiver) = ak_core::events::channel();
             events.send_unnumbered(repeat.final_event(&id));
             drop(events);
-            return Ok(RunStream::new(async {}, receiver).with_ids(&id, Some(&session)));
+            return Ok(RunStream::new(async {}, receiver).with_ids(&id, session.as_deref()));
         }
         let (events, receiver) = ak_core::events::channel();
         let service = self.clone();
@@ -224,7 +235,7 @@ impl ChatService {
             };
             events.send(last);
         };
-        Ok(RunStream::new(run, receiver).with_ids(&id_header, Some(&session)))
+        Ok(RunStream::new(run, receiver).with_ids(&id_header, session.as_deref()))
     }
 
     /// A stream relaying the run of `request_id` from its event log (or, without logs, its
@@ -355,11 +366,12 @@ impl ChatService {
         }
     }
 
-    /// Registers the request id where a store is configured: a mismatch is a 422, a repeat
-    /// whose first answer is stored gets that answer (`Some`).
-    async fn register(&self, request: &RunRequest) -> Result<Option<Answer>, ApiError> {
+    /// Registers the request id where a store is configured: a mismatch is a 422. Returns the
+    /// first answer of a repeat that has one to give, and whether the id was known (a repeat,
+    /// answered or still in work).
+    async fn register(&self, request: &RunRequest) -> Result<(Option<Answer>, bool), ApiError> {
         let Some(store) = &self.store else {
-            return Ok(None);
+            return Ok((None, false));
         };
         let id = &request.request_id;
         let registration = store
@@ -392,15 +404,16 @@ impl ChatService {
                         tracing::warn!(request_id = %id, error = %e, "cannot mark the event log for the rerun");
                     }
                 }
-                Ok(None)
+                Ok((None, true))
             }
             Registration::Repeat(Some(record)) if record.visible_to(request.user_id.as_deref()) => {
                 tracing::info!(request_id = %id, "a repeated request: answered with its first answer");
-                Ok(Some(record.into_answer()))
+                Ok((Some(record.into_answer()), true))
             }
-            // New, or a repeat still in work (or whose first attempt failed): go on; the
-            // runner's claim keeps the model from being called twice.
-            _ => Ok(None),
+            // A repeat still in work (or whose answer is someone else's): go on; the runner's
+            // claim keeps the model from being called twice.
+            Registration::Repeat(_) => Ok((None, true)),
+            Registration::New => Ok((None, false)),
         }
     }
 
