@@ -51,6 +51,23 @@ install_python_tools() {
   cp "$req" "$stamp"
 }
 
+# The Node clients of the tests (tests/clients/js: the official SDKs of the protocols the API
+# serves), exactly as its lockfile pins them; reinstalled only when the lockfile changes.
+install_js_clients() {
+  local dir="$ROOT/tests/clients/js" stamp="$ROOT/tests/clients/js/node_modules/.ak-lock"
+  if [ -f "$stamp" ] && cmp -s "$dir/package-lock.json" "$stamp"; then
+    return 0
+  fi
+  if ! command -v npm >/dev/null 2>&1; then
+    log "installing nodejs and npm (Debian)"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
+  log "installing the Node test clients (npm ci in tests/clients/js)"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  cp "$dir/package-lock.json" "$stamp"
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
@@ -71,6 +88,7 @@ wait_for_port() {
 start_services() {
   install_redis
   install_python_tools
+  install_js_clients
   export PATH="$VENV/bin:$PATH"
   local name
   while IFS='=' read -r name _; do

@@ -54,6 +54,63 @@ resource "aws_api_gateway_resource" "mcp" {
   }
 }
 
+# /{api_base_path}/{api_version}/openai/v1/{models, models/{model}, chat/completions}: the
+# agents as an OpenAI-compatible API (Chat Completions and Models), when enabled.
+resource "aws_api_gateway_resource" "openai" {
+  count = var.openai_endpoint ? 1 : 0
+
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  parent_id   = aws_api_gateway_resource.version.id
+  path_part   = "openai"
+
+  lifecycle {
+    precondition {
+      condition     = !contains(keys(var.gateway_endpoints), "openai")
+      error_message = "gateway_endpoints must not name openai while openai_endpoint is on: that path is the OpenAI-compatible API."
+    }
+  }
+}
+
+resource "aws_api_gateway_resource" "openai_v1" {
+  count = var.openai_endpoint ? 1 : 0
+
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  parent_id   = aws_api_gateway_resource.openai[0].id
+  path_part   = "v1"
+}
+
+resource "aws_api_gateway_resource" "openai_models" {
+  count = var.openai_endpoint ? 1 : 0
+
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  parent_id   = aws_api_gateway_resource.openai_v1[0].id
+  path_part   = "models"
+}
+
+resource "aws_api_gateway_resource" "openai_model" {
+  count = var.openai_endpoint ? 1 : 0
+
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  parent_id   = aws_api_gateway_resource.openai_models[0].id
+  path_part   = "{model}"
+}
+
+resource "aws_api_gateway_resource" "openai_chat" {
+  count = var.openai_endpoint ? 1 : 0
+
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  parent_id   = aws_api_gateway_resource.openai_v1[0].id
+  path_part   = "chat"
+}
+
+resource "aws_api_gateway_resource" "openai_completions" {
+  count = var.openai_endpoint ? 1 : 0
+
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  parent_id   = aws_api_gateway_resource.openai_chat[0].id
+  path_part   = "completions"
+}
+
 resource "aws_api_gateway_resource" "custom" {
   for_each = var.gateway_endpoints
 
@@ -80,6 +137,10 @@ locals {
     # Streamable HTTP: POST carries the messages; GET and DELETE are answered by the transport
     # (405 in its stateless form), as clients probe them.
     merge([for r in aws_api_gateway_resource.mcp : { for m in ["POST", "GET", "DELETE"] : "mcp-${m}" => { resource_id = r.id, method = m } }]...),
+    { for r in aws_api_gateway_resource.openai_models : "openai-models-GET" => { resource_id = r.id, method = "GET" } },
+    { for r in aws_api_gateway_resource.openai_model : "openai-model-GET" => { resource_id = r.id, method = "GET" } },
+    # Streamed answers (stream: true) need response_streaming for more than one piece.
+    { for r in aws_api_gateway_resource.openai_completions : "openai-completions-POST" => { resource_id = r.id, method = "POST" } },
     merge([for path, methods in var.gateway_endpoints : {
       for m in methods : "${path}-${m}" => { resource_id = aws_api_gateway_resource.custom[path].id, method = m }
     }]...),

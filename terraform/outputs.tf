@@ -3,6 +3,11 @@ output "agent_invoke_url" {
   value       = "${aws_api_gateway_stage.this.invoke_url}/${var.api_base_path}/${var.api_version}/${var.agent_endpoint}"
 }
 
+output "openai_base_url" {
+  description = "The base_url to give an OpenAI client (openai_endpoint on): Chat Completions and Models of the agents."
+  value       = var.openai_endpoint ? "${aws_api_gateway_stage.this.invoke_url}/${var.api_base_path}/${var.api_version}/openai/v1" : null
+}
+
 output "function_url" {
   description = "The request handler's function URL (when function_url.create); chat at <url>api/v1/chat."
   value       = try(aws_lambda_function_url.request_handler[0].function_url, null)

@@ -271,6 +271,12 @@ variable "mcp_endpoint" {
   default     = false
 }
 
+variable "openai_endpoint" {
+  description = "Route /{api_base_path}/{api_version}/openai/v1 (GET models, GET models/{model}, POST chat/completions) to the request handler: the agents as an OpenAI-compatible API for OpenAI clients and chat UIs (base_url <invoke URL>/api/v1/openai/v1), behind the authorizer like the chat endpoint (the client's API key is the bearer token). Streamed answers arrive piece by piece with response_streaming on."
+  type        = bool
+  default     = false
+}
+
 variable "tags" {
   description = "Tags on every resource."
   type        = map(string)

@@ -23,5 +23,6 @@ module "agents" {
 
   response_streaming = var.response_streaming
   mcp_endpoint       = var.mcp_endpoint
+  openai_endpoint    = var.openai_endpoint
   function_url       = var.function_url
 }

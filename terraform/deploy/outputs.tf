@@ -22,3 +22,8 @@ output "response_table_name" {
   description = "Response table."
   value       = module.agents.response_table_name
 }
+
+output "openai_base_url" {
+  description = "base_url for OpenAI clients (openai_endpoint = true)."
+  value       = module.agents.openai_base_url
+}

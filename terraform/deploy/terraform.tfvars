@@ -29,6 +29,10 @@ response_store = { type = "dynamodb", ttl = 604800, retry_count = 5, delay = 5 }
 # The agents as an MCP server at /api/v1/mcp (behind the authorizer when it is on).
 mcp_endpoint = false
 
+# The agents as an OpenAI-compatible API at /api/v1/openai/v1 (Chat Completions, Models): point
+# an OpenAI SDK, Open WebUI or LibreChat at <api_url>/api/v1/openai/v1.
+openai_endpoint = false
+
 # Answers stream as server-sent events when a client asks (Accept: text/event-stream).
 response_streaming = true
 # function_url = { create = true, authorization_type = "NONE", allow_origins = ["https://app.example.com"] }

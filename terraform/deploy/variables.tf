@@ -106,6 +106,12 @@ variable "mcp_endpoint" {
   default     = false
 }
 
+variable "openai_endpoint" {
+  description = "Serve the agents as an OpenAI-compatible API at /api/v1/openai/v1 (Chat Completions and Models), for OpenAI clients and chat UIs."
+  type        = bool
+  default     = false
+}
+
 variable "tags" {
   description = "Tags on every resource."
   type        = map(string)

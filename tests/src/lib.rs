@@ -8,9 +8,12 @@
 //! DynamoDB) with dummy credentials. Run the suite through it; `cargo test` alone fails with a
 //! message saying so, rather than skipping.
 
+pub mod clients;
 pub mod converse_server;
 pub mod event_source;
 pub mod faults;
+pub mod gateway;
+pub mod local;
 pub mod model_server;
 pub mod runtime_api;
 pub mod soak;
@@ -382,6 +385,29 @@ pub async fn post_streaming(
 /// GETs `url` (path and query) with these headers and returns the response as it streams.
 pub async fn get_streaming(url: &str, headers: &[(&str, &str)]) -> anyhow::Result<Streaming> {
     send_streaming(hyper::Method::GET, url, None, headers).await
+}
+
+/// Sends one request (`method` as text, these headers, a JSON body) and reads the whole
+/// response: status, headers and body text.
+pub async fn http_raw(
+    url: &str,
+    method: &str,
+    headers: &[(String, String)],
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<(u16, hyper::HeaderMap, String)> {
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let response = send_streaming(method.parse()?, url, body, &headers).await?;
+    let (status, head) = (response.status, response.headers.clone());
+    let text: String = response
+        .chunks()
+        .await
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect();
+    Ok((status, head, text))
 }
 
 async fn send_streaming(

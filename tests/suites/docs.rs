@@ -226,7 +226,18 @@ async fn every_route_is_in_the_openapi_document() {
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    let documented = documented();
+    // The router names no path parameters (`{param}`); the document does (`{model}`).
+    let documented: Vec<(String, String)> = documented()
+        .into_iter()
+        .map(|(method, path)| {
+            let path = path
+                .split('/')
+                .map(|s| if s.starts_with('{') { "{param}" } else { s })
+                .collect::<Vec<_>>()
+                .join("/");
+            (method, path)
+        })
+        .collect();
     let mut missing = Vec::new();
     for (method, path) in api.routes() {
         let covered = match &method {

@@ -1,67 +1,18 @@
 //! `ak-local serve`, the binary `scripts/dev.sh` starts: the whole pipeline in one process with
 //! in-memory queues and stores and the offline model, and the same code over moto and Redis.
 
-use ak_tests::runtime_api::function_binary;
+use ak_tests::local::{DEV_ENV, LocalServer};
 use ak_tests::{create_queue, http_json, redis_url, unique_name};
 use serde_json::{Value, json};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-struct Server {
-    child: Child,
-    base: String,
+async fn serve(env: &[(&str, &str)]) -> LocalServer {
+    LocalServer::start(env)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The embedded defaults `scripts/dev.sh` exports.
-const DEV_ENV: &[(&str, &str)] = &[
-    ("AK_EXECUTION__QUEUES__INPUT__URL", "memory://input"),
-    ("AK_EXECUTION__QUEUES__OUTPUT__URL", "memory://output"),
-    ("AK_EXECUTION__RESPONSE_STORE__TYPE", "memory"),
-    ("AK_SESSION__TYPE", "in_memory"),
-];
-
-async fn serve(env: &[(&str, &str)]) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let binary = function_binary("ak-local", "debug").unwrap_or_else(|e| panic!("{e}"));
-    let mut command = Command::new(binary);
-    command
-        .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
-        .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
-        .env_clear()
-        .stdin(Stdio::null());
-    for (name, value) in std::env::vars() {
-        if name.starts_with("AWS_") || name == "PATH" {
-            command.env(name, value);
-        }
-    }
-    command.envs(env.iter().copied());
-    let server = Server {
-        child: command.spawn().unwrap_or_else(|e| panic!("{e}")),
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return server;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("ak-local did not listen on {port}");
-}
-
-async fn post(server: &Server, body: Value) -> (u16, Value) {
+async fn post(server: &LocalServer, body: Value) -> (u16, Value) {
     http_json(&server.base, "POST", "/api/v1/chat", Some(&body))
         .await
         .unwrap_or_else(|e| panic!("{e}"))

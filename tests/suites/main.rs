@@ -15,6 +15,7 @@ mod layers;
 mod local_server;
 mod mcp;
 mod model_interop;
+mod openai;
 mod pipeline;
 mod playground;
 mod queues;

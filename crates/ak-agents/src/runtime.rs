@@ -13,7 +13,9 @@ use crate::openai::{OPENAI_BASE_URL, OpenAiConfig, OpenAiProvider};
 use crate::tool::{ToolContext, ToolRegistry};
 use ak_core::config::{ModelProvider as ProviderKind, ModelSettings, Settings};
 use ak_core::events::{EventSender, RunEvent};
-use ak_core::ports::{Appended, HistoryLimits, PortError, SessionStore, Turn, now_epoch_secs};
+use ak_core::ports::{
+    Appended, HistoryLimits, PortError, SessionHistory, SessionStore, Turn, now_epoch_secs,
+};
 use ak_core::secret::Secret;
 use ak_core::{ApiError, RunRequest};
 use serde_json::{Value, json};
@@ -122,6 +124,16 @@ impl From<RunError> for ApiError {
             RunError::Model(model) if model.is_content_filter() => ApiError::ContentFiltered {
                 request_id: None,
                 message: RunError::Filtered("request").to_string(),
+            },
+            // Rate limited through every retry: the client may try again later. An exhausted
+            // quota is the operator's to fix, not the client's to retry (a 502 below).
+            RunError::Model(ModelError::Unavailable {
+                status: 429,
+                ref detail,
+                ..
+            }) if detail.as_deref() != Some("insufficient_quota") => ApiError::RateLimited {
+                request_id: None,
+                message: e.to_string(),
             },
             RunError::Model(_)
             | RunError::MaxTurns(_)
@@ -287,12 +299,19 @@ impl AgentRuntime {
         // The request's own turn is looked up by id, not only in the loaded window: a turn the
         // limits leave out (a large one, or one pushed out by later turns) is still this
         // request's answer.
-        let (history, own_turn) = tokio::join!(
-            self.sessions.load(&request.session_id, self.limits),
-            self.sessions.find(&request.session_id, &request.request_id)
-        );
-        let history = history?.unwrap_or_default();
-        let own_turn = own_turn?;
+        // A conversation the client keeps (`history`) stands in for the session: nothing is
+        // read from or written to the session store.
+        let keeps_session = request.history.is_none();
+        let (history, own_turn) = match &request.history {
+            Some(messages) => (client_history(messages, self.limits), None),
+            None => {
+                let (history, own_turn) = tokio::join!(
+                    self.sessions.load(&request.session_id, self.limits),
+                    self.sessions.find(&request.session_id, &request.request_id)
+                );
+                (history?.unwrap_or_default(), own_turn?)
+            }
+        };
         // A session started by a known user stays theirs; sessions started anonymously stay open.
         if let Some(owner) = &history.user_id
             && request.user_id.as_deref() != Some(owner.as_str())
@@ -403,10 +422,13 @@ impl AgentRuntime {
                     items: new_items,
                     created_at: now_epoch_secs(),
                 };
-                let appended = self
-                    .sessions
-                    .append(&request.session_id, history.next_seq, &turn)
-                    .await?;
+                let appended = if keeps_session {
+                    self.sessions
+                        .append(&request.session_id, history.next_seq, &turn)
+                        .await?
+                } else {
+                    Appended::Stored
+                };
                 if appended == Appended::Duplicate {
                     // Another delivery of this request stored its turn first: that one is the
                     // answer, and this run's is dropped, so the session holds the turn once.
@@ -543,6 +565,18 @@ impl AgentRuntime {
             system.push_str(&Value::Object(context.clone()).to_string());
         }
         let earlier = history.iter().flat_map(|turn| &turn.items);
+        // A client's own system messages (in a `history` it sends) follow the agent's
+        // instructions, in one system message: some servers take only one, and first.
+        for item in earlier.clone() {
+            if item["role"] == "system"
+                && let Some(text) = item["content"].as_str()
+                && !text.trim().is_empty()
+            {
+                system.push_str("\n\n");
+                system.push_str(text);
+            }
+        }
+        let earlier = earlier.filter(|item| item["role"] != "system");
         let mut messages = Vec::with_capacity(new_items.len() + 1);
         messages.push(json!({"role": "system", "content": system}));
         let mut kept_calls: Vec<&str> = Vec::new();
@@ -601,6 +635,51 @@ impl AgentRuntime {
             messages.pop();
         }
         messages
+    }
+}
+
+/// A client's conversation (`RunRequest::history`) as the session history it stands in for:
+/// one turn per user message (with the answers that followed it), the newest whole turns
+/// within `limits` (as a stored session is loaded); system messages are always kept.
+fn client_history(messages: &[Value], limits: HistoryLimits) -> SessionHistory {
+    let mut system = Vec::new();
+    let mut turns: Vec<Turn> = Vec::new();
+    for message in messages {
+        if message["role"] == "system" {
+            system.push(message.clone());
+            continue;
+        }
+        if message["role"] == "user" || turns.is_empty() {
+            turns.push(Turn {
+                request_id: String::new(),
+                fingerprint: String::new(),
+                user_id: None,
+                items: Vec::new(),
+                created_at: 0,
+            });
+        }
+        if let Some(turn) = turns.last_mut() {
+            turn.items.push(message.clone());
+        }
+    }
+    let mut kept = limits.take(turns.into_iter().rev());
+    if !system.is_empty() {
+        kept.insert(
+            0,
+            Turn {
+                request_id: String::new(),
+                fingerprint: String::new(),
+                user_id: None,
+                items: system,
+                created_at: 0,
+            },
+        );
+    }
+    SessionHistory {
+        turns: kept,
+        next_seq: 0,
+        user_id: None,
+        has_turns: false,
     }
 }
 

@@ -89,6 +89,15 @@ pub enum ApiError {
         /// What failed, without secrets or request bodies.
         message: String,
     },
+    /// The model provider kept answering "too many requests" (HTTP 429, Bedrock's throttling)
+    /// through every attempt: the client should wait and send the request again.
+    #[error("the model provider is rate limiting requests; try again shortly: {message}")]
+    RateLimited {
+        /// The request that was limited.
+        request_id: Option<String>,
+        /// What the provider said, without secrets or request bodies.
+        message: String,
+    },
     /// The model provider's content filter blocked the prompt or the answer.
     #[error("{message}")]
     ContentFiltered {
@@ -141,6 +150,7 @@ impl ApiError {
     pub fn with_request_id(mut self, id: &str) -> Self {
         match &mut self {
             ApiError::ModelProvider { request_id, .. }
+            | ApiError::RateLimited { request_id, .. }
             | ApiError::ContentFiltered { request_id, .. }
             | ApiError::ServiceUnavailable { request_id, .. }
             | ApiError::Internal { request_id, .. } => {
@@ -164,6 +174,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::ResponseTimeout { .. } => 504,
             ApiError::ModelProvider { .. } => 502,
+            ApiError::RateLimited { .. } => 429,
             ApiError::ServiceUnavailable { .. } => 503,
             ApiError::Forbidden(_) => 403,
             ApiError::Conflict(_) => 409,
@@ -185,6 +196,7 @@ impl ApiError {
             ApiError::NothingToStream { .. } => "nothing_to_stream",
             ApiError::ResponseTimeout { .. } => "response_timeout",
             ApiError::ModelProvider { .. } => "model_provider",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::ContentFiltered { .. } => "content_filtered",
             ApiError::ServiceUnavailable { .. } => "service_unavailable",
             ApiError::Forbidden(_) => "forbidden",
@@ -212,6 +224,7 @@ impl ApiError {
                 json!({"status": "NOT_FOUND", "request_id": request_id, "error": self.to_string()})
             }
             ApiError::ModelProvider { request_id, .. }
+            | ApiError::RateLimited { request_id, .. }
             | ApiError::ServiceUnavailable { request_id, .. } => {
                 with_id(json!({"error": self.to_string()}), request_id)
             }
@@ -275,6 +288,13 @@ mod tests {
                     detail: "connection refused".into(),
                 },
                 503,
+            ),
+            (
+                ApiError::RateLimited {
+                    request_id: None,
+                    message: "HTTP 429".into(),
+                },
+                429,
             ),
             (ApiError::internal(Some("r"), "bug"), 500),
         ];

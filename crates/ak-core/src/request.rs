@@ -74,7 +74,17 @@ pub struct RunRequest {
     /// client gets a JSON error instead of a timed-out function. `None`: no limit but the
     /// model's own timeouts.
     pub deadline: Option<tokio::time::Instant>,
+    /// The conversation so far, as the client keeps it (`"history"` in the body): messages
+    /// `{"role": "user" | "assistant" | "system", "content": "<text>"}`, oldest first. When
+    /// given, the session store is neither read nor written: these are the earlier turns (the
+    /// way Chat Completions clients send the whole conversation every time), and `session_id`
+    /// only names the conversation (FIFO order, the answer's `session_id`). Part of the
+    /// request's fingerprint.
+    pub history: Option<Vec<Value>>,
 }
+
+/// The roles a `history` message may have.
+pub const HISTORY_ROLES: &[&str] = &["user", "assistant", "system"];
 
 impl RunRequest {
     /// Parses a request body in either shape. An authenticated `caller` is the user whatever
@@ -143,6 +153,10 @@ impl RunRequest {
             Some(Value::Bool(b)) => Some(b),
             Some(_) => return Err(ApiError::bad_request("stream must be true or false")),
         };
+        let history = match fields.remove("history") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(parse_history(value)?),
+        };
         let body_user = optional_string(&mut fields, "user_id")?;
         let user_id = match caller {
             Caller::Authenticated(p) => Some(p.clone()),
@@ -162,6 +176,7 @@ impl RunRequest {
             context: fields,
             stream,
             deadline: None,
+            history,
         })
     }
 
@@ -176,6 +191,7 @@ impl RunRequest {
             "agent": self.agent,
             "session_id": (!self.session_generated).then_some(&self.session_id),
             "user_id": self.user_id,
+            "history": self.history,
             // serde_json maps are sorted by key, so equal extras serialize equally.
             "context": canonical(&Value::Object(self.context.clone())),
         });
@@ -183,7 +199,8 @@ impl RunRequest {
         digest.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// The queue message body: prompt, agent, session_id and the extras.
+    /// The queue message body: prompt, agent, session_id, the client's `history` (when given)
+    /// and the extras.
     pub fn queue_body(&self) -> Value {
         let mut body = self.context.clone();
         body.insert("prompt".into(), Value::String(self.prompt.clone()));
@@ -191,8 +208,40 @@ impl RunRequest {
             body.insert("agent".into(), Value::String(agent.clone()));
         }
         body.insert("session_id".into(), Value::String(self.session_id.clone()));
+        if let Some(history) = &self.history {
+            body.insert("history".into(), Value::Array(history.clone()));
+        }
         Value::Object(body)
     }
+}
+
+/// Checks a body's `history`: an array of `{"role", "content"}` messages with a role of
+/// [`HISTORY_ROLES`] and text content; returns the messages with only those two fields.
+fn parse_history(value: Value) -> Result<Vec<Value>, ApiError> {
+    let Value::Array(items) = value else {
+        return Err(ApiError::bad_request(
+            "history must be an array of messages like {\"role\": \"user\", \"content\": \"Hello\"}",
+        ));
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let role = item.get("role").and_then(Value::as_str);
+            let Some(role) = role.filter(|r| HISTORY_ROLES.contains(r)) else {
+                return Err(ApiError::bad_request(format!(
+                    "history[{i}].role must be one of {}",
+                    HISTORY_ROLES.join(", ")
+                )));
+            };
+            let Some(content) = item.get("content").and_then(Value::as_str) else {
+                return Err(ApiError::bad_request(format!(
+                    "history[{i}].content must be text"
+                )));
+            };
+            Ok(serde_json::json!({"role": role, "content": content}))
+        })
+        .collect()
 }
 
 /// JSON as a fingerprint sees it: members whose value is `null` count as absent, and a number

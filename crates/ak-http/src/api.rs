@@ -143,7 +143,12 @@ impl Api {
         let chat = ChatService::from_settings(settings, aws, runner).await?;
         let agents = crate::mcp::AgentTool::from_settings(settings);
         Ok(Self::new(router, chat.clone(), settings.api.max_body_bytes)
-            .with_surface(crate::mcp::McpEndpoint::new(chat, agents, loopback_only))
+            .with_surface(crate::mcp::McpEndpoint::new(
+                chat.clone(),
+                agents,
+                loopback_only,
+            ))
+            .with_surface(crate::openai::ChatCompletions::new(chat, settings))
             .with_principal_claim(&settings.auth.principal_claim)
             .with_alb_oidc_identity(settings.auth.trust_alb_oidc_identity)
             .with_response_streaming(settings.api.response_streaming)
@@ -417,21 +422,39 @@ impl Api {
 
     async fn dispatch(&self, request: Request, log: &mut LogFields) -> Result<Answer, ApiError> {
         let size = request.body().len();
-        if size > self.max_body_bytes {
-            return Err(ApiError::PayloadTooLarge {
-                size,
-                limit: self.max_body_bytes,
-            });
-        }
+        let too_large = (size > self.max_body_bytes).then_some(ApiError::PayloadTooLarge {
+            size,
+            limit: self.max_body_bytes,
+        });
         // A body the event could not deliver (bad base64) matters only where a body is read.
         let body_problem = request.extensions().get::<Problem>().cloned();
+        let route = match self.router.resolve(&request) {
+            Ok(route) => route,
+            Err(e) => return Err(too_large.unwrap_or(e)),
+        };
+        // A surface answers what the edge refuses on its routes in its own error shape.
+        let refusal = too_large.or_else(|| match (&route, &body_problem) {
+            (Route::Surface(..), Some(Problem(problem))) => {
+                Some(ApiError::bad_request(problem.clone()))
+            }
+            _ => None,
+        });
+        if let Some(error) = refusal {
+            if let Route::Surface(index, _) = &route
+                && let Some(surface) = self.surfaces.get(*index)
+                && let Some(response) = surface.error_response(&error)
+            {
+                return Ok(Answer::Http(response, error.class()));
+            }
+            return Err(error);
+        }
         let reads_body = |has_query_id: bool| {
             !matches!(
                 *request.method(),
                 Method::GET | Method::HEAD | Method::DELETE
             ) || !has_query_id
         };
-        match self.router.resolve(&request)? {
+        match route {
             Route::Surface(index, params) => {
                 let Some(surface) = self.surfaces.get(index).cloned() else {
                     return Err(ApiError::RouteNotFound {

@@ -1,7 +1,7 @@
 //! The HTTP edge of the agent runtime: Lambda events of every front door in and out
 //! ([`event`]), routing ([`router`]), the HTTP API ([`api`]), JSON answers and the mapping of
 //! failures to HTTP ([`response`]), run events as server-sent events ([`sse`]), and the
-//! protocol surfaces ([`surface`]): MCP ([`mcp`]).
+//! protocol surfaces ([`surface`]): MCP ([`mcp`]) and Chat Completions ([`openai`]).
 //!
 //! Layer: edge. Uses the services of `ak-runtime` and the foundations of `ak-core`; nothing
 //! below depends on it. A protocol surface is one module here that maps its requests onto
@@ -11,6 +11,7 @@
 pub mod api;
 pub mod event;
 pub mod mcp;
+pub mod openai;
 pub mod response;
 pub mod router;
 pub mod sse;

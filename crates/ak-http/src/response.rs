@@ -107,6 +107,7 @@ impl ErrorResponse for ApiError {
             }
             ApiError::ResponseNotFound { .. }
             | ApiError::ResponseTimeout { .. }
+            | ApiError::RateLimited { .. }
             | ApiError::ServiceUnavailable { .. } => {
                 response.headers.insert(
                     header::RETRY_AFTER,

@@ -1,5 +1,5 @@
-//! Protocol surfaces: the edge modules that speak another protocol than our chat API (MCP
-//! today; Chat Completions, AG-UI, the AI SDK's UI stream and A2A are each one more). A surface
+//! Protocol surfaces: the edge modules that speak another protocol than our chat API (MCP,
+//! Chat Completions; AG-UI, the AI SDK's UI stream and A2A are each one more). A surface
 //! names the paths it answers under the API's base path and answers requests there by mapping
 //! them onto the same [`ChatService`](ak_runtime::ChatService) runs and encoding the same run
 //! events; the [`Api`](crate::Api) routes to it, logs the request and contains its panics.
@@ -20,7 +20,7 @@ use std::time::Duration;
 
 /// The first path segments under the base path that belong to protocol surfaces: custom
 /// routes cannot use them.
-pub const RESERVED: &[&str] = &["mcp"];
+pub const RESERVED: &[&str] = &["mcp", "openai"];
 
 /// What a surface answers with.
 pub enum SurfaceReply {
@@ -67,4 +67,11 @@ pub trait Surface: Send + Sync {
     /// Answers one request on one of its routes. An error is answered in our JSON error shape;
     /// a surface with its own error shape answers [`SurfaceReply::Http`] instead.
     fn handle<'a>(&'a self, request: Request, context: SurfaceContext) -> SurfaceFuture<'a>;
+
+    /// The response to a request on one of its routes that the edge refused before handing it
+    /// over (a body over `api.max_body_bytes`, one the front door could not decode), in the
+    /// surface's own error shape; `None`: our JSON error shape.
+    fn error_response(&self, _error: &ApiError) -> Option<http::Response<Body>> {
+        None
+    }
 }
