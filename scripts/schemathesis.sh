@@ -57,14 +57,15 @@ run_schemathesis() {
     run "$ROOT/docs/openapi.yaml" --url "http://127.0.0.1:$PORT" --checks all \
     --max-examples "$MAX_EXAMPLES" --seed "$SEED" --workers 1 --request-timeout 30 \
     --no-color "$@") >"$out" 2>&1 || status=$?
-  local cases
+  local cases tested
   cases=$(grep -Eo '^ *[0-9]+ generated' "$out" | grep -Eo '[0-9]+' | tail -1 || true)
+  tested=$(grep -Eo '^ *Tested: [0-9]+' "$out" | grep -Eo '[0-9]+' | tail -1 || true)
   if [ "$status" -ne 0 ]; then
     log "schemathesis $label: FAILED (${cases:-?} generated test cases); its report:"
     cat "$out" >&2
     return 1
   fi
-  log "schemathesis $label: ${cases:-?} generated test cases, all passed"
+  log "schemathesis $label: ${cases:-?} generated test cases over ${tested:-?} operations, all passed"
 }
 
 install_schemathesis

@@ -54,25 +54,23 @@ resource "aws_api_gateway_resource" "mcp" {
   }
 }
 
-# /{api_base_path}/{api_version}/openai/v1/{models, models/{model}, chat/completions}: the
-# agents as an OpenAI-compatible API (Chat Completions and Models), when enabled.
+# The protocol surfaces of var.protocol_endpoints, each under /{api_base_path}/{api_version}:
+# openai/v1/{models, models/{model}, chat/completions} (Chat Completions and Models), agui and
+# agui/{agent} (AG-UI), ai-sdk/chat and ai-sdk/chat/{id}/stream (the AI SDK's UI message stream).
+locals {
+  protocol_paths = { openai = "openai", agui = "agui", ai_sdk = "ai-sdk" }
+}
+
 resource "aws_api_gateway_resource" "openai" {
-  count = var.openai_endpoint ? 1 : 0
+  count = contains(var.protocol_endpoints, "openai") ? 1 : 0
 
   rest_api_id = aws_api_gateway_rest_api.this.id
   parent_id   = aws_api_gateway_resource.version.id
   path_part   = "openai"
-
-  lifecycle {
-    precondition {
-      condition     = !contains(keys(var.gateway_endpoints), "openai")
-      error_message = "gateway_endpoints must not name openai while openai_endpoint is on: that path is the OpenAI-compatible API."
-    }
-  }
 }
 
 resource "aws_api_gateway_resource" "openai_v1" {
-  count = var.openai_endpoint ? 1 : 0
+  count = contains(var.protocol_endpoints, "openai") ? 1 : 0
 
   rest_api_id = aws_api_gateway_rest_api.this.id
   parent_id   = aws_api_gateway_resource.openai[0].id
@@ -80,7 +78,7 @@ resource "aws_api_gateway_resource" "openai_v1" {
 }
 
 resource "aws_api_gateway_resource" "openai_models" {
-  count = var.openai_endpoint ? 1 : 0
+  count = contains(var.protocol_endpoints, "openai") ? 1 : 0
 
   rest_api_id = aws_api_gateway_rest_api.this.id
   parent_id   = aws_api_gateway_resource.openai_v1[0].id
@@ -88,7 +86,7 @@ resource "aws_api_gateway_resource" "openai_models" {
 }
 
 resource "aws_api_gateway_resource" "openai_model" {
-  count = var.openai_endpoint ? 1 : 0
+  count = contains(var.protocol_endpoints, "openai") ? 1 : 0
 
   rest_api_id = aws_api_gateway_rest_api.this.id
   parent_id   = aws_api_gateway_resource.openai_models[0].id
@@ -96,7 +94,7 @@ resource "aws_api_gateway_resource" "openai_model" {
 }
 
 resource "aws_api_gateway_resource" "openai_chat" {
-  count = var.openai_endpoint ? 1 : 0
+  count = contains(var.protocol_endpoints, "openai") ? 1 : 0
 
   rest_api_id = aws_api_gateway_rest_api.this.id
   parent_id   = aws_api_gateway_resource.openai_v1[0].id
@@ -104,11 +102,59 @@ resource "aws_api_gateway_resource" "openai_chat" {
 }
 
 resource "aws_api_gateway_resource" "openai_completions" {
-  count = var.openai_endpoint ? 1 : 0
+  count = contains(var.protocol_endpoints, "openai") ? 1 : 0
 
   rest_api_id = aws_api_gateway_rest_api.this.id
   parent_id   = aws_api_gateway_resource.openai_chat[0].id
   path_part   = "completions"
+}
+
+resource "aws_api_gateway_resource" "agui" {
+  count = contains(var.protocol_endpoints, "agui") ? 1 : 0
+
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  parent_id   = aws_api_gateway_resource.version.id
+  path_part   = "agui"
+}
+
+resource "aws_api_gateway_resource" "agui_agent" {
+  count = contains(var.protocol_endpoints, "agui") ? 1 : 0
+
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  parent_id   = aws_api_gateway_resource.agui[0].id
+  path_part   = "{agent}"
+}
+
+resource "aws_api_gateway_resource" "ai_sdk" {
+  count = contains(var.protocol_endpoints, "ai-sdk") ? 1 : 0
+
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  parent_id   = aws_api_gateway_resource.version.id
+  path_part   = "ai-sdk"
+}
+
+resource "aws_api_gateway_resource" "ai_sdk_chat" {
+  count = contains(var.protocol_endpoints, "ai-sdk") ? 1 : 0
+
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  parent_id   = aws_api_gateway_resource.ai_sdk[0].id
+  path_part   = "chat"
+}
+
+resource "aws_api_gateway_resource" "ai_sdk_chat_id" {
+  count = contains(var.protocol_endpoints, "ai-sdk") ? 1 : 0
+
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  parent_id   = aws_api_gateway_resource.ai_sdk_chat[0].id
+  path_part   = "{id}"
+}
+
+resource "aws_api_gateway_resource" "ai_sdk_stream" {
+  count = contains(var.protocol_endpoints, "ai-sdk") ? 1 : 0
+
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  parent_id   = aws_api_gateway_resource.ai_sdk_chat_id[0].id
+  path_part   = "stream"
 }
 
 resource "aws_api_gateway_resource" "custom" {
@@ -117,6 +163,13 @@ resource "aws_api_gateway_resource" "custom" {
   rest_api_id = aws_api_gateway_rest_api.this.id
   parent_id   = aws_api_gateway_resource.version.id
   path_part   = each.key
+
+  lifecycle {
+    precondition {
+      condition     = !contains([for p in var.protocol_endpoints : local.protocol_paths[replace(p, "-", "_")]], each.key)
+      error_message = "gateway_endpoints must not name a path of protocol_endpoints (openai, agui, ai-sdk): those paths are the protocol surfaces."
+    }
+  }
 }
 
 resource "aws_api_gateway_authorizer" "this" {
@@ -139,8 +192,12 @@ locals {
     merge([for r in aws_api_gateway_resource.mcp : { for m in ["POST", "GET", "DELETE"] : "mcp-${m}" => { resource_id = r.id, method = m } }]...),
     { for r in aws_api_gateway_resource.openai_models : "openai-models-GET" => { resource_id = r.id, method = "GET" } },
     { for r in aws_api_gateway_resource.openai_model : "openai-model-GET" => { resource_id = r.id, method = "GET" } },
-    # Streamed answers (stream: true) need response_streaming for more than one piece.
+    # Streamed answers need response_streaming to arrive piece by piece.
     { for r in aws_api_gateway_resource.openai_completions : "openai-completions-POST" => { resource_id = r.id, method = "POST" } },
+    { for r in aws_api_gateway_resource.agui : "agui-POST" => { resource_id = r.id, method = "POST" } },
+    { for r in aws_api_gateway_resource.agui_agent : "agui-agent-POST" => { resource_id = r.id, method = "POST" } },
+    { for r in aws_api_gateway_resource.ai_sdk_chat : "ai-sdk-chat-POST" => { resource_id = r.id, method = "POST" } },
+    { for r in aws_api_gateway_resource.ai_sdk_stream : "ai-sdk-stream-GET" => { resource_id = r.id, method = "GET" } },
     merge([for path, methods in var.gateway_endpoints : {
       for m in methods : "${path}-${m}" => { resource_id = aws_api_gateway_resource.custom[path].id, method = m }
     }]...),

@@ -4,8 +4,8 @@ output "agent_invoke_url" {
 }
 
 output "openai_base_url" {
-  description = "The base_url to give an OpenAI client (openai_endpoint on): Chat Completions and Models of the agents."
-  value       = var.openai_endpoint ? "${aws_api_gateway_stage.this.invoke_url}/${var.api_base_path}/${var.api_version}/openai/v1" : null
+  description = "The base_url to give an OpenAI client (protocol_endpoints with openai): Chat Completions and Models of the agents."
+  value       = contains(var.protocol_endpoints, "openai") ? "${aws_api_gateway_stage.this.invoke_url}/${var.api_base_path}/${var.api_version}/openai/v1" : null
 }
 
 output "function_url" {

@@ -271,10 +271,15 @@ variable "mcp_endpoint" {
   default     = false
 }
 
-variable "openai_endpoint" {
-  description = "Route /{api_base_path}/{api_version}/openai/v1 (GET models, GET models/{model}, POST chat/completions) to the request handler: the agents as an OpenAI-compatible API for OpenAI clients and chat UIs (base_url <invoke URL>/api/v1/openai/v1), behind the authorizer like the chat endpoint (the client's API key is the bearer token). Streamed answers arrive piece by piece with response_streaming on."
-  type        = bool
-  default     = false
+variable "protocol_endpoints" {
+  description = "Protocol surfaces to route to the request handler, behind the authorizer like the chat endpoint: openai (/openai/v1: Chat Completions and Models for OpenAI clients and chat UIs; base_url <invoke URL>/api/v1/openai/v1), agui (/agui and /agui/{agent}: AG-UI for CopilotKit), ai-sdk (/ai-sdk/chat and /ai-sdk/chat/{id}/stream: the Vercel AI SDK's useChat, resumable). Streams arrive piece by piece with response_streaming on."
+  type        = set(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for p in var.protocol_endpoints : contains(["openai", "agui", "ai-sdk"], p)])
+    error_message = "protocol_endpoints takes openai, agui and ai-sdk."
+  }
 }
 
 variable "tags" {

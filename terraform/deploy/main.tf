@@ -23,6 +23,6 @@ module "agents" {
 
   response_streaming = var.response_streaming
   mcp_endpoint       = var.mcp_endpoint
-  openai_endpoint    = var.openai_endpoint
+  protocol_endpoints = var.protocol_endpoints
   function_url       = var.function_url
 }

@@ -24,6 +24,6 @@ output "response_table_name" {
 }
 
 output "openai_base_url" {
-  description = "base_url for OpenAI clients (openai_endpoint = true)."
+  description = "base_url for OpenAI clients (protocol_endpoints with openai)."
   value       = module.agents.openai_base_url
 }

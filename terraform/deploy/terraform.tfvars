@@ -29,9 +29,9 @@ response_store = { type = "dynamodb", ttl = 604800, retry_count = 5, delay = 5 }
 # The agents as an MCP server at /api/v1/mcp (behind the authorizer when it is on).
 mcp_endpoint = false
 
-# The agents as an OpenAI-compatible API at /api/v1/openai/v1 (Chat Completions, Models): point
-# an OpenAI SDK, Open WebUI or LibreChat at <api_url>/api/v1/openai/v1.
-openai_endpoint = false
+# Protocol surfaces: "openai" (/api/v1/openai/v1: point an OpenAI SDK, Open WebUI or LibreChat at
+# it), "agui" (/api/v1/agui: CopilotKit's HttpAgent), "ai-sdk" (/api/v1/ai-sdk/chat: useChat).
+protocol_endpoints = []
 
 # Answers stream as server-sent events when a client asks (Accept: text/event-stream).
 response_streaming = true

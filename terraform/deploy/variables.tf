@@ -106,10 +106,10 @@ variable "mcp_endpoint" {
   default     = false
 }
 
-variable "openai_endpoint" {
-  description = "Serve the agents as an OpenAI-compatible API at /api/v1/openai/v1 (Chat Completions and Models), for OpenAI clients and chat UIs."
-  type        = bool
-  default     = false
+variable "protocol_endpoints" {
+  description = "Protocol surfaces to serve: openai (/api/v1/openai/v1, for OpenAI clients, Open WebUI, LibreChat), agui (/api/v1/agui, for CopilotKit), ai-sdk (/api/v1/ai-sdk/chat, for useChat)."
+  type        = set(string)
+  default     = []
 }
 
 variable "tags" {

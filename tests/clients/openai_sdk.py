@@ -10,6 +10,7 @@ Scenarios:
     error API_KEY         one create with this key ("-": a key that is no token, "none": no
                           Authorization header); the exception
     headers PROMPT K=V..  one create with extra headers; the answer and response headers
+    stream_headers PROMPT K=V..  the same streamed: the text, or the exception raised
 """
 
 import asyncio
@@ -152,9 +153,34 @@ def headers(base, prompt, *pairs):
     }
 
 
+def stream_headers(base, prompt, *pairs):
+    """One streamed create with extra headers: its text, or the exception it raised."""
+    extra = dict(pair.split("=", 1) for pair in pairs)
+    c = client(base, default_headers=extra)
+
+    def run():
+        text = ""
+        for ch in c.chat.completions.create(
+            model="default", messages=[{"role": "user", "content": prompt}], stream=True
+        ):
+            for choice in ch.choices:
+                text += choice.delta.content or ""
+        return text
+
+    caught = failure(run)
+    return caught if caught else {"content": run()}
+
+
 if __name__ == "__main__":
     base, scenario, *args = sys.argv[1:]
-    result = {"basic": basic, "conversation": conversation, "error": error, "headers": headers}[scenario](
+    scenarios = {
+        "basic": basic,
+        "conversation": conversation,
+        "error": error,
+        "headers": headers,
+        "stream_headers": stream_headers,
+    }
+    result = scenarios[scenario](
         base, *args
     )
     print(json.dumps(result))

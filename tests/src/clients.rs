@@ -10,12 +10,18 @@ fn clients_dir() -> PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients")
 }
 
-async fn run(program: &str, script: PathBuf, args: &[&str]) -> anyhow::Result<Value> {
+async fn run(
+    program: &str,
+    script: PathBuf,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> anyhow::Result<Value> {
     let output = tokio::time::timeout(
         std::time::Duration::from_secs(180),
         tokio::process::Command::new(program)
             .arg(&script)
             .args(args)
+            .envs(env.iter().copied())
             .kill_on_drop(true)
             .output(),
     )
@@ -44,16 +50,25 @@ async fn run(program: &str, script: PathBuf, args: &[&str]) -> anyhow::Result<Va
 
 /// Runs `tests/clients/<script>` with the test venv's Python; its JSON output.
 pub async fn python(script: &str, args: &[&str]) -> anyhow::Result<Value> {
-    run(&crate::python(), clients_dir().join(script), args).await
+    run(&crate::python(), clients_dir().join(script), args, &[]).await
 }
 
 /// Runs `tests/clients/js/<script>` with Node; its JSON output.
 pub async fn node(script: &str, args: &[&str]) -> anyhow::Result<Value> {
+    node_with_env(script, args, &[]).await
+}
+
+/// [`node`] with these environment variables added (a client's token).
+pub async fn node_with_env(
+    script: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> anyhow::Result<Value> {
     let dir = clients_dir().join("js");
     anyhow::ensure!(
         dir.join("node_modules").is_dir(),
         "{}/node_modules is missing: scripts/test.sh installs it (npm ci)",
         dir.display()
     );
-    run("node", dir.join(script), args).await
+    run("node", dir.join(script), args, env).await
 }

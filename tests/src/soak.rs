@@ -75,6 +75,13 @@ pub enum Faults {
 /// One soak: `requests` requests with `faults`; `binaries` holds `agent-runner/bootstrap` and
 /// `response-handler/bootstrap` (the release packages).
 pub async fn run(binaries: &Path, requests: usize, faults: Faults) -> anyhow::Result<Value> {
+    // Absolute: each function runs in a working directory of its own.
+    let binaries = binaries.canonicalize().map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e} (build the packages first: scripts/bench.sh)",
+            binaries.display()
+        )
+    })?;
     let binary = |name: &str| -> PathBuf { binaries.join(name).join("bootstrap") };
     let (input_url, dlq_url) = queue_with_dlq("soak", TIMEOUT as u32, 4).await?;
     let output_url = crate::create_queue("soak-out", Some(TIMEOUT as u32)).await?;

@@ -339,6 +339,17 @@ impl ResponseStore for FlakyStore {
     async fn release(&self, id: &str, owner: &str) -> Result<(), PortError> {
         self.inner.release(id, owner).await
     }
+    async fn set_pointer(
+        &self,
+        name: &str,
+        request_id: &str,
+        user_id: Option<&str>,
+    ) -> Result<(), PortError> {
+        self.inner.set_pointer(name, request_id, user_id).await
+    }
+    async fn pointer(&self, name: &str) -> Result<Option<ak_core::ports::Pointer>, PortError> {
+        self.inner.pointer(name).await
+    }
     async fn forget(&self, answer: &ResponseRecord) -> Result<(), PortError> {
         self.inner.forget(answer).await
     }

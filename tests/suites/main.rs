@@ -2,6 +2,7 @@
 //! One binary, one module per area, so the suite links once.
 
 mod agents;
+mod agui_ai_sdk;
 mod authorizer;
 mod backend_faults;
 mod bedrock;

@@ -490,7 +490,7 @@ async fn through_api_gateway_with_the_authorizer_the_api_key_is_the_token() {
         &[
             ("AK_AUTH__JWT__ALGORITHMS", "HS256"),
             ("AK_AUTH__JWT__SECRET", SECRET),
-            ("AK_AUTH__JWT__REQUIRED_CLAIMS__SUB", "alice"),
+            ("AK_AUTH__JWT__REQUIRED_CLAIMS__SUB", "alice,bob"),
         ],
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -534,6 +534,36 @@ async fn through_api_gateway_with_the_authorizer_the_api_key_is_the_token() {
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(got["content"], "echo: hello from alice", "{got}");
+    // A session alice started is hers: bob's streamed request is refused with its status (403
+    // before anything is written), not a 200 stream carrying an error.
+    let got = clients::python(
+        "openai_sdk.py",
+        &[
+            &base,
+            "headers",
+            "my session",
+            &format!("Authorization=Bearer {alice}"),
+            "X-Session-Id=owned-1",
+        ],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got["session_id"], "owned-1", "{got}");
+    let bob = token("bob");
+    let got = clients::python(
+        "openai_sdk.py",
+        &[
+            &base,
+            "stream_headers",
+            "let me in",
+            &format!("Authorization=Bearer {bob}"),
+            "X-Session-Id=owned-1",
+        ],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got["class"], "PermissionDeniedError", "{got}");
+    assert_eq!(got["status"], 403);
     let _ = handler.kill();
     let _ = authorizer.kill();
     let _ = handler.wait();

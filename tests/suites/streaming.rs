@@ -120,7 +120,11 @@ async fn check(f: &Fixture) -> Result<(), String> {
             let calls = named(&events, "tool_call");
             let results = named(&events, "tool_result");
             if calls.first().map(|c| &c["arguments"]) != Some(&expect["arguments"])
-                || results != [&json!({"name": "multiply", "ok": true})]
+                || results.len() != 1
+                || results[0]["name"] != "multiply"
+                || results[0]["ok"] != true
+                || results[0]["id"] != calls[0]["id"]
+                || calls[0]["id"].as_str().is_none_or(str::is_empty)
                 || last.1["result"] != "It is 84."
             {
                 return fail("expected the multiply call, its result, then the answer");

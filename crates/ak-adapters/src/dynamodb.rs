@@ -20,7 +20,7 @@
 use crate::{CALL_TIMEOUT, with_timeout};
 use ak_core::config::DynamoDbSettings;
 use ak_core::ports::{
-    Appended, Backend, ClaimOutcome, HistoryLimits, LoggedEvent, PortError, Registration,
+    Appended, Backend, ClaimOutcome, HistoryLimits, LoggedEvent, Pointer, PortError, Registration,
     ResponseRecord, ResponseStore, SessionHistory, SessionStore, Turn, now_epoch_secs,
 };
 use async_trait::async_trait;
@@ -182,6 +182,11 @@ impl DynamoResponseStore {
         .await?;
         Ok(output.item.filter(|item| !expired(item)))
     }
+}
+
+/// The item holding the pointer `name` ([`ResponseStore::set_pointer`]).
+fn pointer_key(name: &str) -> String {
+    format!("{name}#pointer")
 }
 
 /// The item holding event `seq` of a request's log.
@@ -718,6 +723,43 @@ impl ResponseStore for DynamoResponseStore {
             .expression_attribute_values(":owner", s(owner));
         // Not held by `owner` (any more): nothing to release.
         conditional(request.send()).await.map(drop)
+    }
+
+    async fn set_pointer(
+        &self,
+        name: &str,
+        request_id: &str,
+        user_id: Option<&str>,
+    ) -> Result<(), PortError> {
+        let mut item: Item = HashMap::from([
+            ("request_id".to_owned(), s(pointer_key(name))),
+            ("target".to_owned(), s(request_id)),
+        ]);
+        if let Some(user) = user_id {
+            item.insert("user_id".to_owned(), s(user));
+        }
+        if let Some(expiry) = self.expiry() {
+            item.insert("expiry_time".to_owned(), expiry);
+        }
+        let request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        with_timeout(Backend::DynamoDb, CALL_TIMEOUT, async {
+            request.send().await.map_err(unavailable)
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn pointer(&self, name: &str) -> Result<Option<Pointer>, PortError> {
+        Ok(self.read(&pointer_key(name)).await?.and_then(|item| {
+            Some(Pointer {
+                request_id: get_s(&item, "target")?.to_owned(),
+                user_id: get_s(&item, "user_id").map(str::to_owned),
+            })
+        }))
     }
 
     async fn forget(&self, answer: &ResponseRecord) -> Result<(), PortError> {

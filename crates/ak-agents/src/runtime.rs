@@ -6,7 +6,7 @@
 use crate::agent::{Agent, AgentError, AgentSet, handoff_tool_name};
 use crate::mcp::{McpServers, McpTool};
 use crate::model::{
-    FinishReason, ModelError, ModelProvider, ModelRequest, TextSink, ToolSpec, Usage,
+    FinishReason, ModelError, ModelProvider, ModelRequest, TextSink, ToolCall, ToolSpec, Usage,
 };
 use crate::offline::OfflineModel;
 use crate::openai::{OPENAI_BASE_URL, OpenAiConfig, OpenAiProvider};
@@ -42,6 +42,8 @@ pub struct RunOutcome {
     /// The session already held this request's turn (a redelivery or a retry): this is its
     /// answer, and the model was not called.
     pub repeated: bool,
+    /// Calls of the client's tools the run stopped at: `[{"id", "name", "arguments"}]`.
+    pub tool_calls: Vec<Value>,
 }
 
 /// A run that did not produce an answer.
@@ -348,7 +350,33 @@ impl AgentRuntime {
             user_id: request.user_id.clone(),
             context: request.context.clone(),
         };
-        let mut new_items = vec![json!({"role": "user", "content": request.prompt})];
+        // A continuation (the client's tool results at the end of its history) has no prompt.
+        let mut new_items = if request.prompt.is_empty() && request.history.is_some() {
+            Vec::new()
+        } else {
+            vec![json!({"role": "user", "content": request.prompt})]
+        };
+        // The client's own tools, offered beside the agent's (whose names win), only where
+        // the client keeps the conversation (it sends their results back in it).
+        let client_tools: Vec<ToolSpec> = if request.history.is_some() {
+            request
+                .client_tools
+                .iter()
+                .filter_map(|t| {
+                    Some(ToolSpec {
+                        name: t["name"].as_str()?.to_owned(),
+                        description: t["description"].as_str().unwrap_or_default().to_owned(),
+                        parameters: t
+                            .get("parameters")
+                            .filter(|p| p.is_object())
+                            .cloned()
+                            .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                    })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut usage = Usage::default();
         let mut model_ms = 0.0;
 
@@ -356,6 +384,18 @@ impl AgentRuntime {
             let mcp_tools = self.mcp.tools(&agent.mcp_servers).await;
             let mut tools = tool_specs(agent, &self.agents);
             tools.extend(mcp_tools.iter().map(McpTool::spec));
+            let offered: Vec<String> = tools.iter().map(|t| t.name.clone()).collect();
+            let client_tool_names: Vec<&str> = client_tools
+                .iter()
+                .filter(|t| !offered.contains(&t.name))
+                .map(|t| t.name.as_str())
+                .collect();
+            tools.extend(
+                client_tools
+                    .iter()
+                    .filter(|t| client_tool_names.contains(&t.name.as_str()))
+                    .cloned(),
+            );
             let model_request = ModelRequest {
                 model: agent
                     .model
@@ -450,6 +490,41 @@ impl AgentRuntime {
                     refusal,
                     truncated,
                     repeated: false,
+                    tool_calls: Vec::new(),
+                });
+            }
+
+            // A call of a client's tool ends the run: the client runs it and sends the result
+            // in its next request (its `history`). Server tools the same reply called are not
+            // run; the model calls them again when it continues.
+            let client_calls: Vec<&ToolCall> = reply
+                .tool_calls
+                .iter()
+                .filter(|c| client_tool_names.contains(&c.name.as_str()))
+                .collect();
+            if !client_calls.is_empty() {
+                let mut pending = Vec::with_capacity(client_calls.len());
+                for call in client_calls {
+                    emit(RunEvent::ToolCall {
+                        id: call.id.clone(),
+                        name: call.name.clone(),
+                        arguments: serde_json::from_str(&call.arguments)
+                            .unwrap_or_else(|_| Value::String(call.arguments.clone())),
+                    });
+                    pending.push(
+                        json!({"id": call.id, "name": call.name, "arguments": call.arguments}),
+                    );
+                }
+                return Ok(RunOutcome {
+                    text: reply.content.unwrap_or_default(),
+                    agent: agent.name.clone(),
+                    usage,
+                    turns: turn_count,
+                    model_ms,
+                    refusal: false,
+                    truncated: false,
+                    repeated: false,
+                    tool_calls: pending,
                 });
             }
 
@@ -486,6 +561,7 @@ impl AgentRuntime {
                     // Every tool call is reported, one the agent does not have too, so each
                     // `tool_result` follows its `tool_call`.
                     emit(RunEvent::ToolCall {
+                        id: call.id.clone(),
                         name: call.name.clone(),
                         arguments: serde_json::from_str(&call.arguments)
                             .unwrap_or_else(|_| Value::String(call.arguments.clone())),
@@ -528,6 +604,7 @@ impl AgentRuntime {
                 };
                 if target.is_none() {
                     emit(RunEvent::ToolResult {
+                        id: call.id.clone(),
                         name: call.name.clone(),
                         ok: result.get("error").is_none(),
                     });
@@ -730,6 +807,7 @@ fn answer_of(turn: &Turn, fingerprint: &str) -> Result<RunOutcome, RunError> {
         refusal: last["outcome"] == "refusal",
         truncated: last["outcome"] == "cut_off",
         repeated: true,
+        tool_calls: Vec::new(),
     })
 }
 
@@ -792,6 +870,7 @@ impl ak_core::ports::AgentRunner for AgentRuntime {
                 model_ms: outcome.model_ms,
                 refusal: outcome.refusal,
                 truncated: outcome.truncated,
+                tool_calls: outcome.tool_calls,
             }),
             Err(e) => Err(ak_core::answer::AgentFailure {
                 transient: e.is_transient(),

@@ -89,6 +89,12 @@ pub struct ChatAnswer {
     /// without a model call).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<TokenUsage>,
+    /// Calls of the client's own tools (`client_tools` of a protocol surface) the run stopped
+    /// at, for the client to run: `[{"id", "name", "arguments"}]` (`arguments` as the JSON
+    /// text the model wrote). The client sends their results in its next request. Omitted
+    /// when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<Value>,
 }
 
 /// Token counts of a run, as the provider reported them (0 where it did not).
@@ -122,6 +128,7 @@ impl ChatAnswer {
                 completion_tokens: answer.completion_tokens,
                 total_tokens: answer.total_tokens,
             }),
+            tool_calls: answer.tool_calls,
         }
     }
 }
@@ -145,6 +152,8 @@ pub struct AgentAnswer {
     pub refusal: bool,
     /// The token limit cut the answer off; `text` is what was written.
     pub truncated: bool,
+    /// Client tool calls the run stopped at (see [`ChatAnswer::tool_calls`]).
+    pub tool_calls: Vec<Value>,
 }
 
 /// Why a run produced no answer, as the client will see it, and whether a retry may help.

@@ -37,6 +37,9 @@ pub enum RunEvent {
     },
     /// A tool call, once its arguments are complete.
     ToolCall {
+        /// The call's id, as the model gave it (empty in logs written before ids were
+        /// recorded); its `tool_result` names the same id.
+        id: String,
         /// The tool.
         name: String,
         /// Its arguments (the JSON the model wrote, or the text when it is not JSON).
@@ -44,6 +47,8 @@ pub enum RunEvent {
     },
     /// A tool call's outcome: whether it succeeded (never its payload).
     ToolResult {
+        /// The id of the call this is the outcome of.
+        id: String,
         /// The tool.
         name: String,
         /// `false` when the tool failed or does not exist.
@@ -74,10 +79,14 @@ impl RunEvent {
             RunEvent::Agent { agent } => json!({"agent": agent}),
             RunEvent::Retry { agent } => json!({"agent": agent, "retry": true}),
             RunEvent::Delta { text } => json!({"text": text}),
-            RunEvent::ToolCall { name, arguments } => {
-                json!({"name": name, "arguments": arguments})
+            RunEvent::ToolCall {
+                id,
+                name,
+                arguments,
+            } => {
+                json!({"id": id, "name": name, "arguments": arguments})
             }
-            RunEvent::ToolResult { name, ok } => json!({"name": name, "ok": ok}),
+            RunEvent::ToolResult { id, name, ok } => json!({"id": id, "name": name, "ok": ok}),
             RunEvent::Done(answer) | RunEvent::Error(answer) => answer.clone(),
         }
     }
@@ -97,10 +106,12 @@ impl RunEvent {
                 text: text("text")?,
             },
             "tool_call" => RunEvent::ToolCall {
+                id: text("id").unwrap_or_default(),
                 name: text("name")?,
                 arguments: data.get("arguments").cloned().unwrap_or(Value::Null),
             },
             "tool_result" => RunEvent::ToolResult {
+                id: text("id").unwrap_or_default(),
                 name: text("name")?,
                 ok: data.get("ok").and_then(Value::as_bool).unwrap_or(false),
             },
@@ -193,6 +204,8 @@ pub struct RunStream {
     request_id: Option<String>,
     /// Its session, when known.
     session_id: Option<String>,
+    /// An event taken by [`RunStream::peek`], yielded first.
+    peeked: Option<Box<(Option<u64>, RunEvent)>>,
 }
 
 impl RunStream {
@@ -209,6 +222,7 @@ impl RunStream {
             ends_at_last_event: true,
             request_id: None,
             session_id: None,
+            peeked: None,
         }
     }
 
@@ -246,6 +260,20 @@ impl RunStream {
         self.session_id.as_deref()
     }
 
+    /// Waits up to `wait` for the first event and keeps it to be yielded first, so an edge can
+    /// answer a failure that comes before anything else (a session of another user, a refused
+    /// request) with its own status instead of a stream. `None` when no event came in time or
+    /// the stream ended.
+    pub async fn peek(&mut self, wait: std::time::Duration) -> Option<&RunEvent> {
+        use futures_util::StreamExt;
+        if self.peeked.is_none()
+            && let Ok(Some(item)) = tokio::time::timeout(wait, self.next()).await
+        {
+            self.peeked = Some(Box::new(item));
+        }
+        self.peeked.as_deref().map(|(_, event)| event)
+    }
+
     /// Every event until the end, in order.
     pub async fn collect_events(mut self) -> Vec<(Option<u64>, RunEvent)> {
         use futures_util::StreamExt;
@@ -262,6 +290,9 @@ impl Stream for RunStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if let Some(item) = this.peeked.take() {
+            return Poll::Ready(Some(*item));
+        }
         if this.finished {
             return Poll::Ready(None);
         }
@@ -307,6 +338,28 @@ impl Stream for RunStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_peeked_event_is_still_the_first_one_yielded() {
+        use futures_util::StreamExt;
+        let (tx, rx) = channel();
+        let run = async move {
+            tx.send(RunEvent::Error(serde_json::json!({"status": 403})));
+        };
+        let mut stream = RunStream::new(run, rx);
+        let first = stream
+            .peek(std::time::Duration::from_secs(1))
+            .await
+            .cloned();
+        assert_eq!(
+            first,
+            Some(RunEvent::Error(serde_json::json!({"status": 403})))
+        );
+        // Peeking again does not take another event.
+        assert_eq!(stream.peek(std::time::Duration::ZERO).await.cloned(), first);
+        assert_eq!(stream.next().await.map(|(_, e)| e), first);
+        assert_eq!(stream.next().await, None);
+    }
 
     #[tokio::test]
     async fn a_run_becomes_numbered_events_ending_at_done() {

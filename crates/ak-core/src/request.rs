@@ -81,10 +81,27 @@ pub struct RunRequest {
     /// only names the conversation (FIFO order, the answer's `session_id`). Part of the
     /// request's fingerprint.
     pub history: Option<Vec<Value>>,
+    /// Tools the client runs itself (a protocol surface's front-end tools): `[{"name",
+    /// "description", "parameters"}]`, offered to the model beside the agent's own when the
+    /// client keeps the conversation (`history`). A call of one ends the run with the call in
+    /// the answer's `tool_calls`; the client sends the result in its next request. Not read
+    /// from a chat API body; carried in queue messages. Part of the fingerprint.
+    pub client_tools: Vec<Value>,
 }
 
 /// The roles a `history` message may have.
 pub const HISTORY_ROLES: &[&str] = &["user", "assistant", "system"];
+
+/// Where a request body comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A client of the chat API.
+    Client,
+    /// The input queue: what a protocol surface made of its request, which may also carry
+    /// client tools, tool calls and results in its history, and continue after them without a
+    /// prompt.
+    Queue,
+}
 
 impl RunRequest {
     /// Parses a request body in either shape. An authenticated `caller` is the user whatever
@@ -95,6 +112,17 @@ impl RunRequest {
 
     /// Parses an already-decoded body in either shape.
     pub fn from_value(value: Value, caller: &Caller) -> Result<Self, ApiError> {
+        Self::parse(value, caller, Origin::Client)
+    }
+
+    /// Parses an input queue message's body ([`RunRequest::queue_body`]): a chat API body, or
+    /// what a protocol surface sent (client tools, tool calls and results in `history`, and
+    /// no prompt when the history ends with tool results).
+    pub fn from_queue_body(value: Value, caller: &Caller) -> Result<Self, ApiError> {
+        Self::parse(value, caller, Origin::Queue)
+    }
+
+    fn parse(value: Value, caller: &Caller, origin: Origin) -> Result<Self, ApiError> {
         let Value::Object(mut outer) = value else {
             return Err(not_an_object());
         };
@@ -124,7 +152,27 @@ impl RunRequest {
             outer
         };
 
+        let history = match fields.remove("history") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(parse_history(value, origin)?),
+        };
+        let client_tools = match (origin, fields.remove("client_tools")) {
+            (Origin::Queue, Some(Value::Array(tools))) => tools,
+            (Origin::Client, Some(extra)) => {
+                // Not a field of the chat API: an extra like any other.
+                fields.insert("client_tools".into(), extra);
+                Vec::new()
+            }
+            _ => Vec::new(),
+        };
+        let continues = origin == Origin::Queue
+            && history
+                .as_ref()
+                .and_then(|h| h.last())
+                .is_some_and(|m| m["role"] == "tool");
         let prompt = match fields.remove("prompt") {
+            Some(Value::String(p)) if p.is_empty() && continues => p,
+            None | Some(Value::Null) if continues => String::new(),
             None | Some(Value::Null) => {
                 return Err(ApiError::bad_request(
                     "prompt is required: send {\"prompt\": \"your message\"}",
@@ -153,10 +201,6 @@ impl RunRequest {
             Some(Value::Bool(b)) => Some(b),
             Some(_) => return Err(ApiError::bad_request("stream must be true or false")),
         };
-        let history = match fields.remove("history") {
-            None | Some(Value::Null) => None,
-            Some(value) => Some(parse_history(value)?),
-        };
         let body_user = optional_string(&mut fields, "user_id")?;
         let user_id = match caller {
             Caller::Authenticated(p) => Some(p.clone()),
@@ -177,6 +221,7 @@ impl RunRequest {
             stream,
             deadline: None,
             history,
+            client_tools,
         })
     }
 
@@ -192,6 +237,7 @@ impl RunRequest {
             "session_id": (!self.session_generated).then_some(&self.session_id),
             "user_id": self.user_id,
             "history": self.history,
+            "client_tools": (!self.client_tools.is_empty()).then_some(&self.client_tools),
             // serde_json maps are sorted by key, so equal extras serialize equally.
             "context": canonical(&Value::Object(self.context.clone())),
         });
@@ -211,13 +257,21 @@ impl RunRequest {
         if let Some(history) = &self.history {
             body.insert("history".into(), Value::Array(history.clone()));
         }
+        if !self.client_tools.is_empty() {
+            body.insert(
+                "client_tools".into(),
+                Value::Array(self.client_tools.clone()),
+            );
+        }
         Value::Object(body)
     }
 }
 
 /// Checks a body's `history`: an array of `{"role", "content"}` messages with a role of
-/// [`HISTORY_ROLES`] and text content; returns the messages with only those two fields.
-fn parse_history(value: Value) -> Result<Vec<Value>, ApiError> {
+/// [`HISTORY_ROLES`] and text content; returns the messages with only those two fields. From
+/// the queue, assistant messages may also carry `tool_calls` (Chat Completions' shape) and
+/// `tool` messages a `tool_call_id` (a protocol surface's client tools).
+fn parse_history(value: Value, origin: Origin) -> Result<Vec<Value>, ApiError> {
     let Value::Array(items) = value else {
         return Err(ApiError::bad_request(
             "history must be an array of messages like {\"role\": \"user\", \"content\": \"Hello\"}",
@@ -228,18 +282,32 @@ fn parse_history(value: Value) -> Result<Vec<Value>, ApiError> {
         .enumerate()
         .map(|(i, item)| {
             let role = item.get("role").and_then(Value::as_str);
-            let Some(role) = role.filter(|r| HISTORY_ROLES.contains(r)) else {
+            let extended = origin == Origin::Queue;
+            let known =
+                role.is_some_and(|r| HISTORY_ROLES.contains(&r) || (extended && r == "tool"));
+            let Some(role) = role.filter(|_| known) else {
                 return Err(ApiError::bad_request(format!(
                     "history[{i}].role must be one of {}",
                     HISTORY_ROLES.join(", ")
                 )));
             };
-            let Some(content) = item.get("content").and_then(Value::as_str) else {
+            let calls = item.get("tool_calls").filter(|c| c.is_array());
+            let content = item.get("content").and_then(Value::as_str);
+            let Some(content) = content.or((extended && calls.is_some()).then_some("")) else {
                 return Err(ApiError::bad_request(format!(
                     "history[{i}].content must be text"
                 )));
             };
-            Ok(serde_json::json!({"role": role, "content": content}))
+            let mut message = serde_json::json!({"role": role, "content": content});
+            if extended {
+                if let (Some(calls), "assistant") = (calls, role) {
+                    message["tool_calls"] = calls.clone();
+                }
+                if role == "tool" {
+                    message["tool_call_id"] = item.get("tool_call_id").cloned().unwrap_or_default();
+                }
+            }
+            Ok(message)
         })
         .collect()
 }

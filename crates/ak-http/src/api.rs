@@ -148,11 +148,28 @@ impl Api {
                 agents,
                 loopback_only,
             ))
-            .with_surface(crate::openai::ChatCompletions::new(chat, settings))
+            .with_surface(crate::openai::ChatCompletions::new(chat.clone(), settings))
+            .with_surface(crate::agui::AgUi::new(chat.clone()))
+            .with_surface(crate::ai_sdk::AiSdkChat::new(chat))
             .with_principal_claim(&settings.auth.principal_claim)
             .with_alb_oidc_identity(settings.auth.trust_alb_oidc_identity)
             .with_response_streaming(settings.api.response_streaming)
             .with_heartbeat(settings.api.heartbeat()))
+    }
+
+    /// The refusal of `request` in the error shape of the protocol surface whose paths it is
+    /// under, if any (see [`Surface::error_response`]).
+    fn surface_refusal(&self, request: &Request, error: &ApiError) -> Option<http::Response<Body>> {
+        let index = self.router.surface_of(request)?;
+        self.surfaces.get(index)?.error_response(error)
+    }
+
+    /// The answer to a request refused before the API could read it (the local server's body
+    /// over `api.max_body_bytes`): in the error shape of the protocol surface whose paths it is
+    /// under, else ours.
+    pub fn refusal(&self, request: &Request, error: ApiError) -> http::Response<Body> {
+        self.surface_refusal(request, &error)
+            .unwrap_or_else(|| ApiResponse::from(error).into_http())
     }
 
     /// Serves a protocol surface on its routes (see [`crate::surface`]).
@@ -430,7 +447,14 @@ impl Api {
         let body_problem = request.extensions().get::<Problem>().cloned();
         let route = match self.router.resolve(&request) {
             Ok(route) => route,
-            Err(e) => return Err(too_large.unwrap_or(e)),
+            Err(e) => {
+                // Under a surface's paths (an unknown one, a method it does not take): its shape.
+                let error = too_large.unwrap_or(e);
+                return match self.surface_refusal(&request, &error) {
+                    Some(response) => Ok(Answer::Http(response, error.class())),
+                    None => Err(error),
+                };
+            }
         };
         // A surface answers what the edge refuses on its routes in its own error shape.
         let refusal = too_large.or_else(|| match (&route, &body_problem) {
@@ -640,6 +664,7 @@ impl Api {
                 .extensions()
                 .get::<GatewayLimited>()
                 .map(|_| GATEWAY_BUFFER_LIMIT),
+            durable: false,
         })
     }
 }

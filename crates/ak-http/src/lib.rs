@@ -1,13 +1,16 @@
 //! The HTTP edge of the agent runtime: Lambda events of every front door in and out
 //! ([`event`]), routing ([`router`]), the HTTP API ([`api`]), JSON answers and the mapping of
 //! failures to HTTP ([`response`]), run events as server-sent events ([`sse`]), and the
-//! protocol surfaces ([`surface`]): MCP ([`mcp`]) and Chat Completions ([`openai`]).
+//! protocol surfaces ([`surface`]): MCP ([`mcp`]), Chat Completions ([`openai`]), AG-UI
+//! ([`agui`]) and the AI SDK's UI message stream ([`ai_sdk`]).
 //!
 //! Layer: edge. Uses the services of `ak-runtime` and the foundations of `ak-core`; nothing
 //! below depends on it. A protocol surface is one module here that maps its requests onto
 //! [`ChatService`](ak_runtime::ChatService) and encodes the same run events
 //! ([`sse::EventEncoder`]).
 
+pub mod agui;
+pub mod ai_sdk;
 pub mod api;
 pub mod event;
 pub mod mcp;

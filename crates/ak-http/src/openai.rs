@@ -21,9 +21,9 @@
 
 use crate::response::ErrorResponse;
 use crate::sse::{EventEncoder, SseBody};
-use crate::surface::{Surface, SurfaceContext, SurfaceFuture, SurfaceReply};
+use crate::surface::{Surface, SurfaceContext, SurfaceFuture, SurfaceReply, early_failure};
 use ak_core::error::ApiError;
-use ak_core::events::{RunEvent, RunStream};
+use ak_core::events::RunEvent;
 use ak_core::request::{RunRequest, check_id};
 use ak_runtime::{ChatService, StreamOptions};
 use http::{HeaderValue, Method, StatusCode};
@@ -134,9 +134,15 @@ impl ChatCompletions {
         };
         let model = match body.get("model") {
             Some(Value::String(model)) if !model.is_empty() => model.clone(),
-            _ => {
+            None | Some(Value::Null) => {
                 return Err(OpenAiError::bad_request(
                     "model is required: the name of an agent (GET …/models lists them)",
+                )
+                .param("model"));
+            }
+            Some(_) => {
+                return Err(OpenAiError::bad_request(
+                    "model must be text: the name of an agent (GET …/models lists them)",
                 )
                 .param("model"));
             }
@@ -158,25 +164,56 @@ impl ChatCompletions {
         let mut run = RunRequest::from_value(run, &context.caller).map_err(OpenAiError::from)?;
         run.deadline = context.deadline;
         let request_id = run.request_id.clone();
+        let session = parsed.session_id.as_deref();
+        let streamed = parsed.stream && !context.json_only;
+        // One JSON answer where the mode gives one (direct, rest_sync): the model is asked
+        // without streaming, so a cut-off reply is retried. rest_async and streams relay the
+        // run's events.
+        if !streamed && self.chat.mode() != ak_core::config::ExecutionMode::RestAsync {
+            let last = match self.chat.post(run).await {
+                Ok(answer) => answer.final_event(&request_id),
+                Err(error) => RunEvent::error(&error, &request_id),
+            };
+            return Ok(SurfaceReply::Http(completion(
+                Some(last),
+                &request_id,
+                &agent,
+                session,
+            )));
+        }
         let options = StreamOptions {
             after: 0,
             bound: context.stream_bound,
+            durable: false,
         };
-        let stream = self
+        let mut stream = self
             .chat
             .post_stream(run, options)
             .await
-            .map_err(|e| OpenAiError::from(e).request_id(&request_id))?;
-        let stream = stream.with_ids(&request_id, parsed.session_id.as_deref());
-        if parsed.stream && !context.json_only {
+            .map_err(|e| OpenAiError::from(e).request_id(&request_id))?
+            .with_ids(&request_id, session);
+        if streamed {
+            // Refused before anything was written (a session of another user): its status.
+            if let Some(failure) = early_failure(&mut stream).await {
+                return Err(OpenAiError::from_event(&failure).request_id(&request_id));
+            }
             let encoder = ChunkEncoder::new(&request_id, &agent, parsed.include_usage);
             return Ok(SurfaceReply::Events(
                 SseBody::encoded(stream, context.heartbeat, encoder).with_header("x-agent", &agent),
             ));
         }
-        Ok(SurfaceReply::Http(
-            completion(stream, &request_id, &agent, parsed.session_id.as_deref()).await,
-        ))
+        let last = stream
+            .collect_events()
+            .await
+            .into_iter()
+            .map(|(_, event)| event)
+            .rfind(RunEvent::is_last);
+        Ok(SurfaceReply::Http(completion(
+            last,
+            &request_id,
+            &agent,
+            session,
+        )))
     }
 }
 
@@ -219,7 +256,15 @@ impl Surface for ChatCompletions {
     }
 
     fn error_response(&self, error: &ApiError) -> Option<http::Response<Body>> {
-        Some(OpenAiError::from(error).into_response())
+        let mut response = OpenAiError::from(error).into_response();
+        // The headers the status calls for (`Allow` on a 405, `Retry-After`).
+        for (name, value) in &error.to_response().headers {
+            response
+                .headers_mut()
+                .entry(name)
+                .or_insert_with(|| value.clone());
+        }
+        Some(response)
     }
 }
 
@@ -272,9 +317,10 @@ fn parse_request(
         None | Some(Value::Null) => {}
         Some(n) if n.as_f64() == Some(1.0) => {}
         Some(_) => {
-            return Err(
-                OpenAiError::bad_request("n must be 1: an agent writes one answer").param("n"),
-            );
+            return Err(OpenAiError::bad_request(
+                "n must be the number 1: an agent writes one answer",
+            )
+            .param("n"));
         }
     }
     match body.get("logprobs") {
@@ -310,30 +356,42 @@ fn parse_request(
         .param("modalities"));
     }
     if let Some(format) = body.get("response_format").filter(|f| !f.is_null()) {
-        let kind = format
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if kind != "text" {
-            return Err(OpenAiError::bad_request(format!(
-                "response_format {kind:?} is not available: an agent answers in text (its instructions can ask for JSON)"
-            ))
-            .param("response_format"));
+        match format.get("type").and_then(Value::as_str) {
+            Some("text") => {}
+            Some(kind) => {
+                return Err(OpenAiError::bad_request(format!(
+                    "response_format {kind:?} is not available: an agent answers in text (its instructions can ask for JSON)"
+                ))
+                .param("response_format"));
+            }
+            None => {
+                return Err(OpenAiError::bad_request(
+                    "response_format must be an object like {\"type\": \"text\"} (the only type an agent answers in)",
+                )
+                .param("response_format"));
+            }
         }
     }
     // Client-side tools: the agent has its own. Tools the model may use (`auto`) are accepted
     // and not offered (Open WebUI sends its built-in ones with every chat); a request that
     // requires one cannot be answered.
-    let forced = |choice: Option<&Value>| match choice {
-        None | Some(Value::Null) => false,
-        Some(Value::String(s)) => !matches!(s.as_str(), "auto" | "none"),
-        Some(_) => true,
-    };
-    if forced(body.get("tool_choice")) || forced(body.get("function_call")) {
-        return Err(OpenAiError::bad_request(
-            "tool_choice cannot require a client-side tool: the agent answers with its own tools, and client tools are not offered to it",
-        )
-        .param("tool_choice"));
+    for param in ["tool_choice", "function_call"] {
+        match body.get(param) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) if matches!(s.as_str(), "auto" | "none") => {}
+            Some(Value::String(s)) if !matches!(s.as_str(), "required" | "any") => {
+                return Err(OpenAiError::bad_request(format!(
+                    "{param} must be \"auto\", \"none\", \"required\" or a named function, not {s:?}"
+                ))
+                .param(param));
+            }
+            Some(_) => {
+                return Err(OpenAiError::bad_request(format!(
+                    "{param} cannot require a client-side tool: the agent answers with its own tools, and client tools are not offered to it"
+                ))
+                .param(param));
+            }
+        }
     }
     let Some(Value::Array(messages)) = body.get("messages") else {
         return Err(OpenAiError::bad_request(
@@ -387,10 +445,9 @@ fn parse_request(
         }
     };
     let session_id = header("x-session-id")?;
-    let request_id = match header("idempotency-key")? {
-        Some(key) => Some(key),
-        None => header("x-request-id")?,
-    };
+    // Only `Idempotency-Key`: proxies pass an `X-Request-Id` of their own along, often on
+    // several calls, which would make distinct requests repeats of one.
+    let request_id = header("idempotency-key")?;
     Ok(Parsed {
         prompt,
         history,
@@ -452,7 +509,7 @@ fn text_of(message: &Value, index: usize, prompt: bool) -> Result<String, OpenAi
                     }
                     Some(other) if prompt => {
                         return Err(OpenAiError::bad_request(format!(
-                            "messages[{index}].content[{j}] is a {other} part; the agents read text parts only"
+                            "messages[{index}].content[{j}] is a part of type {other}; the agents read text parts only"
                         ))
                         .param("messages"));
                     }
@@ -468,19 +525,14 @@ fn text_of(message: &Value, index: usize, prompt: bool) -> Result<String, OpenAi
     }
 }
 
-/// A non-streamed answer: the run's last event as a `chat.completion`, or its error.
-async fn completion(
-    stream: RunStream,
+/// A non-streamed answer: the run's last event (`done` or `error`) as a `chat.completion`, or
+/// its error.
+fn completion(
+    last: Option<RunEvent>,
     request_id: &str,
     agent: &str,
     session: Option<&str>,
 ) -> http::Response<Body> {
-    let last = stream
-        .collect_events()
-        .await
-        .into_iter()
-        .map(|(_, event)| event)
-        .rfind(RunEvent::is_last);
     match last {
         Some(RunEvent::Done(answer)) => {
             let agent = answer["agent"].as_str().unwrap_or(agent).to_owned();
@@ -555,8 +607,13 @@ pub struct ChunkEncoder {
     model: String,
     include_usage: bool,
     started: bool,
-    /// The text the client has.
+    /// The text the client has of the current segment (since the last tool call or handoff:
+    /// the answer in `done` is the last segment's).
     sent: String,
+    /// Whether any text was sent; the next segment is then set apart by a blank line.
+    wrote: bool,
+    /// A segment ended after text: the next text starts with a blank line.
+    separate: bool,
     /// After a retry marker: the new attempt's text so far.
     attempt: Option<String>,
     /// An `error` held back until it is known not to be followed by a retry.
@@ -574,6 +631,8 @@ impl ChunkEncoder {
             include_usage,
             started: false,
             sent: String::new(),
+            wrote: false,
+            separate: false,
             attempt: None,
             failed: None,
             ended: false,
@@ -599,9 +658,24 @@ impl ChunkEncoder {
         }
         if !text.is_empty() {
             self.sent.push_str(text);
-            out.push_str(&self.chunk(json!({"content": text}), None));
+            let content = if std::mem::take(&mut self.separate) {
+                format!("\n\n{text}")
+            } else {
+                text.to_owned()
+            };
+            self.wrote = true;
+            out.push_str(&self.chunk(json!({"content": content}), None));
         }
         out
+    }
+
+    /// A tool call or handoff ends the text segment.
+    fn boundary(&mut self) {
+        if !self.sent.is_empty() || self.wrote {
+            self.separate = self.wrote;
+        }
+        self.sent.clear();
+        self.attempt = None;
     }
 
     fn done(&mut self, answer: &Value) -> String {
@@ -609,7 +683,10 @@ impl ChunkEncoder {
         let result = answer["result"].as_str().unwrap_or_default();
         let rest = match result.strip_prefix(self.sent.as_str()) {
             Some(rest) => rest.to_owned(),
-            None => format!("\n\n{result}"),
+            None => {
+                self.separate = true;
+                result.to_owned()
+            }
         };
         let mut out = self.text(&rest);
         if let Some(agent) = answer["agent"].as_str() {
@@ -649,6 +726,9 @@ impl EventEncoder for ChunkEncoder {
         }
         match event {
             RunEvent::Agent { agent } => {
+                if *agent != self.model {
+                    self.boundary();
+                }
                 agent.clone_into(&mut self.model);
                 self.text("")
             }
@@ -669,7 +749,10 @@ impl EventEncoder for ChunkEncoder {
                     }
                 }
             },
-            RunEvent::ToolCall { .. } | RunEvent::ToolResult { .. } => String::new(),
+            RunEvent::ToolCall { .. } | RunEvent::ToolResult { .. } => {
+                self.boundary();
+                String::new()
+            }
             RunEvent::Done(answer) => self.done(answer),
             RunEvent::Error(data_) => {
                 self.failed = Some(data_.clone());
@@ -744,6 +827,9 @@ impl OpenAiError {
         let message = data["error"].as_str().unwrap_or("the run failed");
         let mut error = Self::new(status, message);
         error.request_id = data["request_id"].as_str().map(str::to_owned);
+        if data["reason"] == "content_filter" {
+            error.code = Some("content_filter".to_owned());
+        }
         error
     }
 
@@ -761,6 +847,7 @@ impl OpenAiError {
     /// The body: `{"error": {"message", "type", "param", "code"}}`.
     pub fn body(&self) -> Value {
         let code = self.code.clone().or_else(|| match self.status.as_u16() {
+            409 => Some("conflict".to_owned()),
             413 => Some("request_too_large".to_owned()),
             429 => Some("rate_limit_exceeded".to_owned()),
             504 => Some("timeout".to_owned()),
@@ -813,9 +900,6 @@ impl From<&ApiError> for OpenAiError {
                 .to_owned(),
         );
         out.request_id = body["request_id"].as_str().map(str::to_owned);
-        if matches!(error, ApiError::Conflict(_)) {
-            out.code = Some("conflict".to_owned());
-        }
         out
     }
 }

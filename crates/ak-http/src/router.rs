@@ -389,6 +389,30 @@ impl Router {
         }))
     }
 
+    /// The protocol surface whose paths `request`'s path is under (its first segment after the
+    /// base path, `/api/v1/openai/...`), if any: where a refusal (an unknown path, a method it
+    /// does not take, a body too large) is answered in that surface's error shape.
+    pub fn surface_of(&self, request: &Request) -> Option<usize> {
+        let raw = match request.raw_http_path() {
+            "" => request.uri().path(),
+            raw => raw,
+        };
+        let segments: Vec<&str> = raw.split('/').filter(|s| !s.is_empty()).collect();
+        let claimed = self.paths.base.split('/').filter(|s| !s.is_empty()).count() + 1;
+        (0..segments.len()).find_map(|skip| {
+            let tail = &segments[skip..];
+            self.surfaces.iter().find_map(|route| {
+                let owns = tail.len() >= claimed
+                    && route.segments.len() >= claimed
+                    && route.segments[..claimed]
+                        .iter()
+                        .zip(tail)
+                        .all(|(want, got)| want.as_deref() == Some(*got));
+                owns.then_some(route.surface)
+            })
+        })
+    }
+
     /// The route at exactly `path`: `Ok(None)` if there is none, 405 if it takes other methods.
     fn route_at(&self, path: &str, method: &Method) -> Result<Option<Route>, ApiError> {
         if path == self.paths.chat {

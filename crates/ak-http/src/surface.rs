@@ -1,5 +1,5 @@
 //! Protocol surfaces: the edge modules that speak another protocol than our chat API (MCP,
-//! Chat Completions; AG-UI, the AI SDK's UI stream and A2A are each one more). A surface
+//! Chat Completions, AG-UI, the AI SDK's UI message stream; A2A is one more). A surface
 //! names the paths it answers under the API's base path and answers requests there by mapping
 //! them onto the same [`ChatService`](ak_runtime::ChatService) runs and encoding the same run
 //! events; the [`Api`](crate::Api) routes to it, logs the request and contains its panics.
@@ -18,9 +18,38 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+/// How long a surface waits for a run's first event before it starts its stream, so a request
+/// refused before anything happened (a session of another user) gets its status, not a stream.
+pub const FIRST_EVENT_WAIT: Duration = Duration::from_secs(2);
+
+/// The `error` a run's stream begins with, if its first event (within [`FIRST_EVENT_WAIT`]) is
+/// one: its data (`{"status", "error", "request_id"}`). The event stays first in the stream.
+pub async fn early_failure(stream: &mut ak_core::events::RunStream) -> Option<serde_json::Value> {
+    match stream.peek(FIRST_EVENT_WAIT).await {
+        Some(ak_core::events::RunEvent::Error(data)) => Some(data.clone()),
+        _ => None,
+    }
+}
+
+/// An `error` event's data as our JSON error answer (its status, and the headers the status
+/// calls for).
+pub fn failure_response(data: &serde_json::Value) -> ApiResponse {
+    let status = data["status"]
+        .as_u64()
+        .and_then(|s| u16::try_from(s).ok())
+        .unwrap_or(500);
+    let mut body = data.clone();
+    if let Some(map) = body.as_object_mut() {
+        map.remove("status");
+    }
+    let mut response = ApiResponse::from(ak_core::answer::Answer::new(status, body));
+    response.outcome = "refused";
+    response
+}
+
 /// The first path segments under the base path that belong to protocol surfaces: custom
 /// routes cannot use them.
-pub const RESERVED: &[&str] = &["mcp", "openai"];
+pub const RESERVED: &[&str] = &["mcp", "openai", "agui", "ai-sdk"];
 
 /// What a surface answers with.
 pub enum SurfaceReply {

@@ -233,7 +233,8 @@ async fn serve(
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(limit + 1);
-            Reply::Json(ApiResponse::from(ApiError::PayloadTooLarge { size, limit }).into_http())
+            let request = lambda_http::Request::from_parts(parts, Body::Empty);
+            Reply::Json(api.refusal(&request, ApiError::PayloadTooLarge { size, limit }))
         }
     };
     Ok(match reply {

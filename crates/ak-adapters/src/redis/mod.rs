@@ -29,7 +29,7 @@ pub mod iam;
 use crate::{AwsConfig, with_timeout};
 use ak_core::config::RedisSettings;
 use ak_core::ports::{
-    Appended, Backend, ClaimOutcome, HistoryLimits, LoggedEvent, PortError, Registration,
+    Appended, Backend, ClaimOutcome, HistoryLimits, LoggedEvent, Pointer, PortError, Registration,
     ResponseRecord, ResponseStore, SessionHistory, SessionStore, Turn,
 };
 use async_trait::async_trait;
@@ -119,6 +119,11 @@ impl RedisResponseStore {
             done: format!("{base}#done"),
             logged: format!("{base}#evt"),
         }
+    }
+
+    /// The key of the pointer `name` (its own hash slot, like a request's keys).
+    fn pointer_key(&self, name: &str) -> String {
+        format!("{}{{{name}}}#pointer", self.prefix)
     }
 
     /// Log entries (`[id, [field, value, ...]]`) as events; ids are `0-<seq>`.
@@ -481,6 +486,33 @@ impl ResponseStore for RedisResponseStore {
             )
             .await
             .map(drop)
+    }
+
+    async fn set_pointer(
+        &self,
+        name: &str,
+        request_id: &str,
+        user_id: Option<&str>,
+    ) -> Result<(), PortError> {
+        let value = serde_json::to_string(&Pointer {
+            request_id: request_id.to_owned(),
+            user_id: user_id.map(str::to_owned),
+        })
+        .map_err(|e| PortError::Rejected(e.to_string()))?;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.pointer_key(name)).arg(value);
+        if self.ttl > 0 {
+            cmd.arg("EX").arg(self.ttl);
+        }
+        self.conn.query::<()>(&cmd).await
+    }
+
+    async fn pointer(&self, name: &str) -> Result<Option<Pointer>, PortError> {
+        let text: Option<String> = self
+            .conn
+            .query(redis::cmd("GET").arg(self.pointer_key(name)))
+            .await?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
 
     async fn forget(&self, answer: &ResponseRecord) -> Result<(), PortError> {

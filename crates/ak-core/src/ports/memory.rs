@@ -4,7 +4,7 @@
 //! SQS, Redis and DynamoDB.
 
 use crate::ports::{
-    Appended, ClaimOutcome, HistoryLimits, LoggedEvent, PortError, Queue, QueueMessage,
+    Appended, ClaimOutcome, HistoryLimits, LoggedEvent, Pointer, PortError, Queue, QueueMessage,
     Registration, ResponseRecord, ResponseStore, SessionHistory, SessionStore, Turn,
 };
 use async_trait::async_trait;
@@ -202,6 +202,7 @@ struct ResponseSlot {
 #[derive(Default)]
 pub struct MemoryResponseStore {
     slots: Mutex<HashMap<String, ResponseSlot>>,
+    pointers: Mutex<HashMap<String, Pointer>>,
     stored: Notify,
     logged: Notify,
 }
@@ -387,6 +388,26 @@ impl ResponseStore for MemoryResponseStore {
             slot.claim = None;
         }
         Ok(())
+    }
+
+    async fn set_pointer(
+        &self,
+        name: &str,
+        request_id: &str,
+        user_id: Option<&str>,
+    ) -> Result<(), PortError> {
+        lock(&self.pointers).insert(
+            name.to_owned(),
+            Pointer {
+                request_id: request_id.to_owned(),
+                user_id: user_id.map(str::to_owned),
+            },
+        );
+        Ok(())
+    }
+
+    async fn pointer(&self, name: &str) -> Result<Option<Pointer>, PortError> {
+        Ok(lock(&self.pointers).get(name).cloned())
     }
 
     async fn forget(&self, answer: &ResponseRecord) -> Result<(), PortError> {

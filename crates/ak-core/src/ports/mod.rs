@@ -479,6 +479,24 @@ impl LoggedEvent {
     }
 }
 
+/// What a named pointer ([`ResponseStore::set_pointer`]) holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pointer {
+    /// The request it points at.
+    pub request_id: String,
+    /// Who asked that request (`None`: anonymous).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+}
+
+impl Pointer {
+    /// Whether `user` may follow it: an anonymous request is anyone's, an owned one its
+    /// owner's only.
+    pub fn visible_to(&self, user: Option<&str>) -> bool {
+        self.user_id.is_none() || self.user_id.as_deref() == user
+    }
+}
+
 /// Where answers wait for rest_sync and rest_async clients, and where runs in the queue modes
 /// keep their event logs for streaming clients.
 #[async_trait]
@@ -547,6 +565,19 @@ pub trait ResponseStore: Send + Sync {
 
     /// Gives up a claim early (after a transient failure), if `owner` still holds it.
     async fn release(&self, request_id: &str, owner: &str) -> Result<(), PortError>;
+
+    /// Points `name` (a conversation's key, such as an AI SDK chat id) at `request_id`, the
+    /// conversation's latest request, asked by `user_id`; the last write wins. Lives as long as
+    /// an answer would (the store's TTL).
+    async fn set_pointer(
+        &self,
+        name: &str,
+        request_id: &str,
+        user_id: Option<&str>,
+    ) -> Result<(), PortError>;
+
+    /// Where `name` points: `None` if nowhere (or the pointer expired).
+    async fn pointer(&self, name: &str) -> Result<Option<Pointer>, PortError>;
 
     /// Forgets a stored answer if it is still `answer` (same status and time), with any claim,
     /// keeping the registration: the same request then runs again. For answers a client may

@@ -160,7 +160,10 @@ fn headers_name_a_session_and_an_idempotency_key() {
     assert!(parsed.stream && parsed.include_usage);
     let parsed = parse_with(body.clone(), &[("x-request-id", "req-9")])
         .unwrap_or_else(|e| panic!("{:?}", e.body()));
-    assert_eq!(parsed.request_id.as_deref(), Some("req-9"));
+    assert_eq!(
+        parsed.request_id, None,
+        "a proxy's X-Request-Id is not an idempotency key"
+    );
     let Err(bad) = parse_with(body, &[("idempotency-key", "has spaces!")]) else {
         panic!("an id with spaces was accepted");
     };
@@ -206,6 +209,7 @@ fn a_run_is_chunks_a_finish_reason_usage_and_done() {
                 agent: "triage".into(),
             },
             RunEvent::ToolCall {
+                id: "call-1".into(),
                 name: "transfer_to_math".into(),
                 arguments: json!({}),
             },
@@ -213,10 +217,12 @@ fn a_run_is_chunks_a_finish_reason_usage_and_done() {
                 agent: "math".into(),
             },
             RunEvent::ToolCall {
+                id: "call-1".into(),
                 name: "multiply".into(),
                 arguments: json!({"a": 6, "b": 7}),
             },
             RunEvent::ToolResult {
+                id: "call-1".into(),
                 name: "multiply".into(),
                 ok: true,
             },
@@ -387,4 +393,60 @@ fn errors_have_openai_shape_and_retry_hints() {
         late.headers().get("x-should-retry").map(|v| v.as_bytes()),
         Some(&b"false"[..])
     );
+}
+
+#[test]
+fn text_before_a_tool_call_is_set_apart_and_the_answer_is_not_repeated() {
+    let text = encode(
+        vec![
+            RunEvent::Agent {
+                agent: "triage".into(),
+            },
+            RunEvent::Delta {
+                text: "Let me hand you to math. ".into(),
+            },
+            RunEvent::Agent {
+                agent: "math".into(),
+            },
+            RunEvent::Delta {
+                text: "Computing. ".into(),
+            },
+            RunEvent::ToolCall {
+                id: "c1".into(),
+                name: "multiply".into(),
+                arguments: json!({}),
+            },
+            RunEvent::ToolResult {
+                id: "c1".into(),
+                name: "multiply".into(),
+                ok: true,
+            },
+            RunEvent::Delta {
+                text: "It is ".into(),
+            },
+            RunEvent::Delta { text: "84.".into() },
+            RunEvent::Done(json!({"result": "It is 84.", "agent": "math"})),
+        ],
+        false,
+    );
+    assert_eq!(
+        content(&chunks(&text)),
+        "Let me hand you to math. \n\nComputing. \n\nIt is 84."
+    );
+    // A stored answer arriving whole after text of an earlier segment.
+    let whole = encode(
+        vec![
+            RunEvent::Delta {
+                text: "Checking. ".into(),
+            },
+            RunEvent::ToolCall {
+                id: "c1".into(),
+                name: "t".into(),
+                arguments: json!({}),
+            },
+            RunEvent::Done(json!({"result": "Done."})),
+        ],
+        false,
+    );
+    assert_eq!(content(&chunks(&whole)), "Checking. \n\nDone.");
 }

@@ -361,6 +361,7 @@ mod tests {
             writer.sender().send(delta("tok "));
         }
         writer.sender().send(RunEvent::ToolCall {
+            id: "call-1".into(),
             name: "t".into(),
             arguments: serde_json::json!({}),
         });

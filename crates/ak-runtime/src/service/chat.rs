@@ -76,6 +76,11 @@ pub struct StreamOptions {
     /// The longest a relay may last on this front door (API Gateway answers a buffered
     /// response within 29 s), besides the invocation's deadline.
     pub bound: Option<Duration>,
+    /// The run outlives its client, so the stream can be picked up again (the AI SDK's
+    /// resume): in direct mode with a response store and event logs the run goes on when the
+    /// client leaves and writes its event log, which the stream relays. The queue modes always
+    /// work this way.
+    pub durable: bool,
 }
 
 impl ChatService {
@@ -218,6 +223,32 @@ impl ChatService {
                 .relay(store, &id, options, user, until, true)
                 .with_ids(&id, session.as_deref()));
         }
+        if let Some(store) = self
+            .store
+            .clone()
+            .filter(|_| options.durable && self.event_log)
+        {
+            // Direct mode, durable: the run goes on in its own task, writing its log, and the
+            // stream relays the log like the queue modes do. A repeat relays the same log.
+            let until = relay_until(request.deadline, options.bound);
+            let user = request.user_id.clone();
+            if repeat.is_none() {
+                let writer = exec::eventlog::LogWriter::start(store.clone(), &id, 0, "");
+                let service = self.clone();
+                let run_id = id.clone();
+                tokio::spawn(async move {
+                    let result = service.answer(request, Some(writer.sender())).await;
+                    let last = match result {
+                        Ok(answer) => answer.final_event(&run_id),
+                        Err(error) => RunEvent::error(&error, &run_id),
+                    };
+                    writer.finish(last).await;
+                });
+            }
+            return Ok(self
+                .relay(store, &id, options, user, until, true)
+                .with_ids(&id, session.as_deref()));
+        }
         if let Some(repeat) = repeat {
             let (events, receiver) = ak_core::events::channel();
             events.send_unnumbered(repeat.final_event(&id));
@@ -326,6 +357,61 @@ impl ChatService {
             self.relay(store, request_id, options, user, until, false)
                 .with_ids(request_id, None),
         ))
+    }
+
+    /// The run of `request_id` while it is still going (a stream client reattaching after a
+    /// reload, as the AI SDK's resume does): its whole log from the start, then its events as
+    /// they come. `None` when there is nothing to reattach to: the run has ended (its log is
+    /// complete, or its answer is stored without a log), or no log is kept (direct mode
+    /// without a response store). Another user's request is NOT_FOUND.
+    pub async fn follow_active(
+        &self,
+        request_id: &str,
+        user: Option<&str>,
+        deadline: Option<tokio::time::Instant>,
+        options: StreamOptions,
+    ) -> Result<Option<RunStream>, ApiError> {
+        let Some(store) = self.store.clone().filter(|_| self.event_log) else {
+            return Ok(None);
+        };
+        let unavailable = |e: PortError| ApiError::from(e).with_request_id(request_id);
+        match store
+            .registered_user(request_id)
+            .await
+            .map_err(unavailable)?
+        {
+            Some(None) => {}
+            Some(Some(owner)) if user == Some(owner.as_str()) => {}
+            Some(Some(_)) => {
+                return Err(ApiError::ResponseNotFound {
+                    request_id: request_id.to_owned(),
+                });
+            }
+            None => return Ok(None),
+        }
+        let last = store
+            .last_event_seq(request_id)
+            .await
+            .map_err(unavailable)?;
+        let ended = if last == 0 {
+            store.get(request_id).await.map_err(unavailable)?.is_some()
+        } else {
+            exec::eventlog::ends_at(store.as_ref(), request_id, last).await
+        };
+        if ended {
+            return Ok(None);
+        }
+        let until = relay_until(deadline, options.bound);
+        let user = user.map(str::to_owned);
+        Ok(Some(
+            self.relay(store, request_id, options, user, until, false)
+                .with_ids(request_id, None),
+        ))
+    }
+
+    /// The response store, where one is configured.
+    pub fn store(&self) -> Option<&Arc<dyn ResponseStore>> {
+        self.store.as_ref()
     }
 
     /// Enqueues a request; when the queue refuses it, its answer is that 503 (stored, so a

@@ -339,7 +339,7 @@ impl AgentRunnerHandler {
             return self.answer_unrun(message, answer, attempt).await;
         }
         let caller = ak_core::request::Caller::from_principal(message.user_id.as_deref());
-        let request = match RunRequest::from_value(message.body.clone(), &caller) {
+        let request = match RunRequest::from_queue_body(message.body.clone(), &caller) {
             Ok(mut request) => {
                 // The attributes are authoritative for identity.
                 request.request_id = id.clone();
