@@ -56,9 +56,12 @@ resource "aws_api_gateway_resource" "mcp" {
 
 # The protocol surfaces of var.protocol_endpoints, each under /{api_base_path}/{api_version}:
 # openai/v1/{models, models/{model}, chat/completions} (Chat Completions and Models), agui and
-# agui/{agent} (AG-UI), ai-sdk/chat and ai-sdk/chat/{id}/stream (the AI SDK's UI message stream).
+# agui/{agent} (AG-UI), ai-sdk/chat and ai-sdk/chat/{id}/stream (the AI SDK's UI message stream),
+# a2a, a2a/{agent} and their .well-known/agent-card.json (A2A; also .well-known/agent-card.json
+# under the version, where clients resolving the card relative to the endpoint look).
 locals {
-  protocol_paths = { openai = "openai", agui = "agui", ai_sdk = "ai-sdk" }
+  protocol_paths = { openai = ["openai"], agui = ["agui"], ai_sdk = ["ai-sdk"], a2a = ["a2a", ".well-known"] }
+  a2a            = contains(var.protocol_endpoints, "a2a") ? 1 : 0
 }
 
 resource "aws_api_gateway_resource" "openai" {
@@ -157,6 +160,43 @@ resource "aws_api_gateway_resource" "ai_sdk_stream" {
   path_part   = "stream"
 }
 
+resource "aws_api_gateway_resource" "a2a" {
+  count = local.a2a
+
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  parent_id   = aws_api_gateway_resource.version.id
+  path_part   = "a2a"
+}
+
+resource "aws_api_gateway_resource" "a2a_agent" {
+  count = local.a2a
+
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  parent_id   = aws_api_gateway_resource.a2a[0].id
+  path_part   = "{agent}"
+}
+
+# .well-known/agent-card.json under the version, a2a and a2a/{agent}.
+resource "aws_api_gateway_resource" "a2a_well_known" {
+  for_each = local.a2a == 1 ? {
+    base  = aws_api_gateway_resource.version.id
+    a2a   = aws_api_gateway_resource.a2a[0].id
+    agent = aws_api_gateway_resource.a2a_agent[0].id
+  } : {}
+
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  parent_id   = each.value
+  path_part   = ".well-known"
+}
+
+resource "aws_api_gateway_resource" "a2a_card" {
+  for_each = aws_api_gateway_resource.a2a_well_known
+
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  parent_id   = each.value.id
+  path_part   = "agent-card.json"
+}
+
 resource "aws_api_gateway_resource" "custom" {
   for_each = var.gateway_endpoints
 
@@ -166,8 +206,8 @@ resource "aws_api_gateway_resource" "custom" {
 
   lifecycle {
     precondition {
-      condition     = !contains([for p in var.protocol_endpoints : local.protocol_paths[replace(p, "-", "_")]], each.key)
-      error_message = "gateway_endpoints must not name a path of protocol_endpoints (openai, agui, ai-sdk): those paths are the protocol surfaces."
+      condition     = !contains(flatten([for p in var.protocol_endpoints : local.protocol_paths[replace(p, "-", "_")]]), each.key)
+      error_message = "gateway_endpoints must not name a path of protocol_endpoints (openai, agui, ai-sdk, a2a and .well-known): those paths are the protocol surfaces."
     }
   }
 }
@@ -198,6 +238,9 @@ locals {
     { for r in aws_api_gateway_resource.agui_agent : "agui-agent-POST" => { resource_id = r.id, method = "POST" } },
     { for r in aws_api_gateway_resource.ai_sdk_chat : "ai-sdk-chat-POST" => { resource_id = r.id, method = "POST" } },
     { for r in aws_api_gateway_resource.ai_sdk_stream : "ai-sdk-stream-GET" => { resource_id = r.id, method = "GET" } },
+    { for r in aws_api_gateway_resource.a2a : "a2a-POST" => { resource_id = r.id, method = "POST" } },
+    { for r in aws_api_gateway_resource.a2a_agent : "a2a-agent-POST" => { resource_id = r.id, method = "POST" } },
+    { for k, r in aws_api_gateway_resource.a2a_card : "a2a-card-${k}-GET" => { resource_id = r.id, method = "GET" } },
     merge([for path, methods in var.gateway_endpoints : {
       for m in methods : "${path}-${m}" => { resource_id = aws_api_gateway_resource.custom[path].id, method = m }
     }]...),

@@ -8,6 +8,11 @@ output "openai_base_url" {
   value       = contains(var.protocol_endpoints, "openai") ? "${aws_api_gateway_stage.this.invoke_url}/${var.api_base_path}/${var.api_version}/openai/v1" : null
 }
 
+output "a2a_url" {
+  description = "The A2A endpoint (protocol_endpoints with a2a): give it to an A2A client; its card is <url>/.well-known/agent-card.json."
+  value       = contains(var.protocol_endpoints, "a2a") ? "${aws_api_gateway_stage.this.invoke_url}/${var.api_base_path}/${var.api_version}/a2a" : null
+}
+
 output "function_url" {
   description = "The request handler's function URL (when function_url.create); chat at <url>api/v1/chat."
   value       = try(aws_lambda_function_url.request_handler[0].function_url, null)

@@ -272,13 +272,13 @@ variable "mcp_endpoint" {
 }
 
 variable "protocol_endpoints" {
-  description = "Protocol surfaces to route to the request handler, behind the authorizer like the chat endpoint: openai (/openai/v1: Chat Completions and Models for OpenAI clients and chat UIs; base_url <invoke URL>/api/v1/openai/v1), agui (/agui and /agui/{agent}: AG-UI for CopilotKit), ai-sdk (/ai-sdk/chat and /ai-sdk/chat/{id}/stream: the Vercel AI SDK's useChat, resumable). Streams arrive piece by piece with response_streaming on."
+  description = "Protocol surfaces to route to the request handler, behind the authorizer like the chat endpoint: openai (/openai/v1: Chat Completions and Models for OpenAI clients and chat UIs; base_url <invoke URL>/api/v1/openai/v1), agui (/agui and /agui/{agent}: AG-UI for CopilotKit), ai-sdk (/ai-sdk/chat and /ai-sdk/chat/{id}/stream: the Vercel AI SDK's useChat, resumable), a2a (/a2a, /a2a/{agent} and their .well-known/agent-card.json: A2A 1.0 JSON-RPC). Streams arrive piece by piece with response_streaming on."
   type        = set(string)
   default     = []
 
   validation {
-    condition     = alltrue([for p in var.protocol_endpoints : contains(["openai", "agui", "ai-sdk"], p)])
-    error_message = "protocol_endpoints takes openai, agui and ai-sdk."
+    condition     = alltrue([for p in var.protocol_endpoints : contains(["openai", "agui", "ai-sdk", "a2a"], p)])
+    error_message = "protocol_endpoints takes openai, agui, ai-sdk and a2a."
   }
 }
 

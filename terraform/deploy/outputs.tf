@@ -27,3 +27,8 @@ output "openai_base_url" {
   description = "base_url for OpenAI clients (protocol_endpoints with openai)."
   value       = module.agents.openai_base_url
 }
+
+output "a2a_url" {
+  description = "The A2A endpoint (protocol_endpoints with a2a)."
+  value       = module.agents.a2a_url
+}

@@ -30,7 +30,8 @@ response_store = { type = "dynamodb", ttl = 604800, retry_count = 5, delay = 5 }
 mcp_endpoint = false
 
 # Protocol surfaces: "openai" (/api/v1/openai/v1: point an OpenAI SDK, Open WebUI or LibreChat at
-# it), "agui" (/api/v1/agui: CopilotKit's HttpAgent), "ai-sdk" (/api/v1/ai-sdk/chat: useChat).
+# it), "agui" (/api/v1/agui: CopilotKit's HttpAgent), "ai-sdk" (/api/v1/ai-sdk/chat: useChat),
+# "a2a" (/api/v1/a2a: A2A 1.0 clients and orchestrators).
 protocol_endpoints = []
 
 # Answers stream as server-sent events when a client asks (Accept: text/event-stream).

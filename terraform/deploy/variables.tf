@@ -107,7 +107,7 @@ variable "mcp_endpoint" {
 }
 
 variable "protocol_endpoints" {
-  description = "Protocol surfaces to serve: openai (/api/v1/openai/v1, for OpenAI clients, Open WebUI, LibreChat), agui (/api/v1/agui, for CopilotKit), ai-sdk (/api/v1/ai-sdk/chat, for useChat)."
+  description = "Protocol surfaces to serve: openai (/api/v1/openai/v1, for OpenAI clients, Open WebUI, LibreChat), agui (/api/v1/agui, for CopilotKit), ai-sdk (/api/v1/ai-sdk/chat, for useChat), a2a (/api/v1/a2a, A2A 1.0)."
   type        = set(string)
   default     = []
 }

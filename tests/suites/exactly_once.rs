@@ -342,10 +342,10 @@ impl ResponseStore for FlakyStore {
     async fn set_pointer(
         &self,
         name: &str,
-        request_id: &str,
+        target: &str,
         user_id: Option<&str>,
     ) -> Result<(), PortError> {
-        self.inner.set_pointer(name, request_id, user_id).await
+        self.inner.set_pointer(name, target, user_id).await
     }
     async fn pointer(&self, name: &str) -> Result<Option<ak_core::ports::Pointer>, PortError> {
         self.inner.pointer(name).await

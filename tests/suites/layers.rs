@@ -37,6 +37,7 @@ const MODULE_LAYERS: &[(&str, &[(&str, u8)])] = &[
         &[
             ("lenient", 1),
             ("secret", 1),
+            ("time", 1),
             ("config", 1),
             ("error", 1),
             ("request", 1),

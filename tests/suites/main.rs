@@ -1,6 +1,7 @@
 //! Integration tests against the real local services started by `scripts/test.sh`.
 //! One binary, one module per area, so the suite links once.
 
+mod a2a;
 mod agents;
 mod agui_ai_sdk;
 mod authorizer;

@@ -728,12 +728,12 @@ impl ResponseStore for DynamoResponseStore {
     async fn set_pointer(
         &self,
         name: &str,
-        request_id: &str,
+        target: &str,
         user_id: Option<&str>,
     ) -> Result<(), PortError> {
         let mut item: Item = HashMap::from([
             ("request_id".to_owned(), s(pointer_key(name))),
-            ("target".to_owned(), s(request_id)),
+            ("target".to_owned(), s(target)),
         ]);
         if let Some(user) = user_id {
             item.insert("user_id".to_owned(), s(user));
@@ -756,7 +756,7 @@ impl ResponseStore for DynamoResponseStore {
     async fn pointer(&self, name: &str) -> Result<Option<Pointer>, PortError> {
         Ok(self.read(&pointer_key(name)).await?.and_then(|item| {
             Some(Pointer {
-                request_id: get_s(&item, "target")?.to_owned(),
+                target: get_s(&item, "target")?.to_owned(),
                 user_id: get_s(&item, "user_id").map(str::to_owned),
             })
         }))

@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod ports;
 pub mod request;
 pub mod secret;
+pub mod time;
 
 pub use answer::{Answer, ChatAnswer};
 pub use config::Settings;

@@ -151,7 +151,7 @@ impl AiSdkChat {
         };
         if !pointer.visible_to(user) {
             return Err(ApiError::ResponseNotFound {
-                request_id: pointer.request_id,
+                request_id: pointer.target,
             });
         }
         let options = StreamOptions {
@@ -163,7 +163,7 @@ impl AiSdkChat {
         match self
             .chat
             .follow_active(
-                &pointer.request_id,
+                &pointer.target,
                 pointer.user_id.as_deref(),
                 context.deadline,
                 options,
@@ -175,7 +175,7 @@ impl AiSdkChat {
                 SseBody::encoded(
                     stream,
                     context.heartbeat,
-                    UiMessageEncoder::new(&message_id(&pointer.request_id)),
+                    UiMessageEncoder::new(&message_id(&pointer.target)),
                 )
                 .with_header(STREAM_HEADER, "v1"),
             )),

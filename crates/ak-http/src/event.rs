@@ -19,6 +19,13 @@ use ak_core::request::Caller;
 use base64::Engine;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use lambda_http::request::RequestContext;
+
+/// The path of a request as its client asked for it, in front of everything the front door
+/// strips (a REST API's stage): for URLs the API hands back to the client (an A2A card's
+/// endpoint). Absent on requests not decoded from an event (the local server's: their URI
+/// path is what the client asked for).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicPath(pub String);
 use lambda_http::{Body, Request, RequestExt};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -285,6 +292,13 @@ fn http_event(e: &Map<String, Value>, door: FrontDoor, options: &DecodeOptions) 
     if let Some(problem) = problems.into_iter().next() {
         extensions.insert(problem);
     }
+    // The path as the client asked for it: a REST API's event leaves the stage out of `path`
+    // (its request context has it).
+    let public = match door {
+        FrontDoor::RestApi => ctx.and_then(|c| str_at(c, "path")).unwrap_or(&path),
+        _ => &path,
+    };
+    extensions.insert(PublicPath(public.to_owned()));
     let mut request = request
         .with_raw_http_path(path)
         .with_query_string_parameters(query);

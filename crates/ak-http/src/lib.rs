@@ -2,13 +2,14 @@
 //! ([`event`]), routing ([`router`]), the HTTP API ([`api`]), JSON answers and the mapping of
 //! failures to HTTP ([`response`]), run events as server-sent events ([`sse`]), and the
 //! protocol surfaces ([`surface`]): MCP ([`mcp`]), Chat Completions ([`openai`]), AG-UI
-//! ([`agui`]) and the AI SDK's UI message stream ([`ai_sdk`]).
+//! ([`agui`]), the AI SDK's UI message stream ([`ai_sdk`]) and A2A ([`a2a`]).
 //!
 //! Layer: edge. Uses the services of `ak-runtime` and the foundations of `ak-core`; nothing
 //! below depends on it. A protocol surface is one module here that maps its requests onto
 //! [`ChatService`](ak_runtime::ChatService) and encodes the same run events
 //! ([`sse::EventEncoder`]).
 
+pub mod a2a;
 pub mod agui;
 pub mod ai_sdk;
 pub mod api;

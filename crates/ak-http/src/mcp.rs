@@ -31,47 +31,7 @@ use rmcp::{ErrorData as McpError, ServerHandler};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-/// An agent as an MCP tool: its name and what it is for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentTool {
-    /// The agent's name (the tool's).
-    pub name: String,
-    /// What the agent is for.
-    pub description: String,
-}
-
-impl AgentTool {
-    /// The agents `settings` defines (or the one default agent), each described by its
-    /// handoff description, else the start of its instructions.
-    pub fn from_settings(settings: &ak_core::Settings) -> Vec<AgentTool> {
-        let definitions = &settings.agents.definitions;
-        if definitions.is_empty() {
-            let name = settings.agents.default_agent().unwrap_or("assistant");
-            return vec![AgentTool {
-                name: name.to_owned(),
-                description: "A general assistant.".to_owned(),
-            }];
-        }
-        definitions
-            .iter()
-            .map(|d| {
-                let about = d
-                    .handoff_description
-                    .clone()
-                    .filter(|h| !h.trim().is_empty())
-                    .unwrap_or_else(|| d.instructions.chars().take(300).collect());
-                AgentTool {
-                    name: d.name.clone(),
-                    description: if about.trim().is_empty() {
-                        format!("The {} agent.", d.name)
-                    } else {
-                        about
-                    },
-                }
-            })
-            .collect()
-    }
-}
+pub use crate::surface::AgentTool;
 
 /// The MCP endpoint of the API.
 pub struct McpEndpoint {

@@ -1,5 +1,5 @@
 //! Protocol surfaces: the edge modules that speak another protocol than our chat API (MCP,
-//! Chat Completions, AG-UI, the AI SDK's UI message stream; A2A is one more). A surface
+//! Chat Completions, AG-UI, the AI SDK's UI message stream, A2A). A surface
 //! names the paths it answers under the API's base path and answers requests there by mapping
 //! them onto the same [`ChatService`](ak_runtime::ChatService) runs and encoding the same run
 //! events; the [`Api`](crate::Api) routes to it, logs the request and contains its panics.
@@ -49,7 +49,7 @@ pub fn failure_response(data: &serde_json::Value) -> ApiResponse {
 
 /// The first path segments under the base path that belong to protocol surfaces: custom
 /// routes cannot use them.
-pub const RESERVED: &[&str] = &["mcp", "openai", "agui", "ai-sdk"];
+pub const RESERVED: &[&str] = &["mcp", "openai", "agui", "ai-sdk", "a2a", ".well-known"];
 
 /// What a surface answers with.
 pub enum SurfaceReply {
@@ -102,5 +102,47 @@ pub trait Surface: Send + Sync {
     /// surface's own error shape; `None`: our JSON error shape.
     fn error_response(&self, _error: &ApiError) -> Option<http::Response<Body>> {
         None
+    }
+}
+
+/// An agent as the surfaces present it (an MCP tool, an A2A skill): its name and what it is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentTool {
+    /// The agent's name (the tool's).
+    pub name: String,
+    /// What the agent is for.
+    pub description: String,
+}
+
+impl AgentTool {
+    /// The agents `settings` defines (or the one default agent), each described by its
+    /// handoff description, else the start of its instructions.
+    pub fn from_settings(settings: &ak_core::Settings) -> Vec<AgentTool> {
+        let definitions = &settings.agents.definitions;
+        if definitions.is_empty() {
+            let name = settings.agents.default_agent().unwrap_or("assistant");
+            return vec![AgentTool {
+                name: name.to_owned(),
+                description: "A general assistant.".to_owned(),
+            }];
+        }
+        definitions
+            .iter()
+            .map(|d| {
+                let about = d
+                    .handoff_description
+                    .clone()
+                    .filter(|h| !h.trim().is_empty())
+                    .unwrap_or_else(|| d.instructions.chars().take(300).collect());
+                AgentTool {
+                    name: d.name.clone(),
+                    description: if about.trim().is_empty() {
+                        format!("The {} agent.", d.name)
+                    } else {
+                        about
+                    },
+                }
+            })
+            .collect()
     }
 }

@@ -12,5 +12,5 @@
 pub mod exec;
 pub mod service;
 
-pub use service::chat::{ChatService, Execution, StreamOptions};
+pub use service::chat::{CANCELED, ChatService, Execution, Progress, StreamOptions};
 pub use service::worker::{AgentRunnerHandler, ResponseHandler, pump};

@@ -491,11 +491,11 @@ impl ResponseStore for RedisResponseStore {
     async fn set_pointer(
         &self,
         name: &str,
-        request_id: &str,
+        target: &str,
         user_id: Option<&str>,
     ) -> Result<(), PortError> {
         let value = serde_json::to_string(&Pointer {
-            request_id: request_id.to_owned(),
+            target: target.to_owned(),
             user_id: user_id.map(str::to_owned),
         })
         .map_err(|e| PortError::Rejected(e.to_string()))?;

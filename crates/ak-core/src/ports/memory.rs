@@ -393,13 +393,13 @@ impl ResponseStore for MemoryResponseStore {
     async fn set_pointer(
         &self,
         name: &str,
-        request_id: &str,
+        target: &str,
         user_id: Option<&str>,
     ) -> Result<(), PortError> {
         lock(&self.pointers).insert(
             name.to_owned(),
             Pointer {
-                request_id: request_id.to_owned(),
+                target: target.to_owned(),
                 user_id: user_id.map(str::to_owned),
             },
         );

@@ -482,9 +482,9 @@ impl LoggedEvent {
 /// What a named pointer ([`ResponseStore::set_pointer`]) holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pointer {
-    /// The request it points at.
-    pub request_id: String,
-    /// Who asked that request (`None`: anonymous).
+    /// The id it points at.
+    pub target: String,
+    /// Whose it is (`None`: anonymous, anyone's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
 }
@@ -566,13 +566,13 @@ pub trait ResponseStore: Send + Sync {
     /// Gives up a claim early (after a transient failure), if `owner` still holds it.
     async fn release(&self, request_id: &str, owner: &str) -> Result<(), PortError>;
 
-    /// Points `name` (a conversation's key, such as an AI SDK chat id) at `request_id`, the
-    /// conversation's latest request, asked by `user_id`; the last write wins. Lives as long as
-    /// an answer would (the store's TTL).
+    /// Points `name` at `target`, for `user_id`: an id a surface finds again by a name it
+    /// knows (an AI SDK chat's latest request, an A2A task's context); the last write wins.
+    /// Lives as long as an answer would (the store's TTL).
     async fn set_pointer(
         &self,
         name: &str,
-        request_id: &str,
+        target: &str,
         user_id: Option<&str>,
     ) -> Result<(), PortError>;
 

@@ -32,6 +32,24 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The status of the answer of a canceled request (HTTP `410 Gone`): final, never replaced by
+/// the run's own answer.
+pub const CANCELED: u16 = 410;
+
+/// Where a request's run stands ([`ChatService::progress`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    /// No such request for this user (or no store keeps requests: direct mode without one).
+    Unknown,
+    /// Not answered yet; `logged` events of its log are written (0: not started).
+    Pending {
+        /// The number of the log's last event.
+        logged: u64,
+    },
+    /// Answered (a success, a failure, or [`CANCELED`]).
+    Answered(Answer),
+}
+
 /// How the chat endpoint gets answers.
 #[derive(Clone)]
 pub enum Execution {
@@ -407,6 +425,77 @@ impl ChatService {
             self.relay(store, request_id, options, user, until, false)
                 .with_ids(request_id, None),
         ))
+    }
+
+    /// Where the run of `request_id` stands, for `user` (A2A's GetTask): unknown (or another
+    /// user's, or direct mode without a response store), waiting or running (with whether its
+    /// log has events yet), or answered.
+    pub async fn progress(
+        &self,
+        request_id: &str,
+        user: Option<&str>,
+    ) -> Result<Progress, ApiError> {
+        let Some(store) = &self.store else {
+            return Ok(Progress::Unknown);
+        };
+        let unavailable = |e: PortError| ApiError::from(e).with_request_id(request_id);
+        match store
+            .registered_user(request_id)
+            .await
+            .map_err(unavailable)?
+        {
+            Some(None) => {}
+            Some(Some(owner)) if user == Some(owner.as_str()) => {}
+            _ => return Ok(Progress::Unknown),
+        }
+        if let Some(record) = store.get(request_id).await.map_err(unavailable)? {
+            return Ok(Progress::Answered(record.into_answer()));
+        }
+        let logged = store
+            .last_event_seq(request_id)
+            .await
+            .map_err(unavailable)?;
+        Ok(Progress::Pending { logged })
+    }
+
+    /// Cancels the run of `request_id` for `user` (A2A's CancelTask): unless it is answered
+    /// already, its answer becomes [`CANCELED`] (`410`, stored with the conditional write of
+    /// every answer, so a run's answer stored first wins), and its event log ends with that
+    /// `error`, which ends every follower's stream. A run not yet taken up never runs (the
+    /// agent runner finds it answered); one already running finishes, and its answer is
+    /// dropped. Returns where the run stands afterwards.
+    pub async fn cancel(&self, request_id: &str, user: Option<&str>) -> Result<Progress, ApiError> {
+        let Some(store) = self.store.clone() else {
+            return Ok(Progress::Unknown);
+        };
+        let progress = self.progress(request_id, user).await?;
+        if !matches!(progress, Progress::Pending { .. }) {
+            return Ok(progress);
+        }
+        let unavailable = |e: PortError| ApiError::from(e).with_request_id(request_id);
+        let body = json!({"error": "the request was canceled", "request_id": request_id});
+        let record = exec::record_of(request_id, "", user, Answer::new(CANCELED, body.clone()));
+        store.put(&record).await.map_err(unavailable)?;
+        let mut last = body;
+        last["status"] = json!(CANCELED);
+        for _ in 0..3 {
+            let seq = store
+                .last_event_seq(request_id)
+                .await
+                .map_err(unavailable)?
+                + 1;
+            let event = ak_core::ports::LoggedEvent {
+                seq,
+                event: RunEvent::Error(last.clone()),
+            };
+            match store.append_events(request_id, &[event]).await {
+                Ok(()) => break,
+                // The run wrote an event at that number meanwhile: after it, then.
+                Err(PortError::Conflict { .. }) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        self.progress(request_id, user).await
     }
 
     /// The response store, where one is configured.
