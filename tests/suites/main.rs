@@ -16,6 +16,7 @@ mod harness;
 mod layers;
 mod local_server;
 mod mcp;
+mod mcp_world;
 mod model_interop;
 mod openai;
 mod pipeline;

@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-struct Killed(Child);
+pub(crate) struct Killed(pub(crate) Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -29,14 +29,14 @@ impl Drop for Killed {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-async fn until_listening(port: u16) -> bool {
+pub(crate) async fn until_listening(port: u16) -> bool {
     for _ in 0..150 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -69,7 +69,7 @@ async fn own_tools_server() -> (Killed, String) {
 
 /// The history agent with the tools of the MCP server at `url` (as server `tools`, `timeout`
 /// seconds), answering through `model`.
-fn api_with_mcp(model: &ScriptedModel, url: &str, timeout: f64) -> Api {
+pub(crate) fn api_with_mcp(model: &ScriptedModel, url: &str, timeout: f64) -> Api {
     let mut settings: Settings = reference_settings();
     settings.mcp.servers = vec![McpServerSettings {
         name: "tools".into(),
@@ -108,7 +108,7 @@ fn api_with_mcp(model: &ScriptedModel, url: &str, timeout: f64) -> Api {
 
 /// What the model was sent back for its tool call: the content of the `tool` message of the
 /// last request.
-fn tool_result(model: &ScriptedModel) -> Value {
+pub(crate) fn tool_result(model: &ScriptedModel) -> Value {
     let last = model.requests().last().cloned().unwrap_or_default();
     let content = last["messages"]
         .as_array()
@@ -122,7 +122,7 @@ fn tool_result(model: &ScriptedModel) -> Value {
     serde_json::from_str(&content).unwrap_or(Value::String(content))
 }
 
-async fn ask(api: &Api) -> (u16, Value) {
+pub(crate) async fn ask(api: &Api) -> (u16, Value) {
     let body = json!({"prompt": "use the tools", "agent": "history"}).to_string();
     let (status, _, answer) = call(api, event("POST", Some(&body), None, None)).await;
     (status, answer)

@@ -29,9 +29,9 @@ use aws_sdk_bedrockruntime::Client;
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::types::{
     ContentBlock, ContentBlockDelta, ContentBlockStart, ConversationRole, ConverseOutput,
-    ConverseStreamOutput, Message, StopReason, SystemContentBlock, Tool, ToolConfiguration,
-    ToolInputSchema, ToolResultBlock, ToolResultContentBlock, ToolResultStatus, ToolSpecification,
-    ToolUseBlock,
+    ConverseStreamOutput, ImageBlock, ImageFormat, ImageSource, Message, StopReason,
+    SystemContentBlock, Tool, ToolConfiguration, ToolInputSchema, ToolResultBlock,
+    ToolResultContentBlock, ToolResultStatus, ToolSpecification, ToolUseBlock,
 };
 use aws_smithy_types::{Document, Number};
 use serde_json::{Map, Value};
@@ -369,8 +369,15 @@ impl Converse {
                 "system" | "developer" if !text.trim().is_empty() => {
                     system.push(SystemContentBlock::Text(text));
                 }
-                "user" if !text.trim().is_empty() => {
-                    turns.push((ConversationRole::User, vec![ContentBlock::Text(text)]));
+                "user" => {
+                    let mut blocks = Vec::new();
+                    if !text.trim().is_empty() {
+                        blocks.push(ContentBlock::Text(text));
+                    }
+                    blocks.extend(images_of(&message["content"]));
+                    if !blocks.is_empty() {
+                        turns.push((ConversationRole::User, blocks));
+                    }
                 }
                 "assistant" => {
                     let mut blocks = Vec::new();
@@ -508,6 +515,43 @@ fn text_of(content: &Value) -> String {
             .collect(),
         _ => String::new(),
     }
+}
+
+/// The image parts of a user message's content (Chat Completions `image_url` parts holding
+/// base64 data URLs, as tool results' images are sent) as Converse image blocks; other URLs
+/// and types Converse does not take are left out.
+fn images_of(content: &Value) -> Vec<ContentBlock> {
+    use base64::Engine;
+    let mut blocks = Vec::new();
+    for part in content.as_array().into_iter().flatten() {
+        let Some(url) = part["image_url"]["url"].as_str() else {
+            continue;
+        };
+        let Some((mime, data)) = url
+            .strip_prefix("data:")
+            .and_then(|rest| rest.split_once(";base64,"))
+        else {
+            continue;
+        };
+        let format = match mime {
+            "image/png" => ImageFormat::Png,
+            "image/jpeg" => ImageFormat::Jpeg,
+            "image/gif" => ImageFormat::Gif,
+            "image/webp" => ImageFormat::Webp,
+            _ => continue,
+        };
+        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(data) else {
+            continue;
+        };
+        if let Ok(image) = ImageBlock::builder()
+            .format(format)
+            .source(ImageSource::Bytes(bytes.into()))
+            .build()
+        {
+            blocks.push(ContentBlock::Image(image));
+        }
+    }
+    blocks
 }
 
 /// JSON as a Smithy document (tool inputs, schemas and results).

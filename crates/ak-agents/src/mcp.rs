@@ -2,29 +2,40 @@
 //! SDK (`rmcp`). Each server of `mcp.servers` is connected on first use per process; its tools
 //! are listed then and offered to the agents that name the server in `mcp_servers`, as
 //! `<server>__<tool>` (kept to what function names allow, 64 characters at most), with the
-//! server's descriptions and JSON schemas. A call goes to the server and its result — text and
-//! structured content — back to the model.
+//! server's descriptions and JSON schemas. A call goes to the server and its result — every
+//! content type, see [`content`] — back to the model.
 //!
 //! Nothing a server does fails a run: a server that is down, slow (past its `timeout`) or
 //! answers an error gives the model an error tool result (`{"error": ...}`), and its tools are
 //! left out of a model call when they cannot be listed. A call naming a tool the server no
-//! longer has re-reads the list once; a broken connection is dropped and made anew on the
-//! next use.
+//! longer has re-reads the list once. A connection that timed out, failed, or was answered
+//! in a way no call can be matched to is dropped: the next use initialises a new session
+//! (a listing that fails drops the tools too), so a restarted server costs at most the one call that was under way
+//! (a server answering a stale session with `404` or with `400`, see [`transport`]). Tools a
+//! server offers only as tasks (`execution.taskSupport: "required"`) are not offered to the
+//! model, which could not call them.
+
+pub mod content;
+mod transport;
+
+pub use content::{MAX_RESULT_BYTES, ToolOutput};
 
 use ak_core::config::{McpServerSettings, McpSettings};
 use ak_core::secret::Secret;
 use rmcp::ServiceExt;
-use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock};
+use rmcp::model::CallToolRequestParams;
 use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
 use crate::model::ToolSpec;
+use content::{result_for_model, text_of};
+use transport::McpHttp;
 
 /// Longest function name model APIs accept.
 const MAX_NAME: usize = 64;
@@ -67,6 +78,8 @@ impl McpTool {
 #[derive(Default)]
 pub struct McpServers {
     servers: BTreeMap<String, Arc<McpServer>>,
+    /// Whether images in results go to the model (`mcp.attach_images`).
+    attach_images: bool,
 }
 
 impl McpServers {
@@ -83,7 +96,10 @@ impl McpServers {
                 Arc::new(McpServer::new(server, lookup)?),
             );
         }
-        Ok(Self { servers })
+        Ok(Self {
+            servers,
+            attach_images: settings.attach_images,
+        })
     }
 
     /// The tools of these servers, listed (once per process) where they are not yet; a server
@@ -103,22 +119,34 @@ impl McpServers {
         tools
     }
 
-    /// Calls `tool` with `arguments`: the result for the model, `{"error": ...}` on failure.
-    pub async fn call(&self, tool: &McpTool, arguments: Value) -> Value {
-        let Some(server) = self.servers.get(&tool.server) else {
-            return json!({"error": format!("there is no MCP server {}", tool.server)});
+    /// Calls `tool` with `arguments`: the result for the model (with the images to attach),
+    /// `{"error": ...}` on failure.
+    pub async fn call(&self, tool: &McpTool, arguments: Value) -> ToolOutput {
+        let failed = |e: String| ToolOutput {
+            value: json!({"error": e}),
+            attachments: Vec::new(),
         };
-        match server.call(&tool.name, arguments).await {
+        let Some(server) = self.servers.get(&tool.server) else {
+            return failed(format!("there is no MCP server {}", tool.server));
+        };
+        match server.call(&tool.name, arguments, self.attach_images).await {
             Ok(result) => result,
             Err(e) => {
                 tracing::warn!(mcp_server = %tool.server, tool = %tool.name, error = %e, "MCP tool call failed");
-                json!({"error": e})
+                failed(e)
             }
         }
     }
 }
 
 type Client = RunningService<RoleClient, ()>;
+
+/// A connection: the client, and the HTTP client under it (which notes task-only tools).
+#[derive(Clone)]
+struct Connection {
+    client: Arc<Client>,
+    http: McpHttp,
+}
 
 /// One MCP server.
 pub struct McpServer {
@@ -132,8 +160,10 @@ pub struct McpServer {
 
 #[derive(Default)]
 struct State {
-    client: Option<Arc<Client>>,
+    connection: Option<Connection>,
     tools: Option<Vec<McpTool>>,
+    /// Tools found callable only as tasks, left out of later listings.
+    task_only: HashSet<String>,
     /// After a failed listing, the server is left alone until then (so a server that is down
     /// does not cost every model call its timeout).
     failed_until: Option<tokio::time::Instant>,
@@ -141,9 +171,6 @@ struct State {
 
 /// How long a server whose tools could not be listed is left alone.
 const RETRY_LISTING_AFTER: Duration = Duration::from_secs(30);
-
-/// Most bytes of a tool result sent to the model; a larger one is cut, saying so.
-pub const MAX_RESULT_BYTES: usize = 100_000;
 
 impl McpServer {
     fn new(
@@ -174,12 +201,12 @@ impl McpServer {
     }
 
     /// A connected client: the one kept, or a new one (initialised within the timeout).
-    async fn client(&self) -> Result<Arc<Client>, String> {
+    async fn connection(&self) -> Result<Connection, String> {
         let mut state = self.state.lock().await;
-        if let Some(client) = &state.client
-            && !client.is_transport_closed()
+        if let Some(connection) = &state.connection
+            && !connection.client.is_transport_closed()
         {
-            return Ok(client.clone());
+            return Ok(connection.clone());
         }
         ak_core::https::install_crypto_provider();
         let mut headers = HashMap::new();
@@ -194,7 +221,8 @@ impl McpServer {
         }
         let config = StreamableHttpClientTransportConfig::with_uri(self.url.as_str())
             .custom_headers(headers);
-        let transport = StreamableHttpClientTransport::from_config(config);
+        let http = McpHttp::new()?;
+        let transport = StreamableHttpClientTransport::with_client(http.clone(), config);
         let client = tokio::time::timeout(self.timeout, ().serve(transport))
             .await
             .map_err(|_| {
@@ -205,15 +233,28 @@ impl McpServer {
                 )
             })?
             .map_err(|e| self.failure("could not be connected", &e.to_string()))?;
-        let client = Arc::new(client);
-        state.client = Some(client.clone());
-        Ok(client)
+        let connection = Connection {
+            client: Arc::new(client),
+            http,
+        };
+        state.connection = Some(connection.clone());
+        Ok(connection)
     }
 
+    /// Drops the connection (ending its session with the server): the next use connects
+    /// anew, in a new session. The tools listed stay offered (a run's later turns keep the
+    /// same tools; a tool the server no longer has is found by its call).
+    async fn drop_connection(&self) {
+        if let Some(connection) = self.state.lock().await.connection.take() {
+            connection.client.cancellation_token().cancel();
+        }
+    }
+
+    /// Drops the connection and the tools listed through it: the next use connects anew and
+    /// lists again.
     async fn forget_connection(&self) {
-        let mut state = self.state.lock().await;
-        state.client = None;
-        state.tools = None;
+        self.drop_connection().await;
+        self.state.lock().await.tools = None;
     }
 
     /// The server's tools (those allowed), listed once and kept; `again` lists anew.
@@ -233,17 +274,20 @@ impl McpServer {
                 ));
             }
         }
-        let listed = match self.client().await {
-            Err(e) => Err(e),
-            Ok(client) => match tokio::time::timeout(self.timeout, client.list_all_tools()).await {
-                Err(_) => Err(format!(
-                    "the MCP server {} did not list its tools within {} s",
-                    self.name,
-                    self.timeout.as_secs_f64()
-                )),
-                Ok(Err(e)) => Err(self.failure("could not list its tools", &e.to_string())),
-                Ok(Ok(listed)) => Ok(listed),
-            },
+        let connection = self.connection().await;
+        let listed = match &connection {
+            Err(e) => Err(e.clone()),
+            Ok(connection) => {
+                match tokio::time::timeout(self.timeout, connection.client.list_all_tools()).await {
+                    Err(_) => Err(format!(
+                        "the MCP server {} did not list its tools within {} s",
+                        self.name,
+                        self.timeout.as_secs_f64()
+                    )),
+                    Ok(Err(e)) => Err(self.failure("could not list its tools", &e.to_string())),
+                    Ok(Ok(listed)) => Ok(listed),
+                }
+            }
         };
         let listed = match listed {
             Ok(listed) => listed,
@@ -254,8 +298,16 @@ impl McpServer {
                 return Err(e);
             }
         };
+        let mut task_only = self.state.lock().await.task_only.clone();
+        if let Ok(connection) = &connection {
+            task_only.extend(connection.http.task_only());
+        }
         let mut tools: Vec<McpTool> = Vec::new();
         for tool in listed {
+            if task_only.contains(tool.name.as_ref()) {
+                tracing::info!(mcp_server = %self.name, tool = %tool.name, "an MCP tool callable only as a task is not offered (tasks are not supported)");
+                continue;
+            }
             if self
                 .allowed
                 .as_ref()
@@ -279,6 +331,7 @@ impl McpServer {
         }
         let mut state = self.state.lock().await;
         state.tools = Some(tools.clone());
+        state.task_only = task_only;
         state.failed_until = None;
         Ok(tools)
     }
@@ -299,7 +352,12 @@ impl McpServer {
     }
 
     /// Calls the server's tool `name`; the result for the model, or why it failed.
-    async fn call(&self, name: &str, arguments: Value) -> Result<Value, String> {
+    async fn call(
+        &self,
+        name: &str,
+        arguments: Value,
+        attach_images: bool,
+    ) -> Result<ToolOutput, String> {
         let arguments = match arguments {
             Value::Object(map) => map,
             Value::Null => serde_json::Map::new(),
@@ -307,17 +365,44 @@ impl McpServer {
         };
         let mut relisted = false;
         loop {
-            let client = self.client().await?;
+            let connection = self.connection().await?;
             let mut params = CallToolRequestParams::new(name.to_owned());
             params.arguments = Some(arguments.clone());
-            let Ok(called) = tokio::time::timeout(self.timeout, client.call_tool(params)).await
+            // Dropped at the timeout, the call tells the server (`notifications/cancelled`).
+            let Ok(called) =
+                tokio::time::timeout(self.timeout, connection.client.call_tool(params)).await
             else {
+                // No answer may mean a session the server lost (a restart) answered in a way
+                // no call can be matched to: the next use starts a new one.
+                self.drop_connection().await;
                 return Err(format!(
                     "the MCP server {} did not answer within {} s",
                     self.name,
                     self.timeout.as_secs_f64()
                 ));
             };
+            // A tool callable only as a task (a server answering -32601, or an error result
+            // saying so): never offered again.
+            let task_only = match &called {
+                Err(rmcp::ServiceError::McpError(error)) => {
+                    error.code == rmcp::model::ErrorCode::METHOD_NOT_FOUND
+                        || names_task_only(&error.message)
+                }
+                Ok(result) => result.is_error == Some(true) && names_task_only(&text_of(result)),
+                Err(_) => false,
+            };
+            if task_only {
+                let mut state = self.state.lock().await;
+                state.task_only.insert(name.to_owned());
+                if let Some(tools) = &mut state.tools {
+                    tools.retain(|t| t.name != name);
+                }
+                tracing::info!(mcp_server = %self.name, tool = %name, "an MCP tool callable only as a task is not offered any more (tasks are not supported)");
+                return Err(format!(
+                    "the MCP tool {name} of {} can only be run as a task, which is not supported here; use another tool",
+                    self.name
+                ));
+            }
             // A tool the server no longer has — told by an error, or (some servers) by an
             // error result — makes the list be read again, once.
             let unknown = match &called {
@@ -336,7 +421,7 @@ impl McpServer {
                 ));
             }
             return match called {
-                Ok(result) => Ok(result_for_model(&result)),
+                Ok(result) => Ok(result_for_model(&result, attach_images)),
                 // The server's own JSON-RPC error is its answer; anything else is the
                 // connection's, and stays in the log.
                 Err(rmcp::ServiceError::McpError(error)) => Err(format!(
@@ -344,9 +429,7 @@ impl McpServer {
                     self.name, error.message
                 )),
                 Err(e) => {
-                    if client.is_transport_closed() {
-                        self.forget_connection().await;
-                    }
+                    self.drop_connection().await;
                     Err(self.failure("failed during the call", &e.to_string()))
                 }
             };
@@ -360,58 +443,11 @@ fn names_unknown_tool(text: &str) -> bool {
     text.contains("unknown tool") || (text.contains("tool") && text.contains("not found"))
 }
 
-/// The text of a result's text blocks.
-fn text_of(result: &CallToolResult) -> String {
-    result
-        .content
-        .iter()
-        .filter_map(|block| match block {
-            ContentBlock::Text(text) => Some(text.text.as_str()),
-            _ => None,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// A tool result as the model reads it: `{"result": ...}` — the structured content when the
-/// server gave one (its text blocks then say the same), else the text (read as JSON when it
-/// is JSON) — or `{"error": ...}` when the tool reported one. A result over
-/// [`MAX_RESULT_BYTES`] is cut, with `"truncated": true` and its full size.
-fn result_for_model(result: &CallToolResult) -> Value {
-    let text = text_of(result);
-    if result.is_error == Some(true) {
-        let message = if text.is_empty() {
-            "the tool failed".to_owned()
-        } else {
-            text
-        };
-        return json!({"error": cut(&message)});
-    }
-    let value = match &result.structured_content {
-        Some(structured) => structured.clone(),
-        None => serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)),
-    };
-    let size = value.to_string().len();
-    if size <= MAX_RESULT_BYTES {
-        return json!({"result": value});
-    }
-    let text = match value {
-        Value::String(text) => text,
-        other => other.to_string(),
-    };
-    json!({"result": cut(&text), "truncated": true, "bytes": size})
-}
-
-/// `text` cut to [`MAX_RESULT_BYTES`] at a character boundary.
-fn cut(text: &str) -> String {
-    if text.len() <= MAX_RESULT_BYTES {
-        return text.to_owned();
-    }
-    let mut end = MAX_RESULT_BYTES;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
+/// Whether an error's text says the tool must be called as a task (the TypeScript SDK's
+/// "requires task augmentation").
+fn names_task_only(text: &str) -> bool {
+    let text = text.to_ascii_lowercase();
+    text.contains("task augmentation") || text.contains("-32601")
 }
 
 /// `text` with `url` replaced by [`ak_core::secret::redacted_url`]: transport errors quote the URL, which may
@@ -482,38 +518,13 @@ mod tests {
     }
 
     #[test]
-    fn results_carry_text_json_structured_content_and_errors() {
-        let ok: CallToolResult = serde_json::from_value(json!({
-            "content": [{"type": "text", "text": "{\"sum\": 5}"}],
-            "structuredContent": {"sum": 5}
-        }))
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(result_for_model(&ok), json!({"result": {"sum": 5}}), "once");
-        let huge: CallToolResult = serde_json::from_value(json!({
-            "content": [{"type": "text", "text": "é".repeat(MAX_RESULT_BYTES)}]
-        }))
-        .unwrap_or_else(|e| panic!("{e}"));
-        let cut = result_for_model(&huge);
-        assert_eq!(cut["truncated"], true);
-        assert!(
-            cut["result"]
-                .as_str()
-                .is_some_and(|t| t.len() <= MAX_RESULT_BYTES)
-        );
+    fn urls_in_transport_errors_are_redacted() {
         assert_eq!(
             redact(
                 "error sending request for url (https://u:p@mcp.example.com/s/sk-1?key=k)",
                 "https://u:p@mcp.example.com/s/sk-1?key=k"
             ),
             "error sending request for url (https://mcp.example.com/…)"
-        );
-        let failed: CallToolResult = serde_json::from_value(json!({
-            "content": [{"type": "text", "text": "division by zero"}], "isError": true
-        }))
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            result_for_model(&failed),
-            json!({"error": "division by zero"})
         );
     }
 }

@@ -443,10 +443,12 @@ impl AgentRuntime {
                     answer["outcome"] = json!("cut_off");
                 }
                 new_items.push(answer);
-                // Reasoning served its purpose within this run; the session never keeps it.
+                // Reasoning and tool results' images served their purpose within this run;
+                // the session never keeps them (the results' text names the images).
                 for item in &mut new_items {
                     if let Value::Object(map) = item {
                         map.remove("reasoning_content");
+                        map.remove("attachments");
                     }
                 }
                 let turn = Turn {
@@ -567,6 +569,7 @@ impl AgentRuntime {
                             .unwrap_or_else(|_| Value::String(call.arguments.clone())),
                     });
                 }
+                let mut attachments = Vec::new();
                 let result = if let Some(target) = target {
                     if next.is_none() {
                         tracing::debug!(from = %agent.name, to = %target.name, "handoff");
@@ -597,7 +600,11 @@ impl AgentRuntime {
                         &call.arguments
                     }) {
                         Err(e) => json!({"error": format!("arguments are not JSON: {e}")}),
-                        Ok(args) => self.mcp.call(tool, args).await,
+                        Ok(args) => {
+                            let output = self.mcp.call(tool, args).await;
+                            attachments = output.attachments;
+                            output.value
+                        }
                     }
                 } else {
                     json!({"error": format!("there is no tool named {:?}", call.name)})
@@ -613,8 +620,14 @@ impl AgentRuntime {
                     Value::String(s) => s,
                     other => other.to_string(),
                 };
-                new_items
-                    .push(json!({"role": "tool", "tool_call_id": call.id, "content": content}));
+                let mut message =
+                    json!({"role": "tool", "tool_call_id": call.id, "content": content});
+                if !attachments.is_empty() {
+                    // Images for the model's next call, after the tool results (see
+                    // `messages`); never kept in the session.
+                    message["attachments"] = Value::Array(attachments);
+                }
+                new_items.push(message);
             }
             if let Some(target) = next {
                 agent = target;
@@ -657,6 +670,9 @@ impl AgentRuntime {
         let mut messages = Vec::with_capacity(new_items.len() + 1);
         messages.push(json!({"role": "system", "content": system}));
         let mut kept_calls: Vec<&str> = Vec::new();
+        // Images of the tool results just read, for a user message after them: tool messages
+        // carry text only (Chat Completions), and must follow their calls directly.
+        let mut images: Vec<Value> = Vec::new();
         for item in earlier.chain(new_items) {
             let mut message = item.clone();
             let Value::Object(map) = &mut message else {
@@ -665,12 +681,24 @@ impl AgentRuntime {
             for field in BOOKKEEPING_FIELDS {
                 map.remove(*field);
             }
+            let attached = map.remove("attachments");
             if map.get("role").and_then(Value::as_str) == Some("tool") {
                 let id = map.get("tool_call_id").and_then(Value::as_str);
                 if !id.is_some_and(|id| kept_calls.contains(&id)) {
                     continue;
                 }
-            } else if let Some(Value::Array(calls)) = map.get_mut("tool_calls") {
+                images.extend(
+                    attached
+                        .and_then(|a| a.as_array().cloned())
+                        .unwrap_or_default(),
+                );
+                messages.push(message);
+                continue;
+            }
+            if !images.is_empty() {
+                messages.push(images_message(std::mem::take(&mut images)));
+            }
+            if let Some(Value::Array(calls)) = map.get_mut("tool_calls") {
                 calls.retain(|call| {
                     let name = call["function"]["name"].as_str().unwrap_or_default();
                     offers_tools && !self.agents.is_handoff_tool(name)
@@ -699,6 +727,9 @@ impl AgentRuntime {
                 }
             }
             messages.push(message);
+        }
+        if !images.is_empty() {
+            messages.push(images_message(images));
         }
         // A model call never ends on the assistant's own words (what a model wrote before it
         // handed off, kept once its handoff call is left out): Converse and strict servers
@@ -763,6 +794,25 @@ fn client_history(messages: &[Value], limits: HistoryLimits) -> SessionHistory {
 /// Fields the session keeps on its items for this runtime (which agent acted, how a turn
 /// ended), never sent to the model.
 const BOOKKEEPING_FIELDS: &[&str] = &["agent", "outcome"];
+
+/// The user message carrying tool results' images (`{"type": "image", "mime_type", "data"}`)
+/// as Chat Completions image parts (data URLs); the Converse mapping reads them back as image
+/// blocks.
+fn images_message(images: Vec<Value>) -> Value {
+    let mut parts = vec![json!({
+        "type": "text",
+        "text": format!("The image{} the tool results above refer to, in order:", if images.len() == 1 { "" } else { "s" }),
+    })];
+    for image in images {
+        let url = format!(
+            "data:{};base64,{}",
+            image["mime_type"].as_str().unwrap_or("image/png"),
+            image["data"].as_str().unwrap_or_default()
+        );
+        parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
+    }
+    json!({"role": "user", "content": parts})
+}
 
 /// The function tools an agent offers: one `transfer_to_<name>` per handoff, then its tools.
 fn tool_specs(agent: &Agent, agents: &AgentSet) -> Vec<ToolSpec> {

@@ -93,6 +93,9 @@ pub struct SseBody {
     /// The last `done` or `error` sent, for the end hook.
     last: Option<RunEvent>,
     headers: http::HeaderMap,
+    /// An SSE stream made elsewhere (a library's), passed through as it comes instead of
+    /// `stream`.
+    raw: Option<futures_util::stream::BoxStream<'static, Bytes>>,
 }
 
 impl SseBody {
@@ -112,7 +115,18 @@ impl SseBody {
             on_end: None,
             last: None,
             headers: http::HeaderMap::new(),
+            raw: None,
         }
+    }
+
+    /// A body passing on an SSE stream a library made (`text/event-stream`, its own
+    /// keep-alives), for a surface whose protocol library writes the stream itself. Logged as
+    /// answered when it ends, cut when it is dropped before.
+    pub fn raw(stream: impl Stream<Item = Bytes> + Send + 'static) -> Self {
+        use futures_util::StreamExt;
+        let mut body = Self::new(RunStream::of(Vec::new()), DEFAULT_HEARTBEAT);
+        body.raw = Some(stream.boxed());
+        body
     }
 
     /// Adds a response header (a protocol's own, such as `x-vercel-ai-ui-message-stream`).
@@ -188,6 +202,21 @@ impl Stream for SseBody {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if let Some(raw) = &mut this.raw {
+            if this.finished {
+                return Poll::Ready(None);
+            }
+            return match raw.as_mut().poll_next(cx) {
+                Poll::Ready(Some(bytes)) => Poll::Ready(Some(Ok(bytes))),
+                Poll::Ready(None) => {
+                    this.finished = true;
+                    this.last = Some(RunEvent::Done(Value::Null));
+                    this.ended();
+                    Poll::Ready(None)
+                }
+                Poll::Pending => Poll::Pending,
+            };
+        }
         loop {
             if this.finished {
                 return Poll::Ready(None);

@@ -299,11 +299,25 @@ pub struct Settings {
 }
 
 /// `mcp.*`
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct McpSettings {
     /// MCP servers (streamable HTTP) agents may name in their `mcp_servers`.
     pub servers: Vec<McpServerSettings>,
+    /// Whether images in MCP tool results reach the model as images (an image part after the
+    /// tool results; Converse image blocks) — `true` — or as a placeholder naming their type
+    /// and size, for models that take no images.
+    #[serde(deserialize_with = "lenient::boolean")]
+    pub attach_images: bool,
+}
+
+impl Default for McpSettings {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            attach_images: true,
+        }
+    }
 }
 
 /// One MCP server: `mcp.servers[]`.

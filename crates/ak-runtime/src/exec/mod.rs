@@ -34,6 +34,105 @@ pub const LOCAL_CLAIM_TTL: Duration = Duration::from_secs(300);
 /// lasts [`LOCAL_CLAIM_TTL`].
 pub const DIRECT_CLAIM_GRACE: Duration = Duration::from_secs(5);
 
+/// The status of the answer of a canceled request (HTTP `410 Gone`): final, never replaced by
+/// the run's own answer.
+pub const CANCELED: u16 = 410;
+
+/// How often a running run looks in the response store for its cancellation (made by another
+/// instance: a `CancelTask`, an MCP host's `notifications/cancelled`).
+pub const CANCEL_POLL: Duration = Duration::from_secs(1);
+
+/// The answer of a canceled request: [`CANCELED`], naming it.
+pub fn canceled_answer(request_id: &str) -> Answer {
+    Answer::new(
+        CANCELED,
+        json!({"error": "the request was canceled", "request_id": request_id}),
+    )
+}
+
+/// Resolves once the stored answer of `request_id` is a cancellation (looking every
+/// [`CANCEL_POLL`]); never otherwise. A run selects on it, so a cancellation stored by any
+/// instance drops the run: its model call ends and nothing of its turn is saved.
+pub async fn canceled(store: &dyn ResponseStore, request_id: &str) {
+    loop {
+        tokio::time::sleep(CANCEL_POLL).await;
+        if let Ok(Some(record)) = store.get(request_id).await
+            && record.status_code == CANCELED
+        {
+            tracing::info!(request_id = %request_id, "the request was canceled: its run stops");
+            return;
+        }
+    }
+}
+
+type RunningMap = std::collections::HashMap<String, (Option<String>, Arc<tokio::sync::Notify>)>;
+
+/// The runs under way in this process, by request id, so a cancellation arriving here stops
+/// one at once (and one without a response store at all).
+#[derive(Clone, Default)]
+pub struct Running {
+    runs: Arc<std::sync::Mutex<RunningMap>>,
+}
+
+impl Running {
+    /// Registers the run of `request_id` for `user`; the guard says when it is canceled and
+    /// unregisters it when dropped.
+    pub fn start(&self, request_id: &str, user: Option<&str>) -> RunningGuard {
+        let notify = Arc::new(tokio::sync::Notify::new());
+        if let Ok(mut runs) = self.runs.lock() {
+            runs.insert(
+                request_id.to_owned(),
+                (user.map(str::to_owned), notify.clone()),
+            );
+        }
+        RunningGuard {
+            running: self.clone(),
+            request_id: request_id.to_owned(),
+            notify,
+        }
+    }
+
+    /// Cancels the run of `request_id` here, if it is `user`'s (or anonymous); whether one was.
+    pub fn cancel(&self, request_id: &str, user: Option<&str>) -> bool {
+        let Ok(runs) = self.runs.lock() else {
+            return false;
+        };
+        match runs.get(request_id) {
+            Some((owner, notify)) if owner.is_none() || owner.as_deref() == user => {
+                notify.notify_one();
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A run registered in [`Running`].
+pub struct RunningGuard {
+    running: Running,
+    request_id: String,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl RunningGuard {
+    /// Resolves when the run is canceled.
+    pub async fn cancelled(&self) {
+        self.notify.notified().await;
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        if let Ok(mut runs) = self.running.runs.lock()
+            && runs
+                .get(&self.request_id)
+                .is_some_and(|(_, n)| Arc::ptr_eq(n, &self.notify))
+        {
+            runs.remove(&self.request_id);
+        }
+    }
+}
+
 /// The message of a caught panic.
 pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     panic

@@ -32,9 +32,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The status of the answer of a canceled request (HTTP `410 Gone`): final, never replaced by
-/// the run's own answer.
-pub const CANCELED: u16 = 410;
+pub use crate::exec::CANCELED;
 
 /// Where a request's run stands ([`ChatService::progress`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +82,8 @@ pub struct ChatService {
     /// Whether runs write event logs (`execution.response_store.event_log`); without them a
     /// relayed stream waits for the stored answer.
     event_log: bool,
+    /// The direct-mode runs under way in this process, for cancellations.
+    running: exec::Running,
 }
 
 /// How a streamed answer is relayed.
@@ -116,6 +116,7 @@ impl ChatService {
             default_agent: None,
             repeat_wait: Duration::from_secs(25),
             event_log: true,
+            running: exec::Running::default(),
         }
     }
 
@@ -462,19 +463,26 @@ impl ChatService {
     /// already, its answer becomes [`CANCELED`] (`410`, stored with the conditional write of
     /// every answer, so a run's answer stored first wins), and its event log ends with that
     /// `error`, which ends every follower's stream. A run not yet taken up never runs (the
-    /// agent runner finds it answered); one already running finishes, and its answer is
-    /// dropped. Returns where the run stands afterwards.
+    /// agent runner finds it answered); one already running stops — at once in this process,
+    /// within [`exec::CANCEL_POLL`] elsewhere (it watches its stored answer) — its model call
+    /// dropped and nothing of its turn saved. Returns where the run stands afterwards.
     pub async fn cancel(&self, request_id: &str, user: Option<&str>) -> Result<Progress, ApiError> {
+        let here = self.running.cancel(request_id, user);
         let Some(store) = self.store.clone() else {
-            return Ok(Progress::Unknown);
+            return Ok(if here {
+                Progress::Answered(exec::canceled_answer(request_id))
+            } else {
+                Progress::Unknown
+            });
         };
         let progress = self.progress(request_id, user).await?;
         if !matches!(progress, Progress::Pending { .. }) {
             return Ok(progress);
         }
         let unavailable = |e: PortError| ApiError::from(e).with_request_id(request_id);
-        let body = json!({"error": "the request was canceled", "request_id": request_id});
-        let record = exec::record_of(request_id, "", user, Answer::new(CANCELED, body.clone()));
+        let answer = exec::canceled_answer(request_id);
+        let body = answer.body.clone();
+        let record = exec::record_of(request_id, "", user, answer);
         store.put(&record).await.map_err(unavailable)?;
         let mut last = body;
         last["status"] = json!(CANCELED);
@@ -602,12 +610,33 @@ impl ChatService {
         let id = request.request_id.clone();
         let (input, store, wait) = match &self.execution {
             Execution::Direct(runner) => {
-                return match &self.store {
-                    None => exec::run_to_answer(runner.as_ref(), &request, events).await,
-                    Some(store) => {
-                        self.run_direct_once(runner.as_ref(), store.clone(), request, events)
-                            .await
+                // A cancellation — here, or stored by another instance — drops the run: its
+                // model call ends, nothing of its turn is saved.
+                let running = self.running.start(&id, request.user_id.as_deref());
+                let stored_cancel = async {
+                    match &self.store {
+                        Some(store) => exec::canceled(store.as_ref(), &id).await,
+                        None => std::future::pending().await,
                     }
+                };
+                let run = async {
+                    match &self.store {
+                        None => exec::run_to_answer(runner.as_ref(), &request, events).await,
+                        Some(store) => {
+                            self.run_direct_once(
+                                runner.as_ref(),
+                                store.clone(),
+                                request.clone(),
+                                events,
+                            )
+                            .await
+                        }
+                    }
+                };
+                return tokio::select! {
+                    answer = run => answer,
+                    () = running.cancelled() => Ok(exec::canceled_answer(&id)),
+                    () = stored_cancel => Ok(exec::canceled_answer(&id)),
                 };
             }
             Execution::Sync { input, store, wait } => (input, Some(store), *wait),

@@ -413,12 +413,21 @@ impl AgentRunnerHandler {
                 return Outcome::Done;
             }
         };
-        let result = exec::run_agent(
-            self.runner.as_ref(),
-            &request,
-            log.as_ref().map(LogWriter::sender),
-        )
-        .await;
+        // A cancellation stored meanwhile (its answer is already the 410) stops the run: the
+        // model call is dropped, nothing of the turn is saved, the message is done.
+        let result = tokio::select! {
+            result = exec::run_agent(
+                self.runner.as_ref(),
+                &request,
+                log.as_ref().map(LogWriter::sender),
+            ) => result,
+            () = exec::canceled(self.store.as_ref(), id) => {
+                if let Some(log) = log {
+                    log.close().await;
+                }
+                return Outcome::Done;
+            }
+        };
         exec::record_run(&request, started, &result);
         let answer = match result {
             Ok(answer) => Answer::ok(json!(ChatAnswer::of(answer, &request.session_id, id))),
