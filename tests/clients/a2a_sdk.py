@@ -97,7 +97,8 @@ async def flow(base):
     out["blocking"] = {"id": task.id, "state": state(task), "text": artifact_text(task), "context": task.context_id,
                        "history": [Role.Name(m.role) for m in task.history]}
     again = await send(blocking, first)
-    out["again"] = {"id": again.id, "text": artifact_text(again)}
+    out["again"] = {"id": again.id, "text": artifact_text(again), "context": again.context_id,
+                    "history_contexts": sorted({m.context_id for m in again.history})}
     follow = await send(blocking, message("and then?", context_id=task.context_id))
     out["continued"] = {"context": follow.context_id, "text": artifact_text(follow)}
 
@@ -110,6 +111,8 @@ async def flow(base):
         out["subscribed"] = assembled
     got = await blocking.get_task(GetTaskRequest(id=pending.id, history_length=1))
     out["got"] = {"state": state(got), "text": artifact_text(got), "history": len(got.history)}
+    whole = await blocking.get_task(GetTaskRequest(id=pending.id))
+    out["got_whole"] = {"history": [Role.Name(m.role) for m in whole.history]}
 
     assembled = {"kinds": [], "text": "", "state": None}
     async for ev in streaming.send_message(SendMessageRequest(message=message("stream this"))):

@@ -76,6 +76,14 @@ async fn the_python_client_sends_follows_and_cancels_tasks_in_every_mode() {
             "{mode}: the same message is the same task"
         );
         assert_eq!(got["again"]["text"], "echo: hello");
+        assert_eq!(
+            got["again"]["context"], blocking["context"],
+            "{mode}: the same message again names the same context"
+        );
+        assert_eq!(
+            got["again"]["history_contexts"],
+            json!([blocking["context"]])
+        );
         assert_eq!(got["continued"]["context"], blocking["context"]);
         assert_eq!(got["continued"]["text"], "echo: and then?");
 
@@ -98,6 +106,11 @@ async fn the_python_client_sends_follows_and_cancels_tasks_in_every_mode() {
         assert_eq!(got["got"]["state"], "TASK_STATE_COMPLETED", "{mode}: {got}");
         assert_eq!(got["got"]["text"], "echo: take your time");
         assert_eq!(got["got"]["history"], 1, "historyLength 1");
+        assert_eq!(
+            got["got_whole"]["history"],
+            json!(["ROLE_USER", "ROLE_AGENT"]),
+            "{mode}: GetTask gives the user's message back too"
+        );
 
         let streamed = &got["streamed"];
         assert_eq!(streamed["kinds"][0], "task", "{mode}: {streamed}");

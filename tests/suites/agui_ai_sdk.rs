@@ -425,11 +425,34 @@ async fn behind_api_gateway_each_user_resumes_only_their_own_chat() {
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        bob["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("NOT_FOUND")),
-        "another user's chat is NOT_FOUND: {bob}"
+    assert_eq!(
+        (&bob["resumed"], &bob["error"]),
+        (&Value::Null, &Value::Null),
+        "another user's chat: nothing of it to resume (204): {bob}"
+    );
+    // Bob sends on the same chat id: his chat, not a takeover of alice's resume.
+    let sent = clients::node_with_env(
+        "ai_sdk_ui.mjs",
+        &[&api, "send", "chat-gw", "what is 6 * 7"],
+        &[("AISDK_TOKEN", &token("bob"))],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        sent["message"]["text"], "[offline model] math: 6 * 7 = 42",
+        "{sent}"
+    );
+    let alice = clients::node_with_env(
+        "ai_sdk_ui.mjs",
+        &[&api, "resume", "chat-gw"],
+        &[("AISDK_TOKEN", &token("alice"))],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (&alice["resumed"], &alice["error"]),
+        (&Value::Null, &Value::Null),
+        "alice's resume is still hers (204, not another user's 404): {alice}"
     );
     let _ = handler.kill();
     let _ = authorizer.kill();

@@ -350,6 +350,11 @@ impl A2a {
         if let Some(context_id) = message.get("contextId").and_then(Value::as_str) {
             check_id("contextId", context_id).map_err(|e| invalid(e.to_string()))?;
             body["session_id"] = json!(context_id);
+        } else {
+            // A new context, named after the message: the same message sent again (a retry
+            // after a dropped stream) is in the same context, so continuing it keeps the
+            // conversation.
+            body["session_id"] = json!(context_id_of(message_id));
         }
         let named = agent.map(|a| a.name.clone()).or_else(|| {
             message
@@ -372,10 +377,20 @@ impl A2a {
         };
         // The task's context, for GetTask and SubscribeToTask before its answer names it.
         if let Some(store) = self.chat.store() {
+            // The user's message kept for GetTask's history, within what any store's item holds.
+            let mut prompt = task.prompt.as_str();
+            if prompt.len() > 32_000 {
+                let mut end = 32_000;
+                while !prompt.is_char_boundary(end) {
+                    end -= 1;
+                }
+                prompt = &prompt[..end];
+            }
+            let known = json!({"context": task.context, "prompt": prompt, "message": task.message});
             store
                 .set_pointer(
                     &context_pointer(&task.id),
-                    &task.context,
+                    &known.to_string(),
                     run.user_id.as_deref(),
                 )
                 .await
@@ -552,7 +567,22 @@ impl A2a {
         if let Some(store) = self.chat.store()
             && let Ok(Some(pointer)) = store.pointer(&context_pointer(id)).await
         {
-            task.context = pointer.target;
+            // The context, the user's message and its id (a plain context from before).
+            match serde_json::from_str::<Value>(&pointer.target) {
+                Ok(Value::Object(known)) => {
+                    let field = |name: &str| {
+                        known
+                            .get(name)
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned()
+                    };
+                    task.context = field("context");
+                    task.prompt = field("prompt");
+                    task.message = field("message");
+                }
+                _ => task.context = pointer.target,
+            }
         }
         task
     }
@@ -600,14 +630,23 @@ impl Surface for A2a {
 /// The task id of the message `message_id`: the message's own id (so the same message again
 /// is the same task), or its digest when it is not a usable id.
 fn task_id(message_id: &str) -> String {
-    let id = format!("task-{message_id}");
-    if check_id("taskId", &id).is_ok() {
+    id_of("task", message_id)
+}
+
+/// The context a message that names none starts: `ctx-<message id>` (or its digest).
+fn context_id_of(message_id: &str) -> String {
+    id_of("ctx", message_id)
+}
+
+fn id_of(prefix: &str, message_id: &str) -> String {
+    let id = format!("{prefix}-{message_id}");
+    if check_id("id", &id).is_ok() {
         return id;
     }
     use sha2::Digest;
     let digest = sha2::Sha256::digest(message_id.as_bytes());
     let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    format!("task-{hex}")
+    format!("{prefix}-{hex}")
 }
 
 fn task_param(params: &Map<String, Value>) -> Result<String, RpcError> {

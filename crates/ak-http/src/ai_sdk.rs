@@ -47,8 +47,18 @@ pub struct AiSdkChat {
 }
 
 /// The pointer name of a chat's latest request.
-fn pointer_name(chat_id: &str) -> String {
-    format!("ai-sdk-chat:{chat_id}")
+fn pointer_name(user: Option<&str>, chat_id: &str) -> String {
+    // Per user: another user's request on the same chat id cannot take over this user's
+    // resume (its pointer is its own).
+    match user {
+        None => format!("ai-sdk-chat:{chat_id}"),
+        Some(user) => {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(user.as_bytes());
+            let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+            format!("ai-sdk-chat:{hex}:{chat_id}")
+        }
+    }
 }
 
 /// The assistant message id of a request's answer (the same on a resumed stream).
@@ -110,7 +120,11 @@ impl AiSdkChat {
         // The chat's active stream is this request's now (what a reload resumes).
         if let Some(store) = self.chat.store() {
             store
-                .set_pointer(&pointer_name(chat_id), &request_id, user.as_deref())
+                .set_pointer(
+                    &pointer_name(user.as_deref(), chat_id),
+                    &request_id,
+                    user.as_deref(),
+                )
                 .await
                 .map_err(|e| ApiError::from(e).with_request_id(&request_id))?;
         }
@@ -138,16 +152,16 @@ impl AiSdkChat {
         let Some(store) = self.chat.store() else {
             return Ok(none());
         };
+        let user = match &context.caller {
+            Caller::Anonymous => None,
+            caller => caller.principal(),
+        };
         let pointer = store
-            .pointer(&pointer_name(chat_id))
+            .pointer(&pointer_name(user, chat_id))
             .await
             .map_err(ApiError::from)?;
         let Some(pointer) = pointer else {
             return Ok(none());
-        };
-        let user = match &context.caller {
-            Caller::Anonymous => None,
-            caller => caller.principal(),
         };
         if !pointer.visible_to(user) {
             return Err(ApiError::ResponseNotFound {
