@@ -2,7 +2,9 @@
 # One command from source to a running API:
 #   1. check the tools (cargo, cargo-lambda with zig, terraform, AWS credentials);
 #   2. build the four Lambda packages with `cargo lambda build --release --output-format zip`
-#      for the architecture in terraform/deploy/terraform.tfvars, with config.yaml inside each;
+#      for the architecture in terraform/deploy/terraform.tfvars, with config.yaml inside each,
+#      the request handler and agent runner with only the optional parts the deployment uses
+#      (Bedrock, MCP: see pick_features; it says which it picked and why);
 #   3. terraform init and apply in terraform/deploy (which points at target/lambda/*/bootstrap.zip).
 #
 #   ./deploy.sh               build, then terraform apply
@@ -28,7 +30,7 @@ for arg in "$@"; do
     --plan) plan=true ;;
     --destroy) destroy=true ;;
     --x86_64|--x86-64) arch=x86_64 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) die "unknown option $arg (known: --build-only, --plan, --x86_64, --destroy)" ;;
   esac
 done
@@ -67,12 +69,85 @@ check_deploy_tools() {
   fi
 }
 
+# The optional parts the request handler and agent runner are built with: only those this
+# deployment uses — `bedrock` (Bedrock as the model provider: model.provider in config.yaml, or
+# model_provider in terraform.tfvars) and `mcp` (tools from MCP servers: mcp.servers in
+# config.yaml; or the agents as an MCP server: mcp_endpoint in terraform.tfvars). Sets FEATURES
+# and FEATURES_WHY. AK_FEATURES="bedrock mcp" (or "") overrides the choice.
+pick_features() {
+  if [ -n "${AK_FEATURES+x}" ]; then
+    FEATURES=$AK_FEATURES
+    FEATURES_WHY="AK_FEATURES"
+    return
+  fi
+  local picked
+  picked=$(python3 - config.yaml "$TFVARS" <<'PY'
+import re, sys
+
+def lines(path):
+    try:
+        with open(path) as f:
+            return f.read().splitlines()
+    except OSError:
+        return []
+
+bedrock, mcp = [], []
+section, servers_at = None, None
+for raw in lines(sys.argv[1]):
+    line = re.sub(r"(^|\s)#.*$", "", raw).rstrip()
+    if not line.strip():
+        continue
+    indent = len(line) - len(line.lstrip())
+    text = line.strip()
+    if indent == 0:
+        section, servers_at = text.split(":", 1)[0].strip(), None
+        continue
+    if section == "model" and re.fullmatch(r"provider:\s*[\"']?bedrock[\"']?", text):
+        bedrock.append("model.provider in config.yaml")
+    if section == "mcp":
+        listed = re.fullmatch(r"servers:\s*(.*)", text)
+        if listed:
+            servers_at = indent
+            if listed.group(1).strip() not in ("", "[]"):
+                mcp.append("mcp.servers in config.yaml")
+        elif servers_at is not None and indent >= servers_at and text.startswith("- "):
+            mcp.append("mcp.servers in config.yaml")
+for raw in lines(sys.argv[2]):
+    line = re.sub(r"#.*$", "", raw)
+    if re.match(r'\s*model_provider\s*=\s*"bedrock"', line):
+        bedrock.append("model_provider in terraform.tfvars")
+    if re.match(r"\s*mcp_endpoint\s*=\s*true", line):
+        mcp.append("mcp_endpoint in terraform.tfvars")
+features = [name for name, why in (("bedrock", bedrock), ("mcp", mcp)) if why]
+print(" ".join(features))
+print("; ".join(f"{name}: {', '.join(dict.fromkeys(why))}" for name, why in (("bedrock", bedrock), ("mcp", mcp)) if why)
+      or "neither Bedrock nor MCP is used")
+PY
+) || die "cannot read config.yaml and $TFVARS to pick the features"
+  FEATURES=$(sed -n 1p <<<"$picked")
+  FEATURES_WHY=$(sed -n 2p <<<"$picked")
+}
+
 build() {
   check_build_tools
+  pick_features
+  local feature_flags=() f
+  for f in $FEATURES; do
+    case "$f" in
+      bedrock|mcp) feature_flags+=("request-handler/$f" "agent-runner/$f") ;;
+      *) die "unknown feature $f (known: bedrock, mcp)" ;;
+    esac
+  done
+  step "features: ${FEATURES:-none} ($FEATURES_WHY)"
   step "building ${FUNCTIONS[*]} for $arch (config.yaml included)"
-  local bins=()
-  for f in "${FUNCTIONS[@]}"; do bins+=(--bin "$f"); done
-  cargo lambda build --release --output-format zip "$target_flag" --include config.yaml "${bins[@]}"
+  local features_arg=()
+  if [ "${#feature_flags[@]}" -gt 0 ]; then
+    features_arg=(--features "$(IFS=,; echo "${feature_flags[*]}")")
+  fi
+  cargo lambda build --release --output-format zip "$target_flag" --include config.yaml \
+    --no-default-features "${features_arg[@]}" --bin request-handler --bin agent-runner
+  cargo lambda build --release --output-format zip "$target_flag" --include config.yaml \
+    --bin response-handler --bin authorizer
   for f in "${FUNCTIONS[@]}"; do
     local zip="target/lambda/$f/bootstrap.zip"
     [ -s "$zip" ] || die "$zip was not built"

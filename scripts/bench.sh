@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark command: builds the release Lambda packages and tools, starts Redis and moto on
-# loopback, and measures the performance budget (package size, cold start, memory, chat
+# loopback, and measures the performance budget (package size, cold start and memory, each also
+# as a ratio to a hello-world lambda_runtime function built alike (benches/hello-world), chat
 # overhead, rest_sync latency, pipeline throughput). Prints a table; JSON in target/bench/.
 #   scripts/bench.sh [--runs N]
 set -euo pipefail
@@ -15,8 +16,15 @@ start_services
 
 log "building the release packages (cargo lambda build) and the bench tools"
 cargo lambda build --release --locked --output-format zip \
-  --bin request-handler --bin agent-runner --bin response-handler --bin authorizer
-for f in request-handler agent-runner response-handler authorizer; do
+  --bin request-handler --bin agent-runner --bin response-handler --bin authorizer --bin hello-world
+# The request handler and agent runner as deploy.sh builds them for a deployment that uses
+# neither Bedrock nor MCP.
+cargo lambda build --release --locked --output-format zip --lambda-dir target/lambda-lean \
+  --no-default-features --bin request-handler --bin agent-runner
+for f in request-handler agent-runner; do
+  rm -rf "target/lambda/$f-lean" && cp -r "target/lambda-lean/$f" "target/lambda/$f-lean"
+done
+for f in request-handler agent-runner response-handler authorizer hello-world request-handler-lean agent-runner-lean; do
   (cd "target/lambda/$f" && rm -f bootstrap && python3 -m zipfile -e bootstrap.zip . && chmod +x bootstrap)
 done
 cargo build --release --locked -p ak-local -p ak-tests --bin ak-local --bin ak-bench

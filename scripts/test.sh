@@ -2,7 +2,8 @@
 # The test command: installs what the tests need (Redis, moto, cargo-lambda, Chromium and
 # chromedriver, shellcheck, checkov, schemathesis), starts Redis and moto on free loopback ports, checks formatting
 # and lints, runs every test against the real services, holds ak-local to docs/openapi.yaml
-# (scripts/schemathesis.sh), checks the scripts and the Terraform module offline,
+# (scripts/schemathesis.sh), checks the feature combinations deploy.sh can build, checks the
+# scripts and the Terraform module offline,
 # builds the four Lambda packages with deploy.sh, and stops exactly what it started.
 set -euo pipefail
 
@@ -33,6 +34,18 @@ fi
 
 log "the HTTP contract: schemathesis with docs/openapi.yaml against ak-local (direct, rest_async)"
 "$ROOT/scripts/schemathesis.sh"
+
+log "the feature combinations deploy.sh builds besides the default (no Bedrock, no MCP, neither): clippy, and the unit tests of the crates they change"
+for features in none bedrock mcp; do
+  case "$features" in
+    none) functions=() crates=() ;;
+    bedrock) functions=(--features "request-handler/bedrock,agent-runner/bedrock") crates=(--features "ak-agents/bedrock") ;;
+    mcp) functions=(--features "request-handler/mcp,agent-runner/mcp") crates=(--features "ak-agents/mcp,ak-http/mcp") ;;
+  esac
+  log "  features: $features"
+  cargo clippy --locked -p request-handler -p agent-runner --no-default-features "${functions[@]}" -- -D warnings
+  cargo test --locked -q -p ak-agents -p ak-http --no-default-features "${crates[@]}" --lib
+done
 
 log "shell scripts: bash -n and shellcheck"
 install_shellcheck

@@ -459,7 +459,11 @@ async fn double_texting_in_direct_mode(sessions: Arc<dyn SessionStore>) {
         let body = json!({"prompt": prompt, "agent": "history", "session_id": session}).to_string();
         tokio::spawn(async move { call(&api, event("POST", Some(&body), None, None)).await })
     };
-    let (a, b) = (ask("first message"), ask("second message"));
+    let a = ask("first message");
+    // Not at the same instant: moto does not make two simultaneous conditional writes atomic
+    // (DynamoDB does); 50 ms apart, both runs still overlap for most of their 400 ms.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let b = ask("second message");
     let (a, b) = (
         a.await.unwrap_or_else(|e| panic!("{e}")),
         b.await.unwrap_or_else(|e| panic!("{e}")),

@@ -14,6 +14,7 @@ mod front_doors;
 mod functions;
 mod harness;
 mod layers;
+mod lean;
 mod local_server;
 mod mcp;
 mod mcp_world;

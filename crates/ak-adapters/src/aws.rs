@@ -37,3 +37,43 @@ pub async fn load_sdk_config() -> SdkConfig {
         .load()
         .await
 }
+
+/// An SDK client: one given, or one made from the shared configuration on first use — so a
+/// cold start reads no AWS configuration files and loads no trust roots before the first
+/// invocation needs them.
+pub struct SdkClient<C>(Source<C>);
+
+enum Source<C> {
+    Ready(C),
+    Lazy {
+        aws: crate::AwsConfig,
+        make: fn(&SdkConfig) -> C,
+        cell: tokio::sync::OnceCell<C>,
+    },
+}
+
+impl<C> SdkClient<C> {
+    /// This client.
+    pub fn ready(client: C) -> Self {
+        Self(Source::Ready(client))
+    }
+
+    /// A client `make` builds from `aws` when it is first used.
+    pub fn lazy(aws: &crate::AwsConfig, make: fn(&SdkConfig) -> C) -> Self {
+        Self(Source::Lazy {
+            aws: aws.clone(),
+            make,
+            cell: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// The client (made now, the first time).
+    pub async fn get(&self) -> &C {
+        match &self.0 {
+            Source::Ready(client) => client,
+            Source::Lazy { aws, make, cell } => {
+                cell.get_or_init(|| async { make(aws.get().await) }).await
+            }
+        }
+    }
+}

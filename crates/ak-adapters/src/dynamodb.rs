@@ -147,7 +147,7 @@ fn table_name(settings: &DynamoDbSettings) -> Result<String, PortError> {
 
 /// Response store on DynamoDB.
 pub struct DynamoResponseStore {
-    client: aws_sdk_dynamodb::Client,
+    client: crate::aws::SdkClient<aws_sdk_dynamodb::Client>,
     table: String,
     ttl: u64,
 }
@@ -156,6 +156,21 @@ impl DynamoResponseStore {
     /// A store on the configured table.
     pub fn new(
         client: aws_sdk_dynamodb::Client,
+        settings: &DynamoDbSettings,
+    ) -> Result<Self, PortError> {
+        Self::with_client(crate::aws::SdkClient::ready(client), settings)
+    }
+
+    /// A store on the configured table, its client made from `aws` on first use.
+    pub fn lazy(aws: &crate::AwsConfig, settings: &DynamoDbSettings) -> Result<Self, PortError> {
+        Self::with_client(
+            crate::aws::SdkClient::lazy(aws, aws_sdk_dynamodb::Client::new),
+            settings,
+        )
+    }
+
+    fn with_client(
+        client: crate::aws::SdkClient<aws_sdk_dynamodb::Client>,
         settings: &DynamoDbSettings,
     ) -> Result<Self, PortError> {
         Ok(Self {
@@ -172,6 +187,8 @@ impl DynamoResponseStore {
     async fn read(&self, request_id: &str) -> Result<Option<Item>, PortError> {
         let request = self
             .client
+            .get()
+            .await
             .get_item()
             .table_name(&self.table)
             .key("request_id", s(request_id))
@@ -198,6 +215,8 @@ impl DynamoResponseStore {
     async fn event_exists(&self, request_id: &str, seq: u64) -> Result<bool, PortError> {
         let request = self
             .client
+            .get()
+            .await
             .get_item()
             .table_name(&self.table)
             .key("request_id", s(event_key(request_id, seq)))
@@ -234,6 +253,8 @@ impl DynamoResponseStore {
                 .map_err(|e| PortError::Rejected(e.to_string()))?;
             let request = self
                 .client
+                .get()
+                .await
                 .batch_get_item()
                 .request_items(&self.table, keys);
             let output = with_timeout(Backend::DynamoDb, CALL_TIMEOUT, async {
@@ -295,6 +316,8 @@ impl DynamoResponseStore {
         for index in 1..parts {
             let request = self
                 .client
+                .get()
+                .await
                 .get_item()
                 .table_name(&self.table)
                 .key("request_id", s(body_part_key(id, reference, index)))
@@ -356,6 +379,8 @@ impl ResponseStore for DynamoResponseStore {
         }
         let fresh = self
             .client
+            .get()
+            .await
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
@@ -379,6 +404,8 @@ impl ResponseStore for DynamoResponseStore {
             None => {
                 let mut adopt = self
                     .client
+                    .get()
+                    .await
                     .update_item()
                     .table_name(&self.table)
                     .key("request_id", s(request_id))
@@ -432,6 +459,8 @@ impl ResponseStore for DynamoResponseStore {
         if let [event] = events {
             let request = self
                 .client
+                .get()
+                .await
                 .put_item()
                 .table_name(&self.table)
                 .set_item(Some(item(event)))
@@ -458,6 +487,8 @@ impl ResponseStore for DynamoResponseStore {
                 .collect::<Result<Vec<_>, _>>()?;
             let request = self
                 .client
+                .get()
+                .await
                 .transact_write_items()
                 .set_transact_items(Some(writes));
             let sent = with_timeout(Backend::DynamoDb, CALL_TIMEOUT, async {
@@ -537,6 +568,7 @@ impl ResponseStore for DynamoResponseStore {
         // alone, so two racing answers never mix.
         let parts = split_utf8(&body, PART_BYTES);
         let reference = uuid::Uuid::new_v4().simple().to_string();
+        let client = self.client.get().await;
         let writes = parts.iter().enumerate().skip(1).map(|(index, part)| {
             let mut item: Item = HashMap::from([
                 (
@@ -548,8 +580,7 @@ impl ResponseStore for DynamoResponseStore {
             if let Some(expiry) = self.expiry() {
                 item.insert("expiry_time".to_owned(), expiry);
             }
-            let request = self
-                .client
+            let request = client
                 .put_item()
                 .table_name(&self.table)
                 .set_item(Some(item));
@@ -568,6 +599,8 @@ impl ResponseStore for DynamoResponseStore {
         ];
         let mut request = self
             .client
+            .get()
+            .await
             .update_item()
             .table_name(&self.table)
             .key("request_id", s(id))
@@ -660,6 +693,8 @@ impl ResponseStore for DynamoResponseStore {
         // Free (no answer, no live claim): take the next attempt number.
         let mut take = self
             .client
+            .get()
+            .await
             .update_item()
             .table_name(&self.table)
             .key("request_id", s(request_id))
@@ -690,6 +725,8 @@ impl ResponseStore for DynamoResponseStore {
         // Held by this owner: renewed, same attempt.
         let renew = self
             .client
+            .get()
+            .await
             .update_item()
             .table_name(&self.table)
             .key("request_id", s(request_id))
@@ -715,6 +752,8 @@ impl ResponseStore for DynamoResponseStore {
     async fn release(&self, request_id: &str, owner: &str) -> Result<(), PortError> {
         let request = self
             .client
+            .get()
+            .await
             .update_item()
             .table_name(&self.table)
             .key("request_id", s(request_id))
@@ -743,6 +782,8 @@ impl ResponseStore for DynamoResponseStore {
         }
         let request = self
             .client
+            .get()
+            .await
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item));
@@ -765,6 +806,8 @@ impl ResponseStore for DynamoResponseStore {
     async fn forget(&self, answer: &ResponseRecord) -> Result<(), PortError> {
         let request = self
             .client
+            .get()
+            .await
             .update_item()
             .table_name(&self.table)
             .key("request_id", s(&answer.request_id))
@@ -785,7 +828,7 @@ impl ResponseStore for DynamoResponseStore {
 
 /// Session store on DynamoDB.
 pub struct DynamoSessionStore {
-    client: aws_sdk_dynamodb::Client,
+    client: crate::aws::SdkClient<aws_sdk_dynamodb::Client>,
     table: String,
     ttl: u64,
 }
@@ -824,6 +867,21 @@ impl DynamoSessionStore {
         client: aws_sdk_dynamodb::Client,
         settings: &DynamoDbSettings,
     ) -> Result<Self, PortError> {
+        Self::with_client(crate::aws::SdkClient::ready(client), settings)
+    }
+
+    /// A store on the configured table, its client made from `aws` on first use.
+    pub fn lazy(aws: &crate::AwsConfig, settings: &DynamoDbSettings) -> Result<Self, PortError> {
+        Self::with_client(
+            crate::aws::SdkClient::lazy(aws, aws_sdk_dynamodb::Client::new),
+            settings,
+        )
+    }
+
+    fn with_client(
+        client: crate::aws::SdkClient<aws_sdk_dynamodb::Client>,
+        settings: &DynamoDbSettings,
+    ) -> Result<Self, PortError> {
         Ok(Self {
             client,
             table: table_name(settings)?,
@@ -843,6 +901,8 @@ impl DynamoSessionStore {
         loop {
             let request = self
                 .client
+                .get()
+                .await
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("session_id = :s AND begins_with(#k, :p)")
@@ -1033,6 +1093,8 @@ impl SessionStore for DynamoSessionStore {
         }
         let request = self
             .client
+            .get()
+            .await
             .transact_write_items()
             .set_transact_items(Some(writes));
         let sent = with_timeout(Backend::DynamoDb, CALL_TIMEOUT, async {
@@ -1078,6 +1140,8 @@ impl SessionStore for DynamoSessionStore {
     async fn find(&self, session_id: &str, request_id: &str) -> Result<Option<Turn>, PortError> {
         let request = self
             .client
+            .get()
+            .await
             .get_item()
             .table_name(&self.table)
             .key("session_id", s(session_id))

@@ -64,10 +64,7 @@ impl AwsConfig {
 pub async fn queue(url: &QueueUrl, aws: &AwsConfig) -> Arc<dyn Queue> {
     match url {
         QueueUrl::Memory(name) => ak_core::ports::memory::MemoryQueue::named(name),
-        QueueUrl::Sqs(url) => Arc::new(sqs::SqsQueue::new(
-            aws_sdk_sqs::Client::new(aws.get().await),
-            url,
-        )),
+        QueueUrl::Sqs(url) => Arc::new(sqs::SqsQueue::lazy(aws, url)),
     }
 }
 
@@ -85,8 +82,8 @@ pub async fn response_store(
             &config.redis,
             aws,
         )?)),
-        Some(StoreKind::DynamoDb) => Some(Arc::new(dynamodb::DynamoResponseStore::new(
-            aws_sdk_dynamodb::Client::new(aws.get().await),
+        Some(StoreKind::DynamoDb) => Some(Arc::new(dynamodb::DynamoResponseStore::lazy(
+            aws,
             &config.dynamodb,
         )?)),
     })
@@ -164,9 +161,8 @@ pub async fn session_store(
     Ok(match config.kind {
         SessionKind::InMemory => ak_core::ports::memory::MemorySessionStore::shared(),
         SessionKind::Redis => Arc::new(redis::RedisSessionStore::with_aws(&config.redis, aws)?),
-        SessionKind::DynamoDb => Arc::new(dynamodb::DynamoSessionStore::new(
-            aws_sdk_dynamodb::Client::new(aws.get().await),
-            &config.dynamodb,
-        )?),
+        SessionKind::DynamoDb => {
+            Arc::new(dynamodb::DynamoSessionStore::lazy(aws, &config.dynamodb)?)
+        }
     })
 }

@@ -54,7 +54,7 @@ fn send_error<R: std::fmt::Debug>(
 
 /// One SQS queue.
 pub struct SqsQueue {
-    client: aws_sdk_sqs::Client,
+    client: crate::aws::SdkClient<aws_sdk_sqs::Client>,
     url: String,
     fifo: bool,
 }
@@ -62,6 +62,18 @@ pub struct SqsQueue {
 impl SqsQueue {
     /// The queue at `url`, reached through `client`.
     pub fn new(client: aws_sdk_sqs::Client, url: &str) -> Self {
+        Self::with_client(crate::aws::SdkClient::ready(client), url)
+    }
+
+    /// The queue at `url`, its client made from `aws` on first use.
+    pub fn lazy(aws: &crate::AwsConfig, url: &str) -> Self {
+        Self::with_client(
+            crate::aws::SdkClient::lazy(aws, aws_sdk_sqs::Client::new),
+            url,
+        )
+    }
+
+    fn with_client(client: crate::aws::SdkClient<aws_sdk_sqs::Client>, url: &str) -> Self {
         Self {
             client,
             url: url.to_owned(),
@@ -75,6 +87,8 @@ impl Queue for SqsQueue {
     async fn send(&self, message: &QueueMessage) -> Result<(), PortError> {
         let mut request = self
             .client
+            .get()
+            .await
             .send_message()
             .queue_url(&self.url)
             .message_body(sqs_safe(message.body.to_string()));
@@ -107,6 +121,8 @@ impl Queue for SqsQueue {
         let max = i32::try_from(max.clamp(1, 10)).unwrap_or(10);
         let request = self
             .client
+            .get()
+            .await
             .receive_message()
             .queue_url(&self.url)
             .max_number_of_messages(max)
@@ -134,6 +150,8 @@ impl Queue for SqsQueue {
     async fn delete(&self, receipt: &str) -> Result<(), PortError> {
         let request = self
             .client
+            .get()
+            .await
             .delete_message()
             .queue_url(&self.url)
             .receipt_handle(receipt);

@@ -6,7 +6,14 @@
 //!   [`offline`] for deterministic local answers.
 //! - [`runtime`]: [`AgentRuntime`], the run loop with handoffs, tools, sessions and `max_turns`.
 
+//!
+//! Features (both on by default; `deploy.sh` builds the functions with only those the
+//! deployment's `config.yaml` uses): `bedrock` — Amazon Bedrock as a model provider; `mcp` —
+//! tools from MCP servers. A configuration that needs one a build lacks stops the start-up,
+//! saying which feature to build with.
+
 pub mod agent;
+#[cfg(feature = "bedrock")]
 pub mod bedrock;
 pub mod mcp;
 pub mod model;

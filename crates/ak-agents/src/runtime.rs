@@ -183,6 +183,7 @@ pub fn model_provider(
     };
     match kind {
         ProviderKind::Offline => Ok(Arc::new(OfflineModel)),
+        #[cfg(feature = "bedrock")]
         ProviderKind::Bedrock => Ok(Arc::new(crate::bedrock::BedrockProvider::new(
             aws.clone(),
             crate::bedrock::BedrockConfig {
@@ -191,6 +192,13 @@ pub fn model_provider(
                 endpoint: settings.base_url.clone(),
             },
         ))),
+        #[cfg(not(feature = "bedrock"))]
+        ProviderKind::Bedrock => {
+            let _ = aws;
+            Err(ProviderError(
+                "model.provider is bedrock, but this build has no Bedrock provider: build the functions with the `bedrock` feature (deploy.sh adds it when config.yaml or terraform.tfvars names bedrock)".to_owned(),
+            ))
+        }
         ProviderKind::OpenAi => {
             let base_url = settings
                 .base_url
@@ -982,5 +990,28 @@ impl AgentRuntime {
         Ok(Some(std::sync::Arc::new(
             Self::load(settings, tools, aws, false).await?,
         )))
+    }
+}
+
+#[cfg(all(test, not(feature = "bedrock")))]
+mod without_bedrock {
+    use super::*;
+
+    #[test]
+    fn bedrock_as_the_provider_stops_the_start_up_saying_which_feature() {
+        let settings = ModelSettings {
+            provider: Some(ProviderKind::Bedrock),
+            ..ModelSettings::default()
+        };
+        let error = model_provider(
+            &settings,
+            &|_| None,
+            false,
+            &ak_adapters::AwsConfig::default(),
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(error.contains("`bedrock` feature"), "{error}");
     }
 }

@@ -143,13 +143,16 @@ impl Api {
         loopback_only: bool,
     ) -> Result<Self, ak_adapters::SetupError> {
         let chat = ChatService::from_settings(settings, aws, runner).await?;
-        let agents = crate::mcp::AgentTool::from_settings(settings);
-        Ok(Self::new(router, chat.clone(), settings.api.max_body_bytes)
-            .with_surface(crate::mcp::McpEndpoint::new(
-                chat.clone(),
-                agents,
-                loopback_only,
-            ))
+        let api = Self::new(router, chat.clone(), settings.api.max_body_bytes);
+        #[cfg(feature = "mcp")]
+        let api = api.with_surface(crate::mcp::McpEndpoint::new(
+            chat.clone(),
+            crate::surface::AgentTool::from_settings(settings),
+            loopback_only,
+        ));
+        #[cfg(not(feature = "mcp"))]
+        let _ = loopback_only;
+        Ok(api
             .with_surface(crate::openai::ChatCompletions::new(chat.clone(), settings))
             .with_surface(crate::agui::AgUi::new(chat.clone()))
             .with_surface(crate::ai_sdk::AiSdkChat::new(chat.clone()))
@@ -185,6 +188,7 @@ impl Api {
 
     /// Serves the MCP endpoint (`/{API_BASE_PATH}/{API_VERSION}/mcp`); without one that path
     /// is a 404.
+    #[cfg(feature = "mcp")]
     pub fn with_mcp(self, endpoint: crate::mcp::McpEndpoint) -> Self {
         self.with_surface(endpoint)
     }

@@ -14,6 +14,7 @@ pub mod agui;
 pub mod ai_sdk;
 pub mod api;
 pub mod event;
+#[cfg(feature = "mcp")]
 pub mod mcp;
 pub mod openai;
 pub mod response;

@@ -2,7 +2,8 @@
 //! Run through `scripts/bench.sh`, which builds the release packages and starts Redis and moto.
 //!
 //! Prints a table and writes JSON: package sizes; cold start of each function binary against a
-//! local Runtime API (spawn → first `next`), its RSS then, the first and warm invocations and
+//! local Runtime API (spawn → first `next`), interleaved with the hello-world yardstick
+//! (`benches/hello-world`) and as ratios to it, its RSS then, the first and warm invocations and
 //! peak RSS; in-process chat overhead with a loopback model at 0, 10 and 100 turns of history;
 //! rest_sync's added latency (answer stored → waiter answered) on Redis and DynamoDB; pipeline
 //! throughput through `ak-local` with requests lost or duplicated; streaming: from the
@@ -32,6 +33,25 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The yardstick: `benches/hello-world`, built with the same release profile.
+const HELLO: &str = "hello-world";
+
+/// The request handler and agent runner as `deploy.sh` builds them for a deployment using
+/// neither Bedrock nor MCP (`--no-default-features`), when `scripts/bench.sh` built them.
+const LEAN: [&str; 2] = ["request-handler-lean", "agent-runner-lean"];
+
+/// Every binary measured in `dir`: the yardstick, the four functions, and the lean builds
+/// present.
+fn measured(dir: &Path) -> Vec<&'static str> {
+    std::iter::once(HELLO)
+        .chain(FUNCTIONS)
+        .chain(
+            LEAN.into_iter()
+                .filter(|n| dir.join(n).join("bootstrap").is_file()),
+        )
+        .collect()
+}
 
 const FUNCTIONS: [&str; 4] = [
     "request-handler",
@@ -113,7 +133,7 @@ fn args() -> Args {
 
 async fn packages(dir: &Path) -> Value {
     let mut out = serde_json::Map::new();
-    for name in FUNCTIONS {
+    for name in measured(dir) {
         let zip = std::fs::metadata(dir.join(name).join("bootstrap.zip"))
             .map(|m| m.len())
             .unwrap_or(0);
@@ -201,15 +221,39 @@ fn fresh(event: &Value) -> Value {
     e
 }
 
+/// One function's samples over the cold-start runs.
+#[derive(Default)]
+struct ColdSamples {
+    cold: Vec<f64>,
+    rss_at_next: Vec<f64>,
+    first: Vec<f64>,
+    warm: Vec<f64>,
+    peak: Vec<f64>,
+}
+
+/// Cold starts of every function and of the hello-world yardstick, interleaved run by run
+/// (hello-world, then each function, `runs` times), so a noisy machine slows them alike and
+/// the ratios hold: each function's figures and its medians over hello-world's.
 async fn cold_starts(dir: &Path, runs: usize) -> Value {
-    let mut out = serde_json::Map::new();
-    for name in FUNCTIONS {
-        let binary = std::fs::canonicalize(dir.join(name).join("bootstrap")).unwrap_or_default();
-        let (env, event) = function_setup(name).await;
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let (mut cold, mut rss_at_next, mut first, mut warm, mut peak) =
-            (vec![], vec![], vec![], vec![], vec![]);
-        for _ in 0..runs {
+    let names = measured(dir);
+    let mut setups = Vec::new();
+    for name in &names {
+        let (env, event) = if *name == HELLO {
+            (Vec::new(), json!({}))
+        } else {
+            function_setup(name.strip_suffix("-lean").unwrap_or(name)).await
+        };
+        setups.push((env, event));
+    }
+    let mut samples: Vec<ColdSamples> = names.iter().map(|_| ColdSamples::default()).collect();
+    for _ in 0..runs {
+        for (i, name) in names.iter().enumerate() {
+            let binary =
+                std::fs::canonicalize(dir.join(name).join("bootstrap")).unwrap_or_default();
+            let (env, event) = &setups[i];
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let s = &mut samples[i];
             let Ok(api) = RuntimeApi::start().await else {
                 continue;
             };
@@ -222,34 +266,50 @@ async fn cold_starts(dir: &Path, runs: usize) -> Value {
                 eprintln!("{name}: no first next; init error {:?}", api.init_error());
                 continue;
             };
-            cold.push(ms(at.duration_since(started)));
-            rss_at_next.extend(rss_kib(child.id(), "VmRSS:").map(|k| k / 1024.0));
+            s.cold.push(ms(at.duration_since(started)));
+            s.rss_at_next
+                .extend(rss_kib(child.id(), "VmRSS:").map(|k| k / 1024.0));
             let sent = Instant::now();
-            let id = api.invoke(fresh(&event));
+            let id = api.invoke(fresh(event));
             if let Some((_, done)) = api.outcome(&id, Duration::from_secs(10)).await {
-                first.push(ms(done.duration_since(sent)));
+                s.first.push(ms(done.duration_since(sent)));
             }
             for _ in 0..20 {
                 let sent = Instant::now();
-                let id = api.invoke(fresh(&event));
+                let id = api.invoke(fresh(event));
                 if let Some((_, done)) = api.outcome(&id, Duration::from_secs(10)).await {
-                    warm.push(ms(done.duration_since(sent)));
+                    s.warm.push(ms(done.duration_since(sent)));
                 }
             }
-            peak.extend(rss_kib(child.id(), "VmHWM:").map(|k| k / 1024.0));
+            s.peak
+                .extend(rss_kib(child.id(), "VmHWM:").map(|k| k / 1024.0));
             let _ = child.kill();
             let _ = child.wait();
         }
-        out.insert(
-            name.into(),
-            json!({
-                "cold_start_ms": stats(&cold),
-                "rss_at_first_next_mib": stats(&rss_at_next),
-                "first_invocation_ms": stats(&first),
-                "warm_invocation_ms": stats(&warm),
-                "peak_rss_mib": stats(&peak),
-            }),
-        );
+    }
+    let median = |v: &Value| v["median"].as_f64().unwrap_or(0.0);
+    let mut out = serde_json::Map::new();
+    let mut hello = (0.0, 0.0);
+    for (name, s) in names.iter().zip(samples) {
+        let mut figures = json!({
+            "cold_start_ms": stats(&s.cold),
+            "rss_at_first_next_mib": stats(&s.rss_at_next),
+            "first_invocation_ms": stats(&s.first),
+            "warm_invocation_ms": stats(&s.warm),
+            "peak_rss_mib": stats(&s.peak),
+        });
+        if *name == HELLO {
+            hello = (
+                median(&figures["cold_start_ms"]),
+                median(&figures["rss_at_first_next_mib"]),
+            );
+        } else if hello.0 > 0.0 && hello.1 > 0.0 {
+            figures["cold_start_x_hello"] =
+                json!(round(median(&figures["cold_start_ms"]) / hello.0));
+            figures["rss_x_hello"] =
+                json!(round(median(&figures["rss_at_first_next_mib"]) / hello.1));
+        }
+        out.insert((*name).into(), figures);
     }
     Value::Object(out)
 }
@@ -749,18 +809,34 @@ async fn soak(args: &Args) -> anyhow::Result<Value> {
 fn print_table(r: &Value) {
     let f = |v: &Value| format!("{} ({}–{})", v["median"], v["min"], v["max"]);
     println!(
-        "\n| function | zip | binary | cold start ms | RSS at first next MiB | first invocation ms | warm invocation ms | peak RSS MiB |"
+        "\n| function | zip | binary | cold start ms | × hello | RSS at first next MiB | × hello | first invocation ms | warm invocation ms | peak RSS MiB |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
-    for name in FUNCTIONS {
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let names: Vec<String> = r["functions"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    let order = |n: &String| {
+        std::iter::once(HELLO)
+            .chain(FUNCTIONS)
+            .chain(LEAN)
+            .position(|k| k == n)
+    };
+    let mut names = names;
+    names.sort_by_key(order);
+    for name in &names {
+        let name = name.as_str();
         let p = &r["packages"][name];
         let c = &r["functions"][name];
+        let ratio = |v: &Value| v.as_f64().map_or("1.0".to_owned(), |x| format!("{x}"));
         println!(
-            "| {name} | {:.2} MB | {:.2} MB | {} | {} | {} | {} | {} |",
+            "| {name} | {:.2} MB | {:.2} MB | {} | {} | {} | {} | {} | {} | {} |",
             p["zip_bytes"].as_f64().unwrap_or(0.0) / 1e6,
             p["binary_bytes"].as_f64().unwrap_or(0.0) / 1e6,
             f(&c["cold_start_ms"]),
+            ratio(&c["cold_start_x_hello"]),
             f(&c["rss_at_first_next_mib"]),
+            ratio(&c["rss_x_hello"]),
             f(&c["first_invocation_ms"]),
             f(&c["warm_invocation_ms"]),
             f(&c["peak_rss_mib"]),

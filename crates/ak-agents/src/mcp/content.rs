@@ -15,6 +15,7 @@
 //! `{"error": ...}` for a result flagged `isError`. Text beyond [`MAX_RESULT_BYTES`] is cut,
 //! with `"truncated": true` and the full size.
 
+use super::ToolOutput;
 use base64::Engine;
 use rmcp::model::{CallToolResult, ContentBlock, ResourceContents};
 use serde_json::{Value, json};
@@ -30,16 +31,6 @@ const MAX_IMAGES: usize = 5;
 
 /// Image types every image-reading model API takes (Chat Completions, Converse).
 const IMAGE_TYPES: &[&str] = &["image/png", "image/jpeg", "image/gif", "image/webp"];
-
-/// A tool result for the model: its value and the images to attach after it
-/// (`{"type": "image", "mime_type", "data"}`, data in base64).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ToolOutput {
-    /// `{"result": ...}` or `{"error": ...}`.
-    pub value: Value,
-    /// Images for the model, in the result's order.
-    pub attachments: Vec<Value>,
-}
 
 /// The text of a result's text blocks.
 pub(super) fn text_of(result: &CallToolResult) -> String {
