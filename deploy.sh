@@ -144,10 +144,11 @@ build() {
   if [ "${#feature_flags[@]}" -gt 0 ]; then
     features_arg=(--features "$(IFS=,; echo "${feature_flags[*]}")")
   fi
+  # -p: each package's features alone, not unified with the workspace's other members.
   cargo lambda build --release --output-format zip "$target_flag" --include config.yaml \
-    --no-default-features "${features_arg[@]}" --bin request-handler --bin agent-runner
+    --no-default-features "${features_arg[@]}" -p request-handler -p agent-runner
   cargo lambda build --release --output-format zip "$target_flag" --include config.yaml \
-    --bin response-handler --bin authorizer
+    -p response-handler -p authorizer
   for f in "${FUNCTIONS[@]}"; do
     local zip="target/lambda/$f/bootstrap.zip"
     [ -s "$zip" ] || die "$zip was not built"

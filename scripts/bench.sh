@@ -15,12 +15,13 @@ trap stop_services EXIT
 start_services
 
 log "building the release packages (cargo lambda build) and the bench tools"
-cargo lambda build --release --locked --output-format zip \
-  --bin request-handler --bin agent-runner --bin response-handler --bin authorizer --bin hello-world
-# The request handler and agent runner as deploy.sh builds them for a deployment that uses
-# neither Bedrock nor MCP.
+# Each package on its own (-p), as deploy.sh builds them: features are not unified with the
+# workspace's other members. The request handler and agent runner with everything (Bedrock and
+# MCP), and as deploy.sh builds them for a deployment that uses neither.
+cargo lambda build --release --locked --output-format zip -p request-handler -p agent-runner
+cargo lambda build --release --locked --output-format zip -p response-handler -p authorizer -p hello-world
 cargo lambda build --release --locked --output-format zip --lambda-dir target/lambda-lean \
-  --no-default-features --bin request-handler --bin agent-runner
+  --no-default-features -p request-handler -p agent-runner
 for f in request-handler agent-runner; do
   rm -rf "target/lambda/$f-lean" && cp -r "target/lambda-lean/$f" "target/lambda/$f-lean"
 done

@@ -237,8 +237,14 @@ async fn the_typescript_sdk_gets_bad_arguments_as_error_results() {
     );
 }
 
-/// A host aborts a call: the model's stream is cut and the session keeps nothing of it.
+/// A host aborts a call (`abort`: it sends `notifications/cancelled`; `die`: its process
+/// exits mid-call, closing the request): the model's stream is cut and the session keeps
+/// nothing of it.
 async fn abort_stops_the_run(mode: &'static str) {
+    host_leaves(mode, "abort").await;
+}
+
+async fn host_leaves(mode: &'static str, how: &str) {
     let story = "Once upon a time ".repeat(40);
     let model = ScriptedModel::start(vec![
         Reply::text_stream(&story, 40, Duration::from_millis(250)),
@@ -251,12 +257,18 @@ async fn abort_stops_the_run(mode: &'static str) {
     let args = json!({"prompt": "tell me a long story", "session_id": session}).to_string();
     let out = clients::node_with_env(
         "mcp_host.mjs",
-        &[&url, "abort", "history", &args],
+        &[&url, how, "history", &args],
         &[("ABORT_MS", "1500"), ("LINGER_MS", "3000")],
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(out["aborted"], true, "{out}");
+    if how == "abort" {
+        assert_eq!(out["aborted"], true, "{out}");
+    } else {
+        assert_eq!(out["died"], true, "{out}");
+        // The runner looks for the cancellation every second.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
     assert_eq!(
         model.abandoned(),
         1,
@@ -282,6 +294,11 @@ async fn a_call_the_typescript_sdk_aborts_stops_the_run_in_direct_mode() {
 #[tokio::test]
 async fn a_call_the_typescript_sdk_aborts_stops_the_run_in_rest_async_mode() {
     abort_stops_the_run("rest_async").await;
+}
+
+#[tokio::test]
+async fn a_host_that_dies_mid_call_stops_the_run_in_rest_async_mode() {
+    host_leaves("rest_async", "die").await;
 }
 
 #[tokio::test]

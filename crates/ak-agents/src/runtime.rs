@@ -456,7 +456,15 @@ impl AgentRuntime {
                 for item in &mut new_items {
                     if let Value::Object(map) = item {
                         map.remove("reasoning_content");
-                        map.remove("attachments");
+                        if map.remove("attachments").is_some()
+                            && let Some(Value::String(content)) = map.get_mut("content")
+                        {
+                            // Later turns are told the image was shown, not that it follows.
+                            *content = content.replace(
+                                "attached after the tool results]",
+                                "shown to the model then, not kept]",
+                            );
+                        }
                     }
                 }
                 let turn = Turn {

@@ -5,24 +5,37 @@
 
 use crate::config::LogLevel;
 use std::io::IsTerminal;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
-fn filter(level: LogLevel) -> EnvFilter {
-    EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        // The MCP SDK logs every session's start and end at info: one line per request is
-        // the request log's job.
-        EnvFilter::new(format!("{},rmcp=warn", level.as_str()))
-    })
+/// What is logged: `level`, with the MCP SDK's own lines off — it logs every session's start
+/// and end at info (one line per request is the request log's job), and its errors quote the
+/// server's whole URL, which may carry a key (our MCP client logs what failed, the URL cut to
+/// its host). `RUST_LOG`, when set, replaces it: a list of `level` and `target=level`
+/// (`debug,rmcp=off`).
+fn filter(level: LogLevel) -> Targets {
+    std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|spec| spec.parse::<Targets>().ok())
+        .unwrap_or_else(|| {
+            format!("{},rmcp=off", level.as_str())
+                .parse()
+                .unwrap_or_default()
+        })
 }
 
 /// Installs the JSON log subscriber at `level`; `RUST_LOG` refines it when set. Safe to call
 /// more than once (later calls do nothing).
 pub fn init(level: LogLevel) {
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter(level))
-        .with_current_span(false)
-        .with_target(false)
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_current_span(false)
+                .with_target(false),
+        )
+        .with(filter(level))
         .try_init();
 }
 
@@ -34,10 +47,13 @@ pub fn init_local(level: LogLevel) {
         return;
     }
     crate::metrics::set_enabled(false);
-    let _ = tracing_subscriber::fmt()
-        .compact()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter(level))
-        .with_target(false)
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .compact()
+                .with_writer(std::io::stderr)
+                .with_target(false),
+        )
+        .with(filter(level))
         .try_init();
 }

@@ -108,7 +108,8 @@ pub struct AgentRun<'a> {
     pub duration_ms: f64,
     /// Time spent waiting for the model.
     pub model_ms: f64,
-    /// `ok` or the error class.
+    /// `ok`, `cancelled` (its client canceled or left: not counted as an error), or the
+    /// error class.
     pub outcome: &'a str,
 }
 
@@ -126,7 +127,12 @@ pub fn agent_run(run: &AgentRun<'_>) {
         outcome = run.outcome,
         "agent run"
     );
-    let failed = if run.outcome == "ok" { 0.0 } else { 1.0 };
+    // A run its client canceled (or left) did not fail.
+    let failed = if matches!(run.outcome, "ok" | "cancelled") {
+        0.0
+    } else {
+        1.0
+    };
     emit(
         &[("Function", &function_name())],
         &[
@@ -138,7 +144,7 @@ pub fn agent_run(run: &AgentRun<'_>) {
         ],
         &[("outcome", run.outcome.into()), ("agent", run.agent.into())],
     );
-    if run.outcome != "ok" {
+    if !matches!(run.outcome, "ok" | "cancelled") {
         error_class(run.outcome);
     }
 }

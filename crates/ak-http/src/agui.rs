@@ -140,6 +140,7 @@ fn client_tools(tools: Option<&Value>) -> Result<Vec<Value>, ApiError> {
             "tools must be an array of {name, description, parameters}",
         ));
     };
+    let mut seen: Vec<&str> = Vec::new();
     tools
         .iter()
         .enumerate()
@@ -155,12 +156,32 @@ fn client_tools(tools: Option<&Value>) -> Result<Vec<Value>, ApiError> {
                     "tools[{i}].name must be 1–64 characters of letters, digits, _ and -"
                 )));
             }
+            if seen.contains(&name) {
+                return Err(ApiError::bad_request(format!(
+                    "tools[{i}].name {name:?} is given twice: tool names must be unique"
+                )));
+            }
+            seen.push(name);
             let mut spec = json!({
                 "name": name,
                 "description": tool.get("description").and_then(Value::as_str).unwrap_or_default(),
             });
-            if let Some(parameters) = tool.get("parameters").filter(|p| p.is_object()) {
-                spec["parameters"] = parameters.clone();
+            // Model APIs take a JSON Schema of an object (the arguments) or nothing.
+            match tool.get("parameters") {
+                None | Some(Value::Null) => {}
+                Some(parameters)
+                    if parameters.is_object()
+                        && parameters
+                            .get("type")
+                            .is_none_or(|t| t == "object") =>
+                {
+                    spec["parameters"] = parameters.clone();
+                }
+                Some(_) => {
+                    return Err(ApiError::bad_request(format!(
+                        "tools[{i}].parameters must be a JSON Schema of an object ({{\"type\": \"object\", \"properties\": …}}) or absent"
+                    )));
+                }
             }
             Ok(spec)
         })

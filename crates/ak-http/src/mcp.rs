@@ -314,6 +314,7 @@ impl ServerHandler for AgentsServer {
         };
         run.deadline = deadline.map(|d| d.0 - ak_runtime::exec::ANSWER_MARGIN);
         let request_id = run.request_id.clone();
+        let user = run.user_id.clone();
         let progress = context.meta.get_progress_token();
         let tell = |n: u32| {
             let peer = context.peer.clone();
@@ -343,10 +344,19 @@ impl ServerHandler for AgentsServer {
                 let mut n = 0;
                 loop {
                     tokio::select! {
-                        // The host left: the run is dropped with the stream (direct mode), as
-                        // a chat client's is.
+                        // The host left (or canceled by closing the request, as the Python
+                        // SDK does without a session): the call is abandoned and nothing can
+                        // pick it up again, so its run is canceled — dropped with the stream
+                        // here, and through the store where a runner has it.
                         () = context.ct.cancelled() => {
-                            tracing::info!(request_id = %request_id, "the MCP host left before the answer");
+                            tracing::info!(request_id = %request_id, "the MCP host left before the answer: the run is canceled");
+                            let chat = self.chat.clone();
+                            let id = request_id.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = chat.cancel(&id, user.as_deref()).await {
+                                    tracing::warn!(request_id = %id, error = %e, "cannot cancel an abandoned MCP call");
+                                }
+                            });
                             return Err(McpError::internal_error("the call was canceled", None));
                         }
                         event = stream.next() => match event {

@@ -4,6 +4,7 @@
 // MODE: call      call TOOL with ARGS
 //       abort     call TOOL, abort it after ABORT_MS (the user's stop button), linger, close
 //       progress  call TOOL with a 60 s request timeout that resets on progress
+//       die       call TOOL and exit after ABORT_MS without a word (a host that dies)
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 
@@ -29,6 +30,9 @@ try {
       out.error = String(e.message ?? e);
     }
     await new Promise((r) => setTimeout(r, Number(process.env.LINGER_MS ?? 3000)));
+  } else if (mode === 'die') {
+    setTimeout(() => { console.log(JSON.stringify({ died: true })); process.exit(0); }, Number(process.env.ABORT_MS ?? 1500));
+    await client.callTool({ name: tool, arguments: JSON.parse(args) });
   } else if (mode === 'progress') {
     const progress = [];
     const r = await client.callTool({ name: tool, arguments: JSON.parse(args) }, undefined, {

@@ -687,6 +687,11 @@ async fn main() -> anyhow::Result<()> {
     let packages = packages(&args.lambda_dir).await;
     eprintln!("== cold starts ({} runs per function)", args.runs);
     let cold = cold_starts(&args.lambda_dir, args.runs).await;
+    if args.only.as_deref() == Some("functions") {
+        let results = json!({"packages": packages, "functions": cold});
+        print_functions(&results);
+        return Ok(());
+    }
 
     eprintln!("== chat overhead");
     let model = ScriptedModel::constant(Reply::Text("ok".into())).await?;
@@ -807,6 +812,12 @@ async fn soak(args: &Args) -> anyhow::Result<Value> {
 }
 
 fn print_table(r: &Value) {
+    print_functions(r);
+    print_the_rest(r);
+}
+
+/// The per-function table: packages, cold starts and memory, with the hello-world ratios.
+fn print_functions(r: &Value) {
     let f = |v: &Value| format!("{} ({}–{})", v["median"], v["min"], v["max"]);
     println!(
         "\n| function | zip | binary | cold start ms | × hello | RSS at first next MiB | × hello | first invocation ms | warm invocation ms | peak RSS MiB |"
@@ -842,6 +853,11 @@ fn print_table(r: &Value) {
             f(&c["peak_rss_mib"]),
         );
     }
+}
+
+/// The tables after the per-function one.
+fn print_the_rest(r: &Value) {
+    let f = |v: &Value| format!("{} ({}–{})", v["median"], v["min"], v["max"]);
     println!(
         "\n| chat request, direct mode, loopback model | request ms | model call alone ms | overhead ms |"
     );

@@ -204,3 +204,35 @@ fn messages_become_the_prompt_and_a_history_of_text_and_front_end_tool_exchanges
     let ends_with_assistant = json!([{"id": "a", "role": "assistant", "content": "hi"}]);
     assert!(conversation(Some(&ends_with_assistant), &[]).is_err());
 }
+
+#[test]
+fn front_end_tools_need_unique_names_and_object_schemas() {
+    let ok = client_tools(Some(&json!([
+        {"name": "confirm", "description": "Ask the user", "parameters": {"type": "object", "properties": {}}},
+        {"name": "notify"}
+    ])))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ok.len(), 2);
+    assert!(ok[1].get("parameters").is_none());
+    for (tools, field) in [
+        (json!([{"name": "a"}, {"name": "a"}]), "tools[1].name"),
+        (
+            json!([{"name": "a", "parameters": {"type": "string"}}]),
+            "tools[0].parameters",
+        ),
+        (
+            json!([{"name": "a", "parameters": [1]}]),
+            "tools[0].parameters",
+        ),
+        (
+            json!([{"name": "a", "parameters": "abc"}]),
+            "tools[0].parameters",
+        ),
+    ] {
+        let error = client_tools(Some(&tools))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains(field), "{tools}: {error}");
+    }
+}
