@@ -826,9 +826,7 @@ impl TaskEncoder {
     }
 
     fn frame(&self, result: Value, out: &mut String) {
-        out.push_str("data: ");
-        out.push_str(&rpc_result(&self.rpc_id, result).to_string());
-        out.push_str("\n\n");
+        crate::sse::push_data(out, &rpc_result(&self.rpc_id, result));
     }
 
     fn context(&self) -> &str {

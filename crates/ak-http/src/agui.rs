@@ -22,7 +22,7 @@
 //!
 //! Format: <https://docs.ag-ui.com/concepts/events> (`@ag-ui/core` 1.0's schemas).
 
-use crate::sse::{EventEncoder, SseBody};
+use crate::sse::{EventEncoder, SseBody, push_data as frame};
 use crate::surface::{
     Surface, SurfaceContext, SurfaceFuture, SurfaceReply, early_failure, failure_response,
 };
@@ -436,12 +436,6 @@ impl AgUiEncoder {
         );
         self.ended = true;
     }
-}
-
-fn frame(out: &mut String, event: &Value) {
-    out.push_str("data: ");
-    out.push_str(&event.to_string());
-    out.push_str("\n\n");
 }
 
 impl EventEncoder for AgUiEncoder {

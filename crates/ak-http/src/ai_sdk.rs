@@ -26,7 +26,7 @@
 //!
 //! Format: <https://ai-sdk.dev/docs/ai-sdk-ui/stream-protocol> (`ai` 6's `uiMessageChunkSchema`).
 
-use crate::sse::{EventEncoder, SseBody};
+use crate::sse::{EventEncoder, SseBody, push_data as chunk};
 use crate::surface::{
     Surface, SurfaceContext, SurfaceFuture, SurfaceReply, early_failure, failure_response,
 };
@@ -343,12 +343,6 @@ impl UiMessageEncoder {
         out.push_str("data: [DONE]\n\n");
         self.ended = true;
     }
-}
-
-fn chunk(out: &mut String, value: &Value) {
-    out.push_str("data: ");
-    out.push_str(&value.to_string());
-    out.push_str("\n\n");
 }
 
 impl EventEncoder for UiMessageEncoder {

@@ -20,7 +20,7 @@
 //! Formats: <https://platform.openai.com/docs/api-reference/chat> and `.../models`.
 
 use crate::response::ErrorResponse;
-use crate::sse::{EventEncoder, SseBody};
+use crate::sse::{EventEncoder, SseBody, data_event as data};
 use crate::surface::{Surface, SurfaceContext, SurfaceFuture, SurfaceReply, early_failure};
 use ak_core::error::ApiError;
 use ak_core::events::RunEvent;
@@ -770,10 +770,6 @@ impl EventEncoder for ChunkEncoder {
         }
         self.error(&json!({"status": 504, "error": "the stream ended before the answer"}))
     }
-}
-
-fn data(value: &Value) -> String {
-    format!("data: {value}\n\n")
 }
 
 /// An error in OpenAI's shape.

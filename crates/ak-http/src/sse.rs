@@ -62,6 +62,18 @@ impl EventEncoder for RunSse {
     }
 }
 
+/// A JSON value as one SSE event without a name or id (`data: <json>` and a blank line): the
+/// framing of the protocols whose events carry their type inside the JSON (AG-UI, the AI
+/// SDK's UI message stream, Chat Completions chunks, A2A's JSON-RPC responses).
+pub fn data_event(value: &Value) -> String {
+    format!("data: {value}\n\n")
+}
+
+/// [`data_event`], appended to `out`.
+pub fn push_data(out: &mut String, value: &Value) {
+    out.push_str(&data_event(value));
+}
+
 /// An event as SSE text with this id.
 pub fn to_sse(event: &RunEvent, id: u64) -> String {
     format!(
