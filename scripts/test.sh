@@ -46,6 +46,9 @@ for features in none bedrock mcp; do
   cargo clippy --locked -p request-handler -p agent-runner --no-default-features "${functions[@]}" -- -D warnings
   cargo test --locked -q -p ak-agents -p ak-http --no-default-features "${crates[@]}" --lib
 done
+log "  ak-core without the otel feature (tracing compiled out)"
+cargo clippy --locked -p ak-core --no-default-features -- -D warnings
+cargo test --locked -q -p ak-core --no-default-features --lib
 
 log "shell scripts: bash -n and shellcheck"
 install_shellcheck

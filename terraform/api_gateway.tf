@@ -308,7 +308,7 @@ resource "aws_api_gateway_stage" "this" {
   rest_api_id          = aws_api_gateway_rest_api.this.id
   deployment_id        = aws_api_gateway_deployment.this.id
   stage_name           = var.stage_name
-  xray_tracing_enabled = true
+  xray_tracing_enabled = var.tracing.xray_active
 
   access_log_settings {
     destination_arn = aws_cloudwatch_log_group.access.arn

@@ -2,6 +2,13 @@ locals {
   functions = { for f in module.decisions.functions : f => var.functions[f] if contains(keys(var.functions), f) }
   # Functions that run agents need the model settings.
   runs_agents = var.execution_mode == "direct" ? ["request_handler"] : ["agent_runner"]
+  # Where spans go: the collector layer's local endpoint unless another is named.
+  otlp_endpoint = var.tracing.otlp_endpoint != null ? var.tracing.otlp_endpoint : (var.tracing.collector_layer_arn == null ? "" : "http://localhost:4318")
+  tracing_env = merge(
+    local.otlp_endpoint == "" ? {} : { OTEL_EXPORTER_OTLP_ENDPOINT = local.otlp_endpoint },
+    var.tracing.capture_content ? { OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT = "true" } : {},
+    var.tracing.environment,
+  )
 }
 
 resource "aws_cloudwatch_log_group" "function" {
@@ -55,12 +62,16 @@ resource "aws_lambda_function" "this" {
     variables = merge(
       module.decisions.environment[each.key],
       contains(local.runs_agents, each.key) ? local.model_env : {},
+      local.tracing_env,
       each.value.environment,
     )
   }
 
+  # Layers go with zip packages; an image carries its collector itself.
+  layers = var.tracing.collector_layer_arn != null && each.value.package_type != "Image" ? [var.tracing.collector_layer_arn] : null
+
   tracing_config {
-    mode = "Active"
+    mode = var.tracing.xray_active ? "Active" : "PassThrough"
   }
 
   dynamic "vpc_config" {
@@ -115,7 +126,7 @@ resource "aws_lambda_function" "authorizer" {
   }
 
   tracing_config {
-    mode = "Active"
+    mode = var.tracing.xray_active ? "Active" : "PassThrough"
   }
 
   depends_on = [aws_cloudwatch_log_group.function]

@@ -282,6 +282,23 @@ variable "protocol_endpoints" {
   }
 }
 
+variable "tracing" {
+  description = "Traces (OpenTelemetry). xray_active: X-Ray active tracing on the functions and the API Gateway stage (Lambda's and API Gateway's segments; the functions' spans join their trace). collector_layer_arn: a Lambda layer with an OTLP collector (the ADOT collector layer: it receives on localhost:4318 and sends to X-Ray, signing for you) added to the request handler, agent runner and response handler. otlp_endpoint: OTEL_EXPORTER_OTLP_ENDPOINT for those functions (default http://localhost:4318 when a collector layer is set; unset and no layer: tracing off). capture_content: prompts, answers and tool arguments/results on spans (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT). environment: more OTEL_* variables (OTEL_EXPORTER_OTLP_HEADERS, OTEL_TRACES_SAMPLER, OTEL_EXPORTER_OTLP_TRACES_TIMEOUT, ...)."
+  type = object({
+    xray_active         = optional(bool, true)
+    collector_layer_arn = optional(string)
+    otlp_endpoint       = optional(string)
+    capture_content     = optional(bool, false)
+    environment         = optional(map(string), {})
+  })
+  default = {}
+
+  validation {
+    condition     = alltrue([for k in keys(var.tracing.environment) : startswith(k, "OTEL_")])
+    error_message = "tracing.environment takes OTEL_* variables only."
+  }
+}
+
 variable "tags" {
   description = "Tags on every resource."
   type        = map(string)

@@ -24,5 +24,6 @@ module "agents" {
   response_streaming = var.response_streaming
   mcp_endpoint       = var.mcp_endpoint
   protocol_endpoints = var.protocol_endpoints
+  tracing            = var.tracing
   function_url       = var.function_url
 }

@@ -34,6 +34,12 @@ mcp_endpoint = false
 # "a2a" (/api/v1/a2a: A2A 1.0 clients and orchestrators).
 protocol_endpoints = []
 
+# Traces of every run (OpenTelemetry GenAI spans) in CloudWatch / X-Ray through the ADOT
+# collector layer (its ARN for your region and architecture: aws-otel.github.io/docs/getting-started/lambda),
+# or to any OTLP endpoint. Unset: X-Ray active tracing only, no spans exported.
+# tracing = { collector_layer_arn = "arn:aws:lambda:<region>:901920570463:layer:aws-otel-collector-<arch>-ver-<version>:<n>" }
+# tracing = { otlp_endpoint = "https://otlp.example.com", environment = { OTEL_EXPORTER_OTLP_HEADERS = "authorization=Bearer%20..." } }
+
 # Answers stream as server-sent events when a client asks (Accept: text/event-stream).
 response_streaming = true
 # function_url = { create = true, authorization_type = "NONE", allow_origins = ["https://app.example.com"] }

@@ -112,6 +112,18 @@ variable "protocol_endpoints" {
   default     = []
 }
 
+variable "tracing" {
+  description = "Traces (see the module's variable): xray_active, collector_layer_arn (the ADOT collector layer for your region and architecture), otlp_endpoint, capture_content, environment (more OTEL_* variables)."
+  type = object({
+    xray_active         = optional(bool, true)
+    collector_layer_arn = optional(string)
+    otlp_endpoint       = optional(string)
+    capture_content     = optional(bool, false)
+    environment         = optional(map(string), {})
+  })
+  default = {}
+}
+
 variable "tags" {
   description = "Tags on every resource."
   type        = map(string)

@@ -15,6 +15,7 @@ pub mod faults;
 pub mod gateway;
 pub mod local;
 pub mod model_server;
+pub mod otlp;
 pub mod runtime_api;
 pub mod soak;
 

@@ -31,6 +31,16 @@ impl Drop for LocalServer {
 impl LocalServer {
     /// Starts `ak-local serve` with `env` and waits until it listens.
     pub async fn start(env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_with(&[], env, None).await
+    }
+
+    /// [`LocalServer::start`] with more `serve` arguments (`--trace`), its stderr written to
+    /// `log` when given.
+    pub async fn start_with(
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -38,6 +48,7 @@ impl LocalServer {
         let mut command = Command::new(binary);
         command
             .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+            .args(args)
             .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
             .env_clear()
             .stdin(Stdio::null())
@@ -48,6 +59,9 @@ impl LocalServer {
             }
         }
         command.envs(env.iter().copied());
+        if let Some(path) = log {
+            command.stderr(std::fs::File::create(path)?);
+        }
         let server = Self {
             child: command.spawn()?,
             base: format!("http://127.0.0.1:{port}"),

@@ -52,6 +52,8 @@ struct State {
     outcomes: HashMap<String, (Outcome, Instant)>,
     first_next: Option<Instant>,
     init_error: Option<Value>,
+    /// The `Lambda-Runtime-Trace-Id` header of the next invocations, when set.
+    trace_header: Option<String>,
 }
 
 /// A running Runtime API; stops when dropped.
@@ -117,6 +119,12 @@ impl RuntimeApi {
         });
         self.changed.notify_waiters();
         id
+    }
+
+    /// Sends `header` as `Lambda-Runtime-Trace-Id` (the invocation's X-Ray trace, which the
+    /// function sees as `_X_AMZN_TRACE_ID`) with the invocations handed out from now on.
+    pub fn set_trace_header(&self, header: &str) {
+        lock(&self.state).trace_header = Some(header.to_owned());
     }
 
     /// Waits for the outcome of invocation `id`, with when it arrived.
@@ -210,13 +218,13 @@ async fn route(
                 let notified = changed.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                let next = {
+                let (next, trace_header) = {
                     let mut state = lock(&state);
                     let next = state.pending.pop_front();
                     if let Some(pending) = &next {
                         state.in_flight.push(pending.id.clone());
                     }
-                    next
+                    (next, state.trace_header.clone())
                 };
                 if let Some(Pending {
                     id,
@@ -243,7 +251,9 @@ async fn route(
                     );
                     set(
                         "lambda-runtime-trace-id",
-                        "Root=1-00000000-000000000000000000000000;Sampled=0".to_owned(),
+                        trace_header.unwrap_or_else(|| {
+                            "Root=1-00000000-000000000000000000000000;Sampled=0".to_owned()
+                        }),
                     );
                     set("content-type", "application/json".to_owned());
                     return Ok(response);

@@ -45,6 +45,7 @@ const MODULE_LAYERS: &[(&str, &[(&str, u8)])] = &[
             ("answer", 1),
             ("https", 1),
             ("metrics", 1),
+            ("otel", 1),
             ("logging", 1),
             ("ports", 2),
         ],

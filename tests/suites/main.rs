@@ -29,3 +29,4 @@ mod response_store;
 mod resumable_streams;
 mod session_store;
 mod streaming;
+mod traces;

@@ -9,6 +9,7 @@ use aws_lambda_events::sqs::{SqsMessage, SqsMessageAttribute};
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
 use std::time::Duration;
+use tracing::Instrument as _;
 
 /// Longest long-poll SQS allows.
 const MAX_WAIT: Duration = Duration::from_secs(20);
@@ -80,11 +81,10 @@ impl SqsQueue {
             fifo: url.ends_with(".fifo"),
         }
     }
-}
 
-#[async_trait]
-impl Queue for SqsQueue {
-    async fn send(&self, message: &QueueMessage) -> Result<(), PortError> {
+    /// One `SendMessage` inside `span` (which it carries as the `traceparent` attribute and
+    /// names the message id on).
+    async fn send_in(&self, message: &QueueMessage, span: &tracing::Span) -> Result<(), PortError> {
         let mut request = self
             .client
             .get()
@@ -101,19 +101,47 @@ impl Queue for SqsQueue {
                 .map_err(unavailable)?;
             request = request.message_attributes(name, attr);
         }
+        if let Some(traceparent) = ak_core::otel::current_traceparent() {
+            let attr = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(traceparent)
+                .build()
+                .map_err(unavailable)?;
+            request = request.message_attributes(ak_core::ports::ATTR_TRACEPARENT, attr);
+        }
         if self.fifo {
             request = request
                 .message_group_id(&message.session_id)
                 .message_deduplication_id(&message.request_id);
         }
         with_timeout(Backend::Sqs, CALL_TIMEOUT, async {
-            request
+            let sent = request
                 .send()
                 .await
-                .map(drop)
-                .map_err(|e| send_error(e, message, size))
+                .map_err(|e| send_error(e, message, size))?;
+            if let Some(id) = sent.message_id() {
+                span.record("messaging.message.id", id);
+            }
+            Ok(())
         })
         .await
+    }
+}
+
+#[async_trait]
+impl Queue for SqsQueue {
+    async fn send(&self, message: &QueueMessage) -> Result<(), PortError> {
+        let span = ak_core::otel::producer_span(&self.url);
+        let sent = self.send_in(message, &span).instrument(span.clone()).await;
+        if let Err(e) = &sent {
+            let class = match e {
+                PortError::TooLarge { .. } => "too_large",
+                PortError::Rejected(_) => "rejected",
+                _ => "unavailable",
+            };
+            ak_core::otel::record_error(&span, class);
+        }
+        sent
     }
 
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<SqsMessage>, PortError> {
@@ -143,7 +171,7 @@ impl Queue for SqsQueue {
             .messages
             .unwrap_or_default()
             .into_iter()
-            .map(to_record)
+            .map(|m| to_record(m, &self.url))
             .collect())
     }
 
@@ -162,9 +190,17 @@ impl Queue for SqsQueue {
     }
 }
 
-/// An SDK message as the record a Lambda SQS event would carry.
-fn to_record(message: aws_sdk_sqs::types::Message) -> SqsMessage {
+/// An SDK message of the queue at `url` as the record a Lambda SQS event would carry.
+fn to_record(message: aws_sdk_sqs::types::Message, url: &str) -> SqsMessage {
     let mut record = SqsMessage::default();
+    // `https://sqs.<region>.amazonaws.com/<account>/<name>` → `arn:aws:sqs:<region>:<account>:<name>`.
+    let mut segments = url.trim_end_matches('/').rsplit('/');
+    let (name, account) = (
+        segments.next().unwrap_or_default(),
+        segments.next().unwrap_or_default(),
+    );
+    let region = url.split('.').nth(1).unwrap_or_default();
+    record.event_source_arn = Some(format!("arn:aws:sqs:{region}:{account}:{name}"));
     record.message_id = message.message_id;
     record.receipt_handle = message.receipt_handle;
     record.body = message.body;

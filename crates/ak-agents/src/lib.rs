@@ -20,6 +20,7 @@ pub mod model;
 pub mod offline;
 pub mod openai;
 pub mod runtime;
+pub mod telemetry;
 pub mod tool;
 
 pub use agent::{Agent, AgentError, AgentSet, handoff_tool_name};

@@ -127,6 +127,8 @@ pub struct ModelReply {
     pub finish: FinishReason,
     /// Tokens this call used (0 where the server did not say).
     pub usage: Usage,
+    /// The model that answered, as the server names it (its `model` field), when it says.
+    pub model: Option<String>,
 }
 
 /// A model call that failed; the message is safe to show a client (no key, no request body).

@@ -10,6 +10,7 @@ use crate::model::{
 };
 use crate::offline::OfflineModel;
 use crate::openai::{OPENAI_BASE_URL, OpenAiConfig, OpenAiProvider};
+use crate::telemetry;
 use crate::tool::{ToolContext, ToolRegistry};
 use ak_core::config::{ModelProvider as ProviderKind, ModelSettings, Settings};
 use ak_core::events::{EventSender, RunEvent};
@@ -93,6 +94,21 @@ pub enum RunError {
 }
 
 impl RunError {
+    /// A low-cardinality name of the failure (a trace's `error.type`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RunError::UnknownAgent { .. } => "unknown_agent",
+            RunError::Model(_) => "model",
+            RunError::MaxTurns(_) => "max_turns",
+            RunError::Filtered(_) => "content_filter",
+            RunError::BrokenAnswer => "broken_answer",
+            RunError::EmptyAnswer { .. } => "empty_answer",
+            RunError::SessionOwned(_) => "session_owned",
+            RunError::RequestIdReused(_) => "request_id_reused",
+            RunError::Session(_) => "session_store",
+        }
+    }
+
     /// Whether running the same request again later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -286,11 +302,46 @@ impl AgentRuntime {
     /// Runs one chat turn, reporting it to `events` as it happens: `agent` at the start and on
     /// each handoff, `delta` for the text the model writes (the model is asked to stream),
     /// `tool_call` and `tool_result` for each tool. `done` and `error` are the caller's.
+    ///
+    /// Traced as an `invoke_agent {agent}` span (see [`crate::telemetry`]).
     pub async fn run_with_events(
         &self,
         request: &RunRequest,
         events: Option<&EventSender>,
     ) -> Result<RunOutcome, RunError> {
+        use tracing::Instrument as _;
+        let entry = request
+            .agent
+            .clone()
+            .unwrap_or_else(|| self.agents.default_agent().name.clone());
+        let span = telemetry::agent_span(
+            None,
+            &entry,
+            &request.session_id,
+            telemetry::provider_name(self.model.name()),
+            &self.model_name,
+        );
+        let result = self
+            .run_traced(request, events, &span)
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok(outcome) => telemetry::record_usage(&span, &outcome.usage),
+            Err(e) => ak_core::otel::record_error(&span, e.kind()),
+        }
+        result
+    }
+
+    async fn run_traced(
+        &self,
+        request: &RunRequest,
+        events: Option<&EventSender>,
+        run_span: &tracing::Span,
+    ) -> Result<RunOutcome, RunError> {
+        use tracing::Instrument as _;
+        let provider = telemetry::provider_name(self.model.name());
+        // The span of the agent now answering: the run's, then each handoff's child.
+        let mut agent_span = run_span.clone();
         let emit = |event: RunEvent| {
             if let Some(events) = events {
                 events.send(event);
@@ -422,7 +473,20 @@ impl AgentRuntime {
                 on_text: on_text.clone(),
             };
             let called = std::time::Instant::now();
-            let reply = self.model.complete(&model_request).await?;
+            let chat = telemetry::chat_span(
+                &agent_span,
+                provider,
+                &model_request.model,
+                &model_request.messages,
+            );
+            let reply = self
+                .model
+                .complete(&model_request)
+                .instrument(chat.clone())
+                .await;
+            telemetry::record_reply(&chat, &reply);
+            drop(chat);
+            let reply = reply?;
             model_ms += called.elapsed().as_secs_f64() * 1000.0;
             usage += reply.usage;
 
@@ -586,9 +650,29 @@ impl AgentRuntime {
                     });
                 }
                 let mut attachments = Vec::new();
+                let tool_span = if target.is_none() {
+                    let extension = !agent.tools.iter().any(|t| t.name() == call.name)
+                        && mcp_tools.iter().any(|t| t.exposed == call.name);
+                    telemetry::tool_span(
+                        &agent_span,
+                        &call.name,
+                        &call.id,
+                        extension,
+                        &call.arguments,
+                    )
+                } else {
+                    tracing::Span::none()
+                };
                 let result = if let Some(target) = target {
                     if next.is_none() {
                         tracing::debug!(from = %agent.name, to = %target.name, "handoff");
+                        agent_span = telemetry::agent_span(
+                            Some(&agent_span),
+                            &target.name,
+                            &request.session_id,
+                            provider,
+                            target.model.as_deref().unwrap_or(&self.model_name),
+                        );
                         next = Some(target);
                         emit(RunEvent::Agent {
                             agent: target.name.clone(),
@@ -604,7 +688,11 @@ impl AgentRuntime {
                         &call.arguments
                     }) {
                         Err(e) => json!({"error": format!("arguments are not JSON: {e}")}),
-                        Ok(args) => match tool.call(args, &tool_context).await {
+                        Ok(args) => match tool
+                            .call(args, &tool_context)
+                            .instrument(tool_span.clone())
+                            .await
+                        {
                             Ok(value) => value,
                             Err(e) => json!({"error": e.to_string()}),
                         },
@@ -617,7 +705,11 @@ impl AgentRuntime {
                     }) {
                         Err(e) => json!({"error": format!("arguments are not JSON: {e}")}),
                         Ok(args) => {
-                            let output = self.mcp.call(tool, args).await;
+                            let output = self
+                                .mcp
+                                .call(tool, args)
+                                .instrument(tool_span.clone())
+                                .await;
                             attachments = output.attachments;
                             output.value
                         }
@@ -625,6 +717,8 @@ impl AgentRuntime {
                 } else {
                     json!({"error": format!("there is no tool named {:?}", call.name)})
                 };
+                telemetry::record_tool_result(&tool_span, &result);
+                drop(tool_span);
                 if target.is_none() {
                     emit(RunEvent::ToolResult {
                         id: call.id.clone(),

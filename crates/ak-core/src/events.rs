@@ -209,13 +209,15 @@ pub struct RunStream {
 }
 
 impl RunStream {
-    /// A stream of the events `run` sends to the sender of `events`.
+    /// A stream of the events `run` sends to the sender of `events`. The run stays inside the
+    /// span current here (a trace's request), wherever the stream is polled.
     pub fn new(
         run: impl Future<Output = ()> + Send + 'static,
         events: mpsc::UnboundedReceiver<Numbered>,
     ) -> Self {
+        use tracing::Instrument as _;
         Self {
-            run: Some(Box::pin(run)),
+            run: Some(Box::pin(run.in_current_span())),
             events,
             next_id: 1,
             finished: false,

@@ -28,6 +28,7 @@ pub mod https;
 pub mod lenient;
 pub mod logging;
 pub mod metrics;
+pub mod otel;
 pub mod ports;
 pub mod request;
 pub mod secret;

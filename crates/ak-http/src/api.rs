@@ -372,11 +372,13 @@ impl Api {
             user_id: principal(&request),
             ..LogFields::default()
         };
+        let span = server_span(&request);
         // A panic in a route handler or an agent is a bug: it costs this request a 500, never
         // the connection or the invocation.
         let dispatched = {
             use futures_util::FutureExt;
-            std::panic::AssertUnwindSafe(self.dispatch(request, &mut log))
+            use tracing::Instrument as _;
+            std::panic::AssertUnwindSafe(self.dispatch(request, &mut log).instrument(span.clone()))
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|panic| {
@@ -396,10 +398,12 @@ impl Api {
         };
         match dispatched {
             Ok(Answer::Json(response)) => {
+                end_server_span(&span, response.status.as_u16());
                 line.emit(response.status.as_u16(), response.outcome, &response.body);
                 Reply::Json(response.into_http())
             }
             Ok(Answer::Http(response, outcome)) => {
+                end_server_span(&span, response.status().as_u16());
                 line.emit(response.status().as_u16(), outcome, &Value::Null);
                 Reply::Json(response)
             }
@@ -418,6 +422,8 @@ impl Api {
                     // Nginx's "client closed request": the stream ended before its answer.
                     _ => (499, "stream_cut", Value::Null),
                 };
+                end_server_span(&span, status);
+                drop(span);
                 line.emit(status, outcome, &data);
             })),
             Err(error) => {
@@ -438,6 +444,7 @@ impl Api {
                     body.entry("request_id")
                         .or_insert_with(|| Value::String(id.clone()));
                 }
+                end_server_span(&span, response.status.as_u16());
                 line.emit(response.status.as_u16(), response.outcome, &response.body);
                 Reply::Json(response.into_http())
             }
@@ -673,6 +680,53 @@ impl Api {
                 .map(|_| GATEWAY_BUFFER_LIMIT),
             durable: false,
         })
+    }
+}
+
+/// The request's SERVER span (OpenTelemetry HTTP conventions), continuing the caller's
+/// `traceparent` header, else the Lambda invocation's X-Ray trace; disabled when tracing is
+/// off.
+fn server_span(request: &Request) -> tracing::Span {
+    let method = request.method().as_str();
+    let path = request.uri().path();
+    let span = tracing::info_span!(
+        target: ak_core::otel::TARGET,
+        "http",
+        otel.name = %format!("{method} {path}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        url.path = %path,
+        url.scheme = "https",
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        user_agent.original = request
+            .headers()
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok()),
+        faas.trigger = "http",
+    );
+    if !span.is_disabled() {
+        let xray = std::env::var("_X_AMZN_TRACE_ID").ok();
+        let carrier = ak_core::otel::Carrier {
+            traceparent: request
+                .headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok()),
+            xray: xray.as_deref(),
+        };
+        ak_core::otel::set_parent(&span, carrier);
+    }
+    span
+}
+
+/// Records the answer's status on a [`server_span`]; 5xx are errors.
+fn end_server_span(span: &tracing::Span, status: u16) {
+    // As i64: the OpenTelemetry bridge takes unsigned fields for text.
+    span.record("http.response.status_code", i64::from(status));
+    if status >= 500 {
+        span.record("otel.status_code", "error");
+        span.record("error.type", status.to_string());
     }
 }
 

@@ -94,6 +94,48 @@ pub fn deadline_from_epoch_ms(deadline_ms: u64) -> Instant {
     Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
 }
 
+/// Work every invocation awaits before its reply goes to the Runtime API (for a streamed
+/// reply: after the body's last chunk), given the invocation's deadline — exporting the
+/// invocation's trace spans, which a frozen sandbox would otherwise hold until the next
+/// invocation, or lose. It must bound its own time.
+pub type BeforeReply = fn(Instant) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+static BEFORE_REPLY: std::sync::OnceLock<BeforeReply> = std::sync::OnceLock::new();
+
+/// Sets the [`BeforeReply`] hook (once; later calls do nothing).
+pub fn before_reply(hook: BeforeReply) {
+    let _ = BEFORE_REPLY.set(hook);
+}
+
+/// `reply` with the [`BeforeReply`] hook run before it is handed over.
+async fn with_hook(
+    reply: Result<Reply, Diagnostic>,
+    deadline: Instant,
+) -> Result<Reply, Diagnostic> {
+    let Some(hook) = BEFORE_REPLY.get().copied() else {
+        return reply;
+    };
+    match reply {
+        Ok(Reply::Streamed {
+            status,
+            headers,
+            body,
+        }) => {
+            use futures_util::StreamExt as _;
+            let after = futures_util::stream::once(hook(deadline)).filter_map(|()| async { None });
+            Ok(Reply::Streamed {
+                status,
+                headers,
+                body: Box::pin(body.chain(after)),
+            })
+        }
+        other => {
+            hook(deadline).await;
+            other
+        }
+    }
+}
+
 /// Runtime API failures in a row, without an invocation served between them, after which the
 /// function exits.
 const MAX_LOOP_FAILURES: u32 = 5;
@@ -118,12 +160,15 @@ where
                     served.store(true, Ordering::Relaxed);
                     let handler = handler.clone();
                     async move {
+                        let deadline = deadline_from_epoch_ms(event.context.deadline);
                         let invocation = Invocation {
-                            deadline: deadline_from_epoch_ms(event.context.deadline),
+                            deadline,
                             event: event.payload,
                             context: event.context,
                         };
-                        handler(invocation).await.map(Reply::into_function_response)
+                        with_hook(handler(invocation).await, deadline)
+                            .await
+                            .map(Reply::into_function_response)
                     }
                 },
             ))

@@ -30,6 +30,11 @@ enum Command {
         /// Agent-runner and response-handler workers polling the queues.
         #[arg(long, default_value_t = 4)]
         workers: usize,
+        /// Print each request's trace spans as a tree on stderr (what
+        /// OTEL_TRACES_EXPORTER=console does); with OTEL_EXPORTER_OTLP_ENDPOINT set instead,
+        /// spans go to that collector.
+        #[arg(long)]
+        trace: bool,
     },
     /// Print the effective configuration as JSON (secrets redacted); exit 1 if it is invalid.
     Config,
@@ -49,9 +54,17 @@ fn print_config() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(addr: SocketAddr, workers: usize) -> anyhow::Result<()> {
+async fn serve(addr: SocketAddr, workers: usize, trace: bool) -> anyhow::Result<()> {
     let settings = Settings::load()?;
-    ak_core::logging::init_local(settings.log.level);
+    ak_core::logging::init_local(settings.log.level, trace);
+    // Spans for an OTLP collector go out every second (a Lambda function sends its own before
+    // each reply).
+    tokio::spawn(async {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            ak_core::otel::flush(None).await;
+        }
+    });
     let server = server::LocalServer::start(&settings, addr, workers).await?;
     let base = format!("http://{}", server.addr);
     let paths = ak_http::RoutePaths::from_env()?;
@@ -77,11 +90,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Config => print_config(),
-        Command::Serve { addr, workers } => tokio::runtime::Builder::new_multi_thread()
+        Command::Serve {
+            addr,
+            workers,
+            trace,
+        } => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(serve(addr, workers))),
+            .and_then(|rt| rt.block_on(serve(addr, workers, trace))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

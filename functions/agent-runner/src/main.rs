@@ -12,6 +12,7 @@ use std::sync::Arc;
 async fn setup() -> Result<AgentRunnerHandler, Box<dyn std::error::Error>> {
     let settings = Settings::load()?;
     ak_core::logging::init(settings.log.level);
+    ak_lambda::before_reply(ak_core::otel::flush_boxed);
     check_shared_backends(&settings)?;
     let aws = AwsConfig::default();
     let runtime = AgentRuntime::load(&settings, &agent_app::tools(), &aws, false).await?;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 async fn setup() -> Result<Api, Box<dyn std::error::Error>> {
     let settings = Settings::load()?;
     ak_core::logging::init(settings.log.level);
+    ak_lambda::before_reply(ak_core::otel::flush_boxed);
     check_shared_backends(&settings)?;
     let aws = AwsConfig::default();
     // Agents run here only in direct mode; in the queue modes the agent runner has them.

@@ -8,7 +8,8 @@
 //! rest_sync's added latency (answer stored → waiter answered) on Redis and DynamoDB; pipeline
 //! throughput through `ak-local` with requests lost or duplicated; streaming: from the
 //! model's first streamed piece to the client's first `delta`, and per piece; and the event logs
-//! of the queue modes: writes per 2,000-token answer and the runner-write → follower-read delay.
+//! of the queue modes: writes per 2,000-token answer and the runner-write → follower-read delay;
+//! and what tracing adds to the request handler's cold start and warm requests.
 
 use ak_adapters::AwsConfig;
 use ak_adapters::dynamodb::DynamoResponseStore;
@@ -99,7 +100,8 @@ struct Args {
     lambda_dir: PathBuf,
     out: PathBuf,
     runs: usize,
-    /// Measure one section alone and print it (`streaming`, `eventlog`, `soak`).
+    /// Measure one section alone and print it (`streaming`, `eventlog`, `soak`, `tracing`,
+    /// `functions`, `redis`).
     only: Option<String>,
     /// Requests of each soak run.
     soak_requests: usize,
@@ -312,6 +314,67 @@ async fn cold_starts(dir: &Path, runs: usize) -> Value {
         out.insert((*name).into(), figures);
     }
     Value::Object(out)
+}
+
+/// What tracing costs: the request handler (release build, direct mode, the offline model, so
+/// nothing but the function is timed) with tracing off and on (exporting every invocation's
+/// spans to the OTLP receiver of the tests on loopback before its reply), interleaved run by
+/// run: cold start (spawn → first `next`) and warm invocations (invoke → reply at the Runtime
+/// API, the export included), with the difference of the medians.
+async fn tracing_cost(dir: &Path, runs: usize) -> Value {
+    let receiver = match ak_tests::otlp::OtlpReceiver::start(0).await {
+        Ok(r) => r,
+        Err(e) => return json!({"error": e.to_string()}),
+    };
+    let binary =
+        std::fs::canonicalize(dir.join("request-handler").join("bootstrap")).unwrap_or_default();
+    let (env, event) = function_setup("request-handler").await;
+    let mut traced = env.clone();
+    traced.push((
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT".into(),
+        receiver.endpoint.clone(),
+    ));
+    let mut cold = [Vec::new(), Vec::new()];
+    let mut warm = [Vec::new(), Vec::new()];
+    for _ in 0..runs {
+        for (i, env) in [&env, &traced].into_iter().enumerate() {
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let Ok(api) = RuntimeApi::start().await else {
+                continue;
+            };
+            let started = Instant::now();
+            let Ok(mut child) = spawn_function(&binary, &api, &env) else {
+                continue;
+            };
+            if let Some(at) = api.first_next(Duration::from_secs(10)).await {
+                cold[i].push(ms(at.duration_since(started)));
+            }
+            for n in 0..51 {
+                let sent = Instant::now();
+                let id = api.invoke(event.clone());
+                if let Some((_, done)) = api.outcome(&id, Duration::from_secs(10)).await
+                    && n > 0
+                {
+                    warm[i].push(ms(done.duration_since(sent)));
+                }
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+    let spans = receiver.spans().await.len();
+    let median = |v: &[f64]| stats(v)["median"].as_f64().unwrap_or(0.0);
+    json!({
+        "cold_start_off_ms": stats(&cold[0]),
+        "cold_start_on_ms": stats(&cold[1]),
+        "warm_off_ms": stats(&warm[0]),
+        "warm_on_ms": stats(&warm[1]),
+        "added_per_request_ms": round(median(&warm[1]) - median(&warm[0])),
+        "added_cold_start_ms": round(median(&cold[1]) - median(&cold[0])),
+        "spans_received": spans,
+        "spans_per_request": round(spans as f64 / warm[1].len().max(1) as f64),
+    })
 }
 
 /// Streaming through the request handler's API in direct mode: a loopback model streams 50
@@ -677,6 +740,11 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
+    if args.only.as_deref() == Some("tracing") {
+        let cost = tracing_cost(&args.lambda_dir, args.runs).await;
+        println!("{}", serde_json::to_string_pretty(&cost)?);
+        return Ok(());
+    }
     if args.only.as_deref() == Some("eventlog") {
         let (redis, dynamo) = bench_stores().await?;
         let logs = json!({"redis": event_log(redis).await, "dynamodb": event_log(dynamo).await});
@@ -692,6 +760,9 @@ async fn main() -> anyhow::Result<()> {
         print_functions(&results);
         return Ok(());
     }
+
+    eprintln!("== tracing off and on (request handler, direct mode, offline model)");
+    let tracing = tracing_cost(&args.lambda_dir, args.runs).await;
 
     eprintln!("== chat overhead");
     let model = ScriptedModel::constant(Reply::Text("ok".into())).await?;
@@ -772,6 +843,7 @@ async fn main() -> anyhow::Result<()> {
         "packages": packages,
         "functions": cold,
         "chat_overhead": overhead,
+        "tracing": tracing,
         "streaming": streaming,
         "rest_sync_latency": latency,
         "event_log": logs,
@@ -872,6 +944,24 @@ fn print_the_rest(r: &Value) {
             o["overhead_ms"]
         );
     }
+    let t = &r["tracing"];
+    println!(
+        "\n| tracing (request handler, direct mode, offline model) | off | on (OTLP export before each reply) | added |"
+    );
+    println!("|---|---|---|---|");
+    println!(
+        "| cold start ms | {} | {} | {} |",
+        f(&t["cold_start_off_ms"]),
+        f(&t["cold_start_on_ms"]),
+        t["added_cold_start_ms"]
+    );
+    println!(
+        "| warm request ms ({} spans each) | {} | {} | {} |",
+        t["spans_per_request"],
+        f(&t["warm_off_ms"]),
+        f(&t["warm_on_ms"]),
+        t["added_per_request_ms"]
+    );
     println!("\n| streaming (direct mode, loopback model, 50 pieces 5 ms apart) | ms |");
     println!("|---|---|");
     println!(

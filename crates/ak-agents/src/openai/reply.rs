@@ -92,6 +92,7 @@ pub(crate) fn read_reply(bytes: &[u8]) -> Result<ModelReply, ReadError> {
         reasoning: message.get("reasoning_content").and_then(non_empty_text),
         finish: finish_reason(choice.get("finish_reason")),
         usage: usage_of(body.get("usage")),
+        model: body.get("model").and_then(non_empty_text),
     })
 }
 

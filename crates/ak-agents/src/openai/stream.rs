@@ -53,6 +53,8 @@ pub(crate) struct StreamReader {
     calls: BTreeMap<usize, PartialCall>,
     finish: Option<FinishReason>,
     usage: Option<Usage>,
+    /// The model the chunks name.
+    model: Option<String>,
     error: Option<ReadError>,
     chunks: usize,
     /// The body's first bytes, while no chunk came: a server that answers a streaming request
@@ -77,6 +79,7 @@ impl Default for StreamReader {
             calls: BTreeMap::new(),
             finish: None,
             usage: None,
+            model: None,
             error: None,
             chunks: 0,
             start: Vec::new(),
@@ -164,6 +167,12 @@ impl StreamReader {
             return String::new();
         };
         self.chunks += 1;
+        if self.model.is_none()
+            && let Some(Value::String(model)) = chunk.get("model")
+            && !model.is_empty()
+        {
+            self.model = Some(model.clone());
+        }
         if let Some(usage) = chunk
             .get("usage")
             .filter(|u| u.is_object())
@@ -392,6 +401,7 @@ impl StreamReader {
             reasoning: non_empty(std::mem::take(&mut self.reasoning)),
             finish: self.finish.clone().unwrap_or_default(),
             usage: self.usage.unwrap_or_default(),
+            model: self.model.take(),
         })
     }
 

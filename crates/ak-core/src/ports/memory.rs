@@ -35,6 +35,8 @@ struct Entry {
     receives: u32,
     visible_at: Instant,
     receipt: Option<String>,
+    /// The sender's span (`traceparent`), when traced.
+    traceparent: Option<String>,
 }
 
 #[derive(Default)]
@@ -45,6 +47,7 @@ struct QueueState {
 
 /// A named in-process queue (`memory://NAME`).
 pub struct MemoryQueue {
+    name: String,
     fifo: bool,
     visibility: Duration,
     state: Mutex<QueueState>,
@@ -55,6 +58,7 @@ impl MemoryQueue {
     /// A fresh queue, not registered under any name.
     pub fn new(fifo: bool, visibility: Duration) -> Self {
         Self {
+            name: "memory".to_owned(),
             fifo,
             visibility,
             state: Mutex::new(QueueState::default()),
@@ -70,10 +74,10 @@ impl MemoryQueue {
         queues
             .entry(name.to_owned())
             .or_insert_with(|| {
-                Arc::new(MemoryQueue::new(
-                    name.ends_with(".fifo"),
-                    DEFAULT_VISIBILITY,
-                ))
+                Arc::new(MemoryQueue {
+                    name: name.to_owned(),
+                    ..MemoryQueue::new(name.ends_with(".fifo"), DEFAULT_VISIBILITY)
+                })
             })
             .clone()
     }
@@ -118,11 +122,19 @@ impl MemoryQueue {
             entry.visible_at = now + self.visibility;
             let receipt = uuid::Uuid::new_v4().to_string();
             entry.receipt = Some(receipt.clone());
-            out.push(
-                entry
-                    .message
-                    .to_sqs_record(&entry.id, &receipt, entry.receives),
-            );
+            let mut record = entry
+                .message
+                .to_sqs_record(&entry.id, &receipt, entry.receives);
+            record.event_source_arn = Some(format!("arn:aws:sqs:local:000000000000:{}", self.name));
+            if let Some(traceparent) = &entry.traceparent {
+                let mut attr = aws_lambda_events::sqs::SqsMessageAttribute::default();
+                attr.string_value = Some(traceparent.clone());
+                attr.data_type = Some("String".to_owned());
+                record
+                    .message_attributes
+                    .insert(super::ATTR_TRACEPARENT.to_owned(), attr);
+            }
+            out.push(record);
         }
         out
     }
@@ -131,6 +143,8 @@ impl MemoryQueue {
 #[async_trait]
 impl Queue for MemoryQueue {
     async fn send(&self, message: &QueueMessage) -> Result<(), PortError> {
+        let span = crate::otel::producer_span(&self.name);
+        let traceparent = span.in_scope(crate::otel::current_traceparent);
         let now = Instant::now();
         {
             let mut state = lock(&self.state);
@@ -149,6 +163,7 @@ impl Queue for MemoryQueue {
                 receives: 0,
                 visible_at: now,
                 receipt: None,
+                traceparent,
             });
         }
         self.arrived.notify_waiters();

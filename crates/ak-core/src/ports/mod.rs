@@ -165,6 +165,32 @@ pub struct Delivery {
     pub message_id: String,
     /// How many times it has been received, this time included.
     pub receive_count: u32,
+    /// The sender's trace context: the `traceparent` message attribute.
+    pub traceparent: Option<String>,
+    /// The X-Ray trace header SQS adds (`AWSTraceHeader` system attribute).
+    pub xray: Option<String>,
+}
+
+impl Delivery {
+    /// The CONSUMER span processing this delivery of `record` (its queue named by the record's
+    /// `eventSourceARN`), continuing the sender's trace.
+    pub fn process_span(&self, record: &Value) -> tracing::Span {
+        let queue = record
+            .get("eventSourceARN")
+            .and_then(Value::as_str)
+            .and_then(|arn| arn.rsplit(':').next())
+            .filter(|name| !name.is_empty())
+            .unwrap_or("queue");
+        crate::otel::consumer_span(queue, &self.message_id, self.carrier())
+    }
+
+    /// Where this message's trace continues from (see [`crate::otel::Carrier`]).
+    pub fn carrier(&self) -> crate::otel::Carrier<'_> {
+        crate::otel::Carrier {
+            traceparent: self.traceparent.as_deref(),
+            xray: self.xray.as_deref(),
+        }
+    }
 }
 
 /// A queue record that cannot be read as a [`QueueMessage`].
@@ -182,6 +208,8 @@ const ATTR_SESSION_ID: &str = "session_id";
 const ATTR_USER_ID: &str = "user_id";
 const ATTR_STATUS_CODE: &str = "status_code";
 const ATTR_ATTEMPT: &str = "attempt";
+/// The message attribute carrying the sender's W3C trace context.
+pub const ATTR_TRACEPARENT: &str = "traceparent";
 
 impl QueueMessage {
     /// The message attributes as (name, `String` value) pairs.
@@ -309,6 +337,12 @@ impl QueueMessage {
             },
             message_id,
             receive_count,
+            traceparent: attr(ATTR_TRACEPARENT),
+            xray: record
+                .get("attributes")
+                .and_then(|a| a.get("AWSTraceHeader"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         })
     }
 }

@@ -255,14 +255,14 @@ impl ChatService {
                 let writer = exec::eventlog::LogWriter::start(store.clone(), &id, 0, "");
                 let service = self.clone();
                 let run_id = id.clone();
-                tokio::spawn(async move {
+                tokio::spawn(tracing::Instrument::in_current_span(async move {
                     let result = service.answer(request, Some(writer.sender())).await;
                     let last = match result {
                         Ok(answer) => answer.final_event(&run_id),
                         Err(error) => RunEvent::error(&error, &run_id),
                     };
                     writer.finish(last).await;
-                });
+                }));
             }
             return Ok(self
                 .relay(store, &id, options, user, until, true)

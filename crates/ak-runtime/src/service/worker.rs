@@ -28,6 +28,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 fn failures(ids: Vec<String>) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
@@ -249,14 +250,17 @@ impl AgentRunnerHandler {
     /// retried, the later records of that session are handed back too, so order holds. Past
     /// `deadline` (minus a margin) no new record starts; the rest are handed back.
     pub async fn handle(&self, records: Vec<Json>, deadline: Option<Instant>) -> SqsBatchResponse {
-        let mut groups: BTreeMap<String, Vec<(String, Delivery)>> = BTreeMap::new();
+        let mut groups: BTreeMap<String, Vec<(String, Delivery, tracing::Span)>> = BTreeMap::new();
         let mut failed = Vec::new();
         for record in records {
             match QueueMessage::from_record(&record) {
                 Ok(delivery) => groups
                     .entry(delivery.message.session_id.clone())
                     .or_default()
-                    .push((delivery.message_id.clone(), delivery)),
+                    .push({
+                        let span = delivery.process_span(&record);
+                        (delivery.message_id.clone(), delivery, span)
+                    }),
                 Err(e) => {
                     // Unreadable: nobody can be answered. Hand it back so the queue's redrive
                     // policy moves it to the dead-letter queue for inspection.
@@ -273,9 +277,10 @@ impl AgentRunnerHandler {
         let runs = groups.into_values().map(|group| async move {
             let mut retry = Vec::new();
             let mut blocked = false;
-            for (id, delivery) in group {
+            for (id, delivery, span) in group {
                 let late = deadline.is_some_and(|d| Instant::now() + DEADLINE_MARGIN >= d);
                 if blocked || late {
+                    ak_core::otel::record_error(&span, "handed_back");
                     retry.push(id);
                     continue;
                 }
@@ -284,7 +289,12 @@ impl AgentRunnerHandler {
                         .saturating_duration_since(Instant::now())
                         .max(Duration::from_secs(1))
                 });
-                if let Outcome::Retry = self.process(&delivery, claim_ttl, deadline).await {
+                let outcome = self
+                    .process(&delivery, claim_ttl, deadline)
+                    .instrument(span.clone())
+                    .await;
+                if let Outcome::Retry = outcome {
+                    ak_core::otel::record_error(&span, "handed_back");
                     blocked = true;
                     retry.push(id);
                 }
@@ -562,13 +572,17 @@ impl ResponseHandler {
     /// between them without racing; different requests are stored concurrently.
     pub async fn handle(&self, records: Vec<Json>) -> SqsBatchResponse {
         let mut failed = Vec::new();
-        let mut by_request: BTreeMap<String, Vec<(String, QueueMessage)>> = BTreeMap::new();
+        let mut by_request: BTreeMap<String, Vec<(String, QueueMessage, tracing::Span)>> =
+            BTreeMap::new();
         for record in records {
             match QueueMessage::from_record(&record) {
                 Ok(delivery) => by_request
                     .entry(delivery.message.request_id.clone())
                     .or_default()
-                    .push((delivery.message_id, delivery.message)),
+                    .push({
+                        let span = delivery.process_span(&record);
+                        (delivery.message_id, delivery.message, span)
+                    }),
                 Err(e) => {
                     tracing::error!(error = %e, "unreadable output record");
                     failed.extend(reportable(&record));
@@ -577,7 +591,7 @@ impl ResponseHandler {
         }
         let puts = by_request.into_values().map(|answers| async move {
             let mut failed = Vec::new();
-            for (id, message) in answers {
+            for (id, message, span) in answers {
                 let record = ResponseRecord {
                     request_id: message.request_id,
                     session_id: message.session_id,
@@ -588,7 +602,11 @@ impl ResponseHandler {
                     attempt: message.attempt.unwrap_or(0),
                 };
                 let request_id = record.request_id.clone();
-                if let Err(e) = put_answer(self.store.as_ref(), record).await {
+                if let Err(e) = put_answer(self.store.as_ref(), record)
+                    .instrument(span.clone())
+                    .await
+                {
+                    ak_core::otel::record_error(&span, "store_unavailable");
                     tracing::warn!(request_id = %request_id, error = %e, "cannot store answer; will retry");
                     failed.push(id);
                 }
