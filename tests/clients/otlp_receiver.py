@@ -3,7 +3,8 @@
 
 Every span received is appended to --out as one JSON object per line (flattened: hex ids, kind
 and status as names, attributes as plain JSON values, the resource's and the scope's attributes
-alongside). GET /spans answers the spans received so far as a JSON array (from memory).
+alongside). GET /spans answers the spans received so far as a JSON array (from memory), GET
+/count their number.
 
     pip install opentelemetry-proto          # pulls protobuf (scripts/requirements-test.txt)
     python3 receiver.py --port 0 --out /tmp/spans.jsonl
@@ -147,7 +148,12 @@ def make_handler(store, status, delay_ms):
             self.wfile.write(body)
 
         def do_GET(self):
-            if self.path.split("?")[0] != "/spans":
+            path = self.path.split("?")[0]
+            if path == "/count":
+                with store.lock:
+                    body = json.dumps({"spans": len(store.spans)}).encode()
+                return self.reply(200, body, "application/json")
+            if path != "/spans":
                 return self.reply(404, b"not found\n", "text/plain")
             with store.lock:
                 body = json.dumps(store.spans).encode()

@@ -61,6 +61,16 @@ impl OtlpReceiver {
             .unwrap_or_default()
     }
 
+    /// How many spans arrived so far.
+    pub async fn count(&self) -> u64 {
+        let url = format!("http://{}/count", self.addr);
+        ak_core::https::get_json(&url, Duration::from_secs(5))
+            .await
+            .ok()
+            .and_then(|v| v["spans"].as_u64())
+            .unwrap_or_default()
+    }
+
     /// Waits until a span named `name` has arrived (or `timeout` passes); all spans so far.
     pub async fn wait_for(&self, name: &str, timeout: Duration) -> Vec<Value> {
         let until = tokio::time::Instant::now() + timeout;

@@ -29,6 +29,7 @@ fn definition(
         tools: tools.iter().map(|s| (*s).to_owned()).collect(),
         model: None,
         mcp_servers: Vec::new(),
+        approval: Vec::new(),
     }
 }
 

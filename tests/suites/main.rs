@@ -4,6 +4,7 @@
 mod a2a;
 mod agents;
 mod agui_ai_sdk;
+mod approvals;
 mod authorizer;
 mod backend_faults;
 mod bedrock;

@@ -70,6 +70,18 @@ async fn own_tools_server() -> (Killed, String) {
 /// The history agent with the tools of the MCP server at `url` (as server `tools`, `timeout`
 /// seconds), answering through `model`.
 pub(crate) fn api_with_mcp(model: &ScriptedModel, url: &str, timeout: f64) -> Api {
+    api_with_mcp_approving(model, url, timeout, &[], None)
+}
+
+/// [`api_with_mcp`] where the server's tools named in `approval` wait for a person's
+/// approval, with `store` keeping the pauses.
+fn api_with_mcp_approving(
+    model: &ScriptedModel,
+    url: &str,
+    timeout: f64,
+    approval: &[&str],
+    store: Option<Arc<dyn ak_core::ports::ResponseStore>>,
+) -> Api {
     let mut settings: Settings = reference_settings();
     settings.mcp.servers = vec![McpServerSettings {
         name: "tools".into(),
@@ -77,6 +89,7 @@ pub(crate) fn api_with_mcp(model: &ScriptedModel, url: &str, timeout: f64) -> Ap
         headers: Default::default(),
         allowed_tools: None,
         timeout,
+        approval: approval.iter().map(|t| (*t).to_owned()).collect(),
     }];
     for def in &mut settings.agents.definitions {
         if def.name == "history" {
@@ -101,7 +114,7 @@ pub(crate) fn api_with_mcp(model: &ScriptedModel, url: &str, timeout: f64) -> Ap
         Router::builder(RoutePaths::default())
             .build()
             .unwrap_or_else(|e| panic!("{e}")),
-        ChatService::new(Execution::Direct(Arc::new(runtime)), None, vec![]),
+        ChatService::new(Execution::Direct(Arc::new(runtime)), store, vec![]),
         1 << 20,
     )
 }
@@ -164,6 +177,54 @@ async fn an_agent_calls_a_tool_of_an_mcp_server_and_answers_with_its_result() {
         result,
         json!({"result": {"result": 5}}),
         "the server's answer reached the model, once (its structured content)"
+    );
+}
+
+/// A tool its MCP server's `approval` list names waits for a person: the run pauses before
+/// calling it; approved, the server's tool runs once and the answer follows.
+#[tokio::test]
+async fn an_mcp_tool_in_its_servers_approval_list_waits_for_a_decision() {
+    let model = ScriptedModel::start(vec![
+        Reply::ToolCall {
+            name: "tools__add".into(),
+            arguments: json!({"a": 2, "b": 3}),
+        },
+        Reply::Text("2 + 3 = 5".into()),
+    ])
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let store = Arc::new(ak_core::ports::memory::MemoryResponseStore::default());
+    let api = api_with_mcp_approving(&model, &ak_tests::mcp_url(), 5.0, &["add"], Some(store));
+    let (status, paused) = ask(&api).await;
+    assert_eq!(
+        (status, &paused["status"]),
+        (200, &json!("PAUSED")),
+        "{paused}"
+    );
+    assert_eq!(paused["approvals"][0]["tool"], "tools__add");
+    assert_eq!(paused["approvals"][0]["arguments"], json!({"a": 2, "b": 3}));
+    assert_eq!(model.requests().len(), 1, "the tool has not run");
+    let decision = json!({"request_id": paused["request_id"],
+        "decisions": [{"id": paused["approvals"][0]["id"], "approve": true}]})
+    .to_string();
+    let mut e: Value = serde_json::from_str(include_str!("../fixtures/apigw_v1_post_chat.json"))
+        .unwrap_or_default();
+    e["body"] = json!(decision);
+    let path = "/api/v1/chat/approvals";
+    e["path"] = json!(path);
+    e["resource"] = json!(path);
+    e["requestContext"]["resourcePath"] = json!(path);
+    e["requestContext"]["path"] = json!(format!("/agents{path}"));
+    let (status, _, answer) = call(&api, crate::pipeline::decode(&e)).await;
+    assert_eq!(
+        (status, &answer["result"]),
+        (200, &json!("2 + 3 = 5")),
+        "{answer}"
+    );
+    assert_eq!(
+        tool_result(&model),
+        json!({"result": {"result": 5}}),
+        "the server's tool ran"
     );
 }
 

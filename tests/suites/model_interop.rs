@@ -113,6 +113,7 @@ pub(crate) fn reference_settings() -> Settings {
         tools: tools.iter().map(|s| (*s).to_owned()).collect(),
         model: None,
         mcp_servers: Vec::new(),
+        approval: Vec::new(),
     };
     let mut settings = Settings::default();
     settings.model.name = "interop-model".into();

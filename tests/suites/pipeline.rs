@@ -57,6 +57,7 @@ fn agents() -> Vec<AgentDefinition> {
         tools: vec![],
         model: None,
         mcp_servers: Vec::new(),
+        approval: Vec::new(),
     };
     vec![
         def("triage", &["history", "math"], None),

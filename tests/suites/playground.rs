@@ -39,6 +39,11 @@ async fn until_listening(port: u16, what: &str) {
 /// `ak-local serve` as `scripts/dev.sh` starts it (in-memory queues and store, the offline
 /// model), in `mode`.
 async fn ak_local(mode: &str) -> (Killed, String) {
+    ak_local_with(&[("AK_EXECUTION__MODE", mode)]).await
+}
+
+/// `ak-local serve` with in-memory queues and store, and `env`.
+async fn ak_local_with(env: &[(&str, &str)]) -> (Killed, String) {
     let port = free_port();
     let binary = function_binary("ak-local", "debug").unwrap_or_else(|e| panic!("{e}"));
     let child = Command::new(binary)
@@ -46,16 +51,36 @@ async fn ak_local(mode: &str) -> (Killed, String) {
         .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AK_EXECUTION__MODE", mode)
         .env("AK_EXECUTION__QUEUES__INPUT__URL", "memory://input")
         .env("AK_EXECUTION__QUEUES__OUTPUT__URL", "memory://output")
         .env("AK_EXECUTION__RESPONSE_STORE__TYPE", "memory")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
     until_listening(port, "ak-local").await;
     (Killed(child), format!("http://127.0.0.1:{port}"))
+}
+
+/// Headless Chromium through a chromedriver of its own.
+async fn browser() -> (Killed, fantoccini::Client) {
+    let port = free_port();
+    let driver = chromedriver(port);
+    until_listening(port, "chromedriver").await;
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+            "--disable-dev-shm-usage", "--window-size=1280,860"]}),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let browser = ClientBuilder::new(connector)
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap_or_else(|e| panic!("cannot start Chromium: {e}"));
+    (driver, browser)
 }
 
 fn chromedriver(port: u16) -> Killed {
@@ -79,21 +104,7 @@ fn chromedriver(port: u16) -> Killed {
 /// the math agent's answer, the handoff and the tool call, and the request id.
 async fn ask_twelve_times_seven(mode: &str, screenshot: Option<&str>) {
     let (_server, base) = ak_local(mode).await;
-    let port = free_port();
-    let _driver = chromedriver(port);
-    until_listening(port, "chromedriver").await;
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-            "--disable-dev-shm-usage", "--window-size=1280,860"]}),
-    );
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let browser = ClientBuilder::new(connector)
-        .capabilities(capabilities)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .unwrap_or_else(|e| panic!("cannot start Chromium: {e}"));
+    let (_driver, browser) = browser().await;
     let result = async {
         browser.goto(&format!("{base}/")).await?;
         let prompt = browser.wait().for_element(Locator::Id("prompt")).await?;
@@ -176,4 +187,78 @@ async fn the_playground_shows_a_streamed_answer_with_its_handoff_in_direct_mode(
 #[tokio::test]
 async fn the_playground_works_through_the_queues_in_rest_async() {
     ask_twelve_times_seven("rest_async", None).await;
+}
+
+/// A refund above the example's threshold pauses the run; the page shows the waiting call with
+/// Approve and Reject; Approve runs it and the answer follows on the page.
+#[tokio::test]
+async fn the_playground_approves_a_paused_tool_call_and_shows_the_answer() {
+    use ak_tests::model_server::{Reply, ScriptedModel};
+    let model = ScriptedModel::start(vec![
+        Reply::ToolCall {
+            name: "issue_refund".into(),
+            arguments: serde_json::json!({"order_id": "o-17", "amount": 250}),
+        },
+        Reply::Text("Refunded 250 for order o-17.".into()),
+    ])
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let config = std::env::temp_dir().join(ak_tests::unique_name("playground-approvals.yaml"));
+    let _ = std::fs::write(
+        &config,
+        "agents:\n  definitions:\n    - name: billing\n      instructions: You handle refunds.\n      tools: [issue_refund]\n",
+    );
+    let config = config.display().to_string();
+    let (_server, base) = ak_local_with(&[
+        ("AK_EXECUTION__MODE", "direct"),
+        ("AK_CONFIG_PATH_OVERRIDE", &config),
+        ("AK_MODEL__PROVIDER", "openai"),
+        ("OPENAI_API_KEY", "sk-playground"),
+        ("OPENAI_BASE_URL", &model.base_url),
+    ])
+    .await;
+    let (_driver, browser) = browser().await;
+    let result = async {
+        browser.goto(&format!("{base}/")).await?;
+        let prompt = browser.wait().for_element(Locator::Id("prompt")).await?;
+        prompt.send_keys("refund 250 for order o-17").await?;
+        browser.find(Locator::Id("send")).await?.click().await?;
+        let approve = browser
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css(".approval .approve"))
+            .await?;
+        let waiting = browser
+            .find(Locator::Css(".approval .what"))
+            .await?
+            .text()
+            .await?;
+        approve.click().await?;
+        let mut text = String::new();
+        for _ in 0..200 {
+            if let Ok(done) = browser.find(Locator::Css(".answer.done .text")).await {
+                text = done.text().await?;
+                if !text.is_empty() {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let events = browser
+            .find(Locator::Css(".answer .events"))
+            .await?
+            .text()
+            .await?;
+        Ok::<_, fantoccini::error::CmdError>((waiting, text, events))
+    }
+    .await;
+    let _ = browser.close().await;
+    let (waiting, text, events) = result.unwrap_or_else(|e| panic!("the page did not work: {e}"));
+    assert!(waiting.contains("issue_refund"), "{waiting:?}");
+    assert_eq!(text, "Refunded 250 for order o-17.", "events: {events:?}");
+    assert!(events.contains("approved issue_refund"), "{events:?}");
+    assert!(
+        events.contains("✓ issue_refund"),
+        "the tool ran: {events:?}"
+    );
 }

@@ -22,7 +22,46 @@ use std::time::Duration;
 
 /// The tools agents may use, by the names `config.yaml` lists under each agent's `tools`.
 pub fn tools() -> ToolRegistry {
-    ToolRegistry::new().with(multiply()).with(country_facts())
+    ToolRegistry::new()
+        .with(multiply())
+        .with(country_facts())
+        .with(issue_refund())
+}
+
+/// Refunds above this many (currency units) wait for a person's approval.
+pub const REFUND_APPROVAL_ABOVE: f64 = 100.0;
+
+/// `issue_refund(order_id, amount)`: an example of a tool with consequences. Refunds above
+/// [`REFUND_APPROVAL_ABOVE`] wait for a person's approval (the run pauses; see
+/// `docs/approvals.md`); smaller ones run at once. Answers `{"refunded": amount, "order_id",
+/// "refund_id"}` (this example moves no money).
+pub fn issue_refund() -> FnTool {
+    FnTool::new(
+        "issue_refund",
+        "Refunds an amount of an order to the customer.",
+        json!({
+            "type": "object",
+            "properties": {
+                "order_id": {"type": "string", "description": "the order"},
+                "amount": {"type": "number", "description": "how much to refund"}
+            },
+            "required": ["order_id", "amount"]
+        }),
+        |args: Value, context| async move {
+            let order = args["order_id"]
+                .as_str()
+                .ok_or_else(|| ToolError("order_id must be a string".to_owned()))?;
+            let amount = args["amount"]
+                .as_f64()
+                .filter(|a| *a > 0.0)
+                .ok_or_else(|| ToolError("amount must be a positive number".to_owned()))?;
+            Ok(json!({"refunded": amount, "order_id": order,
+                      "refund_id": format!("rf-{}", context.request_id)}))
+        },
+    )
+    .needs_approval(|args, _context| {
+        args["amount"].as_f64().unwrap_or(f64::INFINITY) > REFUND_APPROVAL_ABOVE
+    })
 }
 
 /// `multiply(a, b)`: the product of two integers, `{"product": a × b}` (the `math` agent's tool
@@ -164,9 +203,37 @@ mod tests {
         assert!(huge.is_err_and(|e| e.0.contains("too large")));
     }
 
+    #[tokio::test]
+    async fn refunds_above_the_threshold_wait_for_approval() {
+        use ak_agents::Tool;
+        let tool = issue_refund();
+        let context = ToolContext {
+            request_id: "r-1".into(),
+            ..ToolContext::default()
+        };
+        let asks = |args: Value| Tool::needs_approval(&tool, &args, &context);
+        assert!(!asks(json!({"order_id": "o", "amount": 100})));
+        assert!(asks(json!({"order_id": "o", "amount": 100.5})));
+        assert!(asks(json!({"order_id": "o"})), "no amount: ask");
+        let refunded = tool
+            .call(json!({"order_id": "o-1", "amount": 20}), &context)
+            .await;
+        assert_eq!(
+            refunded.ok(),
+            Some(json!({"refunded": 20.0, "order_id": "o-1", "refund_id": "rf-r-1"}))
+        );
+        let bad = tool
+            .call(json!({"order_id": "o-1", "amount": -5}), &context)
+            .await;
+        assert!(bad.is_err_and(|e| e.0.contains("positive")));
+    }
+
     #[test]
     fn every_binary_gets_the_same_tools_and_routes() {
-        assert_eq!(tools().names(), ["country_facts", "multiply"]);
+        assert_eq!(
+            tools().names(),
+            ["country_facts", "issue_refund", "multiply"]
+        );
         let router = routes(ak_http::Router::builder(ak_http::RoutePaths::default())).build();
         assert!(router.is_ok());
     }

@@ -25,6 +25,8 @@ pub struct Agent {
     pub model: Option<String>,
     /// MCP servers (by `mcp.servers[].name`) whose tools this agent may call.
     pub mcp_servers: Vec<String>,
+    /// Tools whose every call waits for a person's approval (`approval` in `config.yaml`).
+    pub approval: Vec<String>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -51,6 +53,7 @@ impl Agent {
             tools: Vec::new(),
             model: None,
             mcp_servers: Vec::new(),
+            approval: Vec::new(),
         }
     }
 
@@ -227,6 +230,7 @@ impl AgentSet {
             agent.handoffs = def.handoffs.clone();
             agent.model = def.model.clone();
             agent.mcp_servers = def.mcp_servers.clone();
+            agent.approval = def.approval.clone();
             for name in &def.tools {
                 let tool = tools.get(name).ok_or_else(|| AgentError::UnknownTool {
                     agent: def.name.clone(),
@@ -286,6 +290,7 @@ mod tests {
             tools: tools.iter().map(|s| (*s).to_owned()).collect(),
             model: None,
             mcp_servers: Vec::new(),
+            approval: Vec::new(),
         }
     }
 

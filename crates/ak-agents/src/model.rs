@@ -1,7 +1,7 @@
 //! What the run loop needs from a model: one Chat Completions call with tools.
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// A function tool offered to the model.
@@ -54,7 +54,7 @@ impl std::fmt::Debug for TextSink {
 }
 
 /// A function call requested by the model.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ToolCall {
     /// Call id, echoed in the tool result.
     pub id: String,
@@ -64,11 +64,12 @@ pub struct ToolCall {
     pub arguments: String,
     /// Provider data that must travel back with the call in later requests (the tool call's
     /// `extra_content`: Gemini 3 refuses a conversation whose calls lost their thought signature).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra: Option<Value>,
 }
 
 /// Tokens used, summed over a run's model calls.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     /// Prompt tokens.
     pub prompt_tokens: u64,

@@ -45,6 +45,10 @@ pub struct RunOutcome {
     pub repeated: bool,
     /// Calls of the client's tools the run stopped at: `[{"id", "name", "arguments"}]`.
     pub tool_calls: Vec<Value>,
+    /// The run paused: calls wait for a person's approval. Its state, to store and resume
+    /// from: `{"agent", "items", "calls", "approvals": [{"id", "agent", "tool",
+    /// "arguments"}], "usage", "turns", "expires_in"}`.
+    pub pause: Option<Value>,
 }
 
 /// A run that did not produce an answer.
@@ -91,6 +95,10 @@ pub enum RunError {
     /// The session store failed or another request changed the session meanwhile.
     #[error(transparent)]
     Session(#[from] PortError),
+    /// A paused run's stored state cannot be resumed (its agent is gone, the state is not
+    /// one this runtime wrote).
+    #[error("the paused run cannot be resumed: {0}")]
+    BadResume(String),
 }
 
 impl RunError {
@@ -106,6 +114,7 @@ impl RunError {
             RunError::SessionOwned(_) => "session_owned",
             RunError::RequestIdReused(_) => "request_id_reused",
             RunError::Session(_) => "session_store",
+            RunError::BadResume(_) => "bad_resume",
         }
     }
 
@@ -124,7 +133,8 @@ impl RunError {
             | RunError::SessionOwned(_)
             | RunError::RequestIdReused(_)
             | RunError::Filtered(_)
-            | RunError::EmptyAnswer { .. } => false,
+            | RunError::EmptyAnswer { .. }
+            | RunError::BadResume(_) => false,
         }
     }
 }
@@ -161,6 +171,7 @@ impl From<RunError> for ApiError {
                 message: e.to_string(),
             },
             RunError::Session(port) => port.into(),
+            RunError::BadResume(_) => ApiError::internal(None, e.to_string()),
         }
     }
 }
@@ -242,6 +253,10 @@ pub struct AgentRuntime {
     max_turns: u32,
     limits: HistoryLimits,
     mcp: Arc<McpServers>,
+    /// Seconds a pause waits for a decision (`agents.approval_timeout`).
+    approval_timeout: f64,
+    /// MCP tools whose calls wait for approval: server → its tool names (`"*"`: all).
+    mcp_approval: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl AgentRuntime {
@@ -263,7 +278,36 @@ impl AgentRuntime {
                 max_bytes: settings.agents.history_max_bytes,
             },
             mcp: Arc::new(McpServers::default()),
+            approval_timeout: settings.agents.approval_timeout,
+            mcp_approval: settings
+                .mcp
+                .servers
+                .iter()
+                .filter(|s| !s.approval.is_empty())
+                .map(|s| (s.name.clone(), s.approval.clone()))
+                .collect(),
         }
+    }
+
+    /// Whether `call` must wait for a person's approval: the agent's `approval` list names the
+    /// tool, the tool's code says so for these arguments, or its MCP server's `approval` list
+    /// names it. Handoffs and the client's own tools never wait.
+    fn needs_approval(
+        &self,
+        agent: &Agent,
+        call: &ToolCall,
+        mcp_tools: &[McpTool],
+        context: &ToolContext,
+    ) -> bool {
+        if let Some(tool) = agent.tools.iter().find(|t| t.name() == call.name) {
+            let arguments = serde_json::from_str(&call.arguments).unwrap_or(Value::Null);
+            return agent.approval.contains(&call.name) || tool.needs_approval(&arguments, context);
+        }
+        mcp_tools
+            .iter()
+            .find(|t| t.exposed == call.name)
+            .and_then(|t| Some((t, self.mcp_approval.get(&t.server)?)))
+            .is_some_and(|(t, names)| names.iter().any(|n| n == "*" || *n == t.name))
     }
 
     /// Gives the agents the tools of these MCP servers (see [`crate::mcp`]).
@@ -438,8 +482,32 @@ impl AgentRuntime {
         };
         let mut usage = Usage::default();
         let mut model_ms = 0.0;
+        // A run resumed after a person decided on its paused calls: the state it paused with,
+        // then those calls run (or go back to the model refused) before the model is asked
+        // again.
+        let mut resumed: Option<(Vec<ToolCall>, Vec<Value>)> = None;
+        let mut first_turn = 1;
+        if let Some(resume) = &request.resume {
+            let state = &resume["state"];
+            let bad = |what: String| RunError::BadResume(what);
+            agent = state["agent"]
+                .as_str()
+                .and_then(|name| self.agents.get(name))
+                .ok_or_else(|| bad(format!("agent {} is not defined", state["agent"])))?;
+            new_items = serde_json::from_value(state["items"].clone())
+                .map_err(|e| bad(format!("items: {e}")))?;
+            usage = serde_json::from_value(state["usage"].clone()).unwrap_or_default();
+            first_turn = state["turns"]
+                .as_u64()
+                .and_then(|t| u32::try_from(t).ok())
+                .unwrap_or(1);
+            let calls: Vec<ToolCall> = serde_json::from_value(state["calls"].clone())
+                .map_err(|e| bad(format!("calls: {e}")))?;
+            let decisions = resume["decisions"].as_array().cloned().unwrap_or_default();
+            resumed = Some((calls, decisions));
+        }
 
-        for turn_count in 1..=self.max_turns {
+        for turn_count in first_turn..=self.max_turns {
             let mcp_tools = self.mcp.tools(&agent.mcp_servers).await;
             let mut tools = tool_specs(agent, &self.agents);
             tools.extend(mcp_tools.iter().map(McpTool::spec));
@@ -455,162 +523,168 @@ impl AgentRuntime {
                     .filter(|t| client_tool_names.contains(&t.name.as_str()))
                     .cloned(),
             );
-            let model_request = ModelRequest {
-                model: agent
-                    .model
-                    .clone()
-                    .unwrap_or_else(|| self.model_name.clone()),
-                agent: agent.name.clone(),
-                messages: self.messages(
-                    agent,
-                    &request.context,
-                    &history.turns,
-                    &new_items,
-                    !tools.is_empty(),
-                ),
-                tools,
-                deadline: request.deadline,
-                on_text: on_text.clone(),
-            };
-            let called = std::time::Instant::now();
-            let chat = telemetry::chat_span(
-                &agent_span,
-                provider,
-                &model_request.model,
-                &model_request.messages,
-            );
-            let reply = self
-                .model
-                .complete(&model_request)
-                .instrument(chat.clone())
-                .await;
-            telemetry::record_reply(&chat, &reply);
-            drop(chat);
-            let reply = reply?;
-            model_ms += called.elapsed().as_secs_f64() * 1000.0;
-            usage += reply.usage;
-
-            if reply.finish == FinishReason::ContentFilter {
-                tracing::warn!(request_id = %request.request_id, agent = %agent.name, "the model provider's content filter blocked the answer");
-                return Err(RunError::Filtered("answer"));
-            }
-            if reply.finish == FinishReason::Error {
-                tracing::warn!(request_id = %request.request_id, agent = %agent.name, "the model provider failed while writing its answer");
-                return Err(RunError::BrokenAnswer);
-            }
-            if reply.tool_calls.is_empty() {
-                let truncated = reply.finish == FinishReason::Length;
-                let (text, refusal) = match (reply.refusal, reply.content) {
-                    (Some(refusal), _) => (refusal, true),
-                    (None, Some(text)) => (text, reply.finish == FinishReason::Refusal),
-                    (None, None) => return Err(RunError::EmptyAnswer { cut_off: truncated }),
+            let (calls, decisions) = if let Some(resumed) = resumed.take() {
+                resumed
+            } else {
+                let model_request = ModelRequest {
+                    model: agent
+                        .model
+                        .clone()
+                        .unwrap_or_else(|| self.model_name.clone()),
+                    agent: agent.name.clone(),
+                    messages: self.messages(
+                        agent,
+                        &request.context,
+                        &history.turns,
+                        &new_items,
+                        !tools.is_empty(),
+                    ),
+                    tools,
+                    deadline: request.deadline,
+                    on_text: on_text.clone(),
                 };
-                let truncated = truncated && !refusal;
-                let mut answer = json!({"role": "assistant", "content": text, "agent": agent.name});
-                if refusal {
-                    tracing::warn!(request_id = %request.request_id, agent = %agent.name, "the model refused to answer");
-                    answer["outcome"] = json!("refusal");
-                } else if truncated {
-                    tracing::warn!(request_id = %request.request_id, agent = %agent.name, "the answer was cut off at the model's token limit");
-                    answer["outcome"] = json!("cut_off");
+                let called = std::time::Instant::now();
+                let chat = telemetry::chat_span(
+                    &agent_span,
+                    provider,
+                    &model_request.model,
+                    &model_request.messages,
+                );
+                let reply = self
+                    .model
+                    .complete(&model_request)
+                    .instrument(chat.clone())
+                    .await;
+                telemetry::record_reply(&chat, &reply);
+                drop(chat);
+                let reply = reply?;
+                model_ms += called.elapsed().as_secs_f64() * 1000.0;
+                usage += reply.usage;
+
+                if reply.finish == FinishReason::ContentFilter {
+                    tracing::warn!(request_id = %request.request_id, agent = %agent.name, "the model provider's content filter blocked the answer");
+                    return Err(RunError::Filtered("answer"));
                 }
-                new_items.push(answer);
-                // Reasoning and tool results' images served their purpose within this run;
-                // the session never keeps them (the results' text names the images).
-                for item in &mut new_items {
-                    if let Value::Object(map) = item {
-                        map.remove("reasoning_content");
-                        if map.remove("attachments").is_some()
-                            && let Some(Value::String(content)) = map.get_mut("content")
-                        {
-                            // Later turns are told the image was shown, not that it follows.
-                            *content = content.replace(
-                                "attached after the tool results]",
-                                "shown to the model then, not kept]",
-                            );
+                if reply.finish == FinishReason::Error {
+                    tracing::warn!(request_id = %request.request_id, agent = %agent.name, "the model provider failed while writing its answer");
+                    return Err(RunError::BrokenAnswer);
+                }
+                if reply.tool_calls.is_empty() {
+                    let truncated = reply.finish == FinishReason::Length;
+                    let (text, refusal) = match (reply.refusal, reply.content) {
+                        (Some(refusal), _) => (refusal, true),
+                        (None, Some(text)) => (text, reply.finish == FinishReason::Refusal),
+                        (None, None) => return Err(RunError::EmptyAnswer { cut_off: truncated }),
+                    };
+                    let truncated = truncated && !refusal;
+                    let mut answer =
+                        json!({"role": "assistant", "content": text, "agent": agent.name});
+                    if refusal {
+                        tracing::warn!(request_id = %request.request_id, agent = %agent.name, "the model refused to answer");
+                        answer["outcome"] = json!("refusal");
+                    } else if truncated {
+                        tracing::warn!(request_id = %request.request_id, agent = %agent.name, "the answer was cut off at the model's token limit");
+                        answer["outcome"] = json!("cut_off");
+                    }
+                    new_items.push(answer);
+                    // Reasoning and tool results' images served their purpose within this run;
+                    // the session never keeps them (the results' text names the images).
+                    for item in &mut new_items {
+                        if let Value::Object(map) = item {
+                            map.remove("reasoning_content");
+                            if map.remove("attachments").is_some()
+                                && let Some(Value::String(content)) = map.get_mut("content")
+                            {
+                                // Later turns are told the image was shown, not that it follows.
+                                *content = content.replace(
+                                    "attached after the tool results]",
+                                    "shown to the model then, not kept]",
+                                );
+                            }
                         }
                     }
-                }
-                let turn = Turn {
-                    request_id: request.request_id.clone(),
-                    fingerprint,
-                    // The session's owner is its first user, carried on every turn: an
-                    // anonymous session stays open, an owned one stays its owner's.
-                    user_id: if history.has_turns {
-                        history.user_id.clone()
+                    let turn = Turn {
+                        request_id: request.request_id.clone(),
+                        fingerprint,
+                        // The session's owner is its first user, carried on every turn: an
+                        // anonymous session stays open, an owned one stays its owner's.
+                        user_id: if history.has_turns {
+                            history.user_id.clone()
+                        } else {
+                            request.user_id.clone()
+                        },
+                        items: new_items,
+                        created_at: now_epoch_secs(),
+                    };
+                    let appended = if keeps_session {
+                        self.sessions
+                            .append(&request.session_id, history.next_seq, &turn)
+                            .await?
                     } else {
-                        request.user_id.clone()
-                    },
-                    items: new_items,
-                    created_at: now_epoch_secs(),
-                };
-                let appended = if keeps_session {
-                    self.sessions
-                        .append(&request.session_id, history.next_seq, &turn)
-                        .await?
-                } else {
-                    Appended::Stored
-                };
-                if appended == Appended::Duplicate {
-                    // Another delivery of this request stored its turn first: that one is the
-                    // answer, and this run's is dropped, so the session holds the turn once.
-                    tracing::info!(request_id = %request.request_id, "the session already holds this request's turn");
-                    if let Some(stored) = self
-                        .sessions
-                        .find(&request.session_id, &request.request_id)
-                        .await?
-                    {
-                        return answer_of(&stored, &turn.fingerprint);
+                        Appended::Stored
+                    };
+                    if appended == Appended::Duplicate {
+                        // Another delivery of this request stored its turn first: that one is the
+                        // answer, and this run's is dropped, so the session holds the turn once.
+                        tracing::info!(request_id = %request.request_id, "the session already holds this request's turn");
+                        if let Some(stored) = self
+                            .sessions
+                            .find(&request.session_id, &request.request_id)
+                            .await?
+                        {
+                            return answer_of(&stored, &turn.fingerprint);
+                        }
                     }
-                }
-                return Ok(RunOutcome {
-                    text,
-                    agent: agent.name.clone(),
-                    usage,
-                    turns: turn_count,
-                    model_ms,
-                    refusal,
-                    truncated,
-                    repeated: false,
-                    tool_calls: Vec::new(),
-                });
-            }
-
-            // A call of a client's tool ends the run: the client runs it and sends the result
-            // in its next request (its `history`). Server tools the same reply called are not
-            // run; the model calls them again when it continues.
-            let client_calls: Vec<&ToolCall> = reply
-                .tool_calls
-                .iter()
-                .filter(|c| client_tool_names.contains(&c.name.as_str()))
-                .collect();
-            if !client_calls.is_empty() {
-                let mut pending = Vec::with_capacity(client_calls.len());
-                for call in client_calls {
-                    emit(RunEvent::ToolCall {
-                        id: call.id.clone(),
-                        name: call.name.clone(),
-                        arguments: serde_json::from_str(&call.arguments)
-                            .unwrap_or_else(|_| Value::String(call.arguments.clone())),
+                    return Ok(RunOutcome {
+                        text,
+                        agent: agent.name.clone(),
+                        usage,
+                        turns: turn_count,
+                        model_ms,
+                        refusal,
+                        truncated,
+                        repeated: false,
+                        tool_calls: Vec::new(),
+                        pause: None,
                     });
-                    pending.push(
-                        json!({"id": call.id, "name": call.name, "arguments": call.arguments}),
-                    );
                 }
-                return Ok(RunOutcome {
-                    text: reply.content.unwrap_or_default(),
-                    agent: agent.name.clone(),
-                    usage,
-                    turns: turn_count,
-                    model_ms,
-                    refusal: false,
-                    truncated: false,
-                    repeated: false,
-                    tool_calls: pending,
-                });
-            }
 
-            let calls: Vec<Value> = reply
+                // A call of a client's tool ends the run: the client runs it and sends the result
+                // in its next request (its `history`). Server tools the same reply called are not
+                // run; the model calls them again when it continues.
+                let client_calls: Vec<&ToolCall> = reply
+                    .tool_calls
+                    .iter()
+                    .filter(|c| client_tool_names.contains(&c.name.as_str()))
+                    .collect();
+                if !client_calls.is_empty() {
+                    let mut pending = Vec::with_capacity(client_calls.len());
+                    for call in client_calls {
+                        emit(RunEvent::ToolCall {
+                            id: call.id.clone(),
+                            name: call.name.clone(),
+                            arguments: serde_json::from_str(&call.arguments)
+                                .unwrap_or_else(|_| Value::String(call.arguments.clone())),
+                        });
+                        pending.push(
+                            json!({"id": call.id, "name": call.name, "arguments": call.arguments}),
+                        );
+                    }
+                    return Ok(RunOutcome {
+                        text: reply.content.unwrap_or_default(),
+                        agent: agent.name.clone(),
+                        usage,
+                        turns: turn_count,
+                        model_ms,
+                        refusal: false,
+                        truncated: false,
+                        repeated: false,
+                        tool_calls: pending,
+                        pause: None,
+                    });
+                }
+
+                let calls: Vec<Value> = reply
                 .tool_calls
                 .iter()
                 .map(|c| {
@@ -621,27 +695,85 @@ impl AgentRuntime {
                     call
                 })
                 .collect();
-            // No `content: null` beside tool calls: the field is optional there, and some strict
-            // servers refuse null.
-            let mut call_message =
-                json!({"role": "assistant", "tool_calls": calls, "agent": agent.name});
-            if let Some(text) = reply.content {
-                call_message["content"] = json!(text);
-            }
-            if let Some(reasoning) = reply.reasoning {
-                call_message["reasoning_content"] = json!(reasoning);
-            }
-            new_items.push(call_message);
+                // No `content: null` beside tool calls: the field is optional there, and some strict
+                // servers refuse null.
+                let mut call_message =
+                    json!({"role": "assistant", "tool_calls": calls, "agent": agent.name});
+                if let Some(text) = reply.content {
+                    call_message["content"] = json!(text);
+                }
+                if let Some(reasoning) = reply.reasoning {
+                    call_message["reasoning_content"] = json!(reasoning);
+                }
+                let text = call_message["content"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                new_items.push(call_message);
+                // Calls that wait for a person: the run pauses here, its state handed back to be
+                // stored; nothing of this reply runs until the decision.
+                let waiting: Vec<&ToolCall> = reply
+                    .tool_calls
+                    .iter()
+                    .filter(|c| self.needs_approval(agent, c, &mcp_tools, &tool_context))
+                    .collect();
+                if !waiting.is_empty() {
+                    let approvals: Vec<Value> = waiting
+                        .iter()
+                        .map(|c| {
+                            json!({"id": c.id, "agent": agent.name, "tool": c.name,
+                                    "arguments": serde_json::from_str::<Value>(&c.arguments)
+                                        .unwrap_or_else(|_| Value::String(c.arguments.clone()))})
+                        })
+                        .collect();
+                    for call in &reply.tool_calls {
+                        if !self.agents.is_handoff_tool(&call.name) {
+                            emit(RunEvent::ToolCall {
+                                id: call.id.clone(),
+                                name: call.name.clone(),
+                                arguments: serde_json::from_str(&call.arguments)
+                                    .unwrap_or_else(|_| Value::String(call.arguments.clone())),
+                            });
+                        }
+                    }
+                    tracing::info!(request_id = %request.request_id, agent = %agent.name, calls = approvals.len(), "the run pauses for approval");
+                    return Ok(RunOutcome {
+                        text,
+                        agent: agent.name.clone(),
+                        usage,
+                        turns: turn_count,
+                        model_ms,
+                        refusal: false,
+                        truncated: false,
+                        repeated: false,
+                        tool_calls: Vec::new(),
+                        pause: Some(json!({
+                            "agent": agent.name,
+                            "items": new_items,
+                            "calls": reply.tool_calls,
+                            "approvals": approvals,
+                            "usage": usage,
+                            "turns": turn_count,
+                            "expires_in": self.approval_timeout,
+                        })),
+                    });
+                }
+                (reply.tool_calls, Vec::new())
+            };
             let mut next: Option<&Agent> = None;
-            for call in &reply.tool_calls {
+            for call in &calls {
+                let decision = decisions.iter().find(|d| d["id"] == call.id.as_str());
                 let target = agent
                     .handoffs
                     .iter()
                     .find(|t| handoff_tool_name(t) == call.name)
                     .and_then(|t| self.agents.get(t));
-                if target.is_none() {
+                if let Some(decision) = decision {
+                    emit(RunEvent::Approval(decision.clone()));
+                }
+                if target.is_none() && decision.is_none() {
                     // Every tool call is reported, one the agent does not have too, so each
-                    // `tool_result` follows its `tool_call`.
+                    // `tool_result` follows its `tool_call` (a paused call's was, at the pause).
                     emit(RunEvent::ToolCall {
                         id: call.id.clone(),
                         name: call.name.clone(),
@@ -680,6 +812,13 @@ impl AgentRuntime {
                         json!({"assistant": target.name})
                     } else {
                         json!({"error": "only the first handoff of a turn is followed"})
+                    }
+                } else if let Some(decision) = decision.filter(|d| d["approved"] != true) {
+                    match decision["reason"].as_str().filter(|r| !r.trim().is_empty()) {
+                        Some(reason) => {
+                            json!({"error": format!("the user rejected this tool call: {reason}")})
+                        }
+                        None => json!({"error": "the user rejected this tool call"}),
                     }
                 } else if let Some(tool) = agent.tools.iter().find(|t| t.name() == call.name) {
                     match serde_json::from_str::<Value>(if call.arguments.trim().is_empty() {
@@ -732,6 +871,10 @@ impl AgentRuntime {
                 };
                 let mut message =
                     json!({"role": "tool", "tool_call_id": call.id, "content": content});
+                if let Some(decision) = decision {
+                    // Who decided, when and what, kept in the session (never sent to the model).
+                    message["approval"] = decision.clone();
+                }
                 if !attachments.is_empty() {
                     // Images for the model's next call, after the tool results (see
                     // `messages`); never kept in the session.
@@ -903,7 +1046,7 @@ fn client_history(messages: &[Value], limits: HistoryLimits) -> SessionHistory {
 
 /// Fields the session keeps on its items for this runtime (which agent acted, how a turn
 /// ended), never sent to the model.
-const BOOKKEEPING_FIELDS: &[&str] = &["agent", "outcome"];
+const BOOKKEEPING_FIELDS: &[&str] = &["agent", "outcome", "approval"];
 
 /// The user message carrying tool results' images (`{"type": "image", "mime_type", "data"}`)
 /// as Chat Completions image parts (data URLs); the Converse mapping reads them back as image
@@ -968,6 +1111,7 @@ fn answer_of(turn: &Turn, fingerprint: &str) -> Result<RunOutcome, RunError> {
         truncated: last["outcome"] == "cut_off",
         repeated: true,
         tool_calls: Vec::new(),
+        pause: None,
     })
 }
 
@@ -1031,6 +1175,7 @@ impl ak_core::ports::AgentRunner for AgentRuntime {
                 refusal: outcome.refusal,
                 truncated: outcome.truncated,
                 tool_calls: outcome.tool_calls,
+                pause: outcome.pause,
             }),
             Err(e) => Err(ak_core::answer::AgentFailure {
                 transient: e.is_transient(),

@@ -35,7 +35,15 @@ pub trait Tool: Send + Sync {
     fn parameters(&self) -> Value;
     /// Runs the tool; the result is sent back to the model as JSON text.
     async fn call(&self, arguments: Value, context: &ToolContext) -> Result<Value, ToolError>;
+
+    /// Whether this call must wait for a person's approval before it runs (the run pauses;
+    /// see `docs/approvals.md`). Never, unless the tool says so.
+    fn needs_approval(&self, _arguments: &Value, _context: &ToolContext) -> bool {
+        false
+    }
 }
+
+type ApprovalFn = dyn Fn(&Value, &ToolContext) -> bool + Send + Sync;
 
 type ToolFn = dyn Fn(
         Value,
@@ -50,6 +58,7 @@ pub struct FnTool {
     description: String,
     parameters: Value,
     run: Box<ToolFn>,
+    approval: Option<Box<ApprovalFn>>,
 }
 
 impl FnTool {
@@ -64,7 +73,24 @@ impl FnTool {
             description: description.to_owned(),
             parameters,
             run: Box::new(move |args, ctx| Box::pin(run(args, ctx))),
+            approval: None,
         }
+    }
+
+    /// Calls for which `decide(arguments, context)` is true wait for a person's approval
+    /// before they run: `FnTool::new(...).needs_approval(|args, _| args["amount"].as_f64() >
+    /// Some(100.0))`.
+    pub fn needs_approval(
+        mut self,
+        decide: impl Fn(&Value, &ToolContext) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.approval = Some(Box::new(decide));
+        self
+    }
+
+    /// Every call waits for a person's approval before it runs.
+    pub fn always_needs_approval(self) -> Self {
+        self.needs_approval(|_, _| true)
     }
 }
 
@@ -84,6 +110,12 @@ impl Tool for FnTool {
 
     async fn call(&self, arguments: Value, context: &ToolContext) -> Result<Value, ToolError> {
         (self.run)(arguments, context.clone()).await
+    }
+
+    fn needs_approval(&self, arguments: &Value, context: &ToolContext) -> bool {
+        self.approval
+            .as_ref()
+            .is_some_and(|decide| decide(arguments, context))
     }
 }
 

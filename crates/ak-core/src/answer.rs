@@ -154,6 +154,10 @@ pub struct AgentAnswer {
     pub truncated: bool,
     /// Client tool calls the run stopped at (see [`ChatAnswer::tool_calls`]).
     pub tool_calls: Vec<Value>,
+    /// The run paused for a person's approval of tool calls: its state, to store and resume
+    /// from (`{"agent", "items", "calls", "approvals", "usage", "turns", "expires_in"}`; see
+    /// `ak_runtime::exec::approval`). `None` for a finished run.
+    pub pause: Option<Value>,
 }
 
 /// Why a run produced no answer, as the client will see it, and whether a retry may help.

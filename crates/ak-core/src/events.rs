@@ -54,13 +54,25 @@ pub enum RunEvent {
         /// `false` when the tool failed or does not exist.
         ok: bool,
     },
-    /// The answer: the JSON object the non-streaming request gets, plus `usage`.
+    /// A person's decision on a tool call of a paused run: `{"id", "tool", "approved",
+    /// "reason", "by", "at"}` (`at`: seconds since the epoch).
+    Approval(Value),
+    /// The answer: the JSON object the non-streaming request gets, plus `usage`. A run paused
+    /// for approval ends with its pause (`"status": "PAUSED"`), named `approval_required`.
     Done(Value),
     /// The run failed: `{"status", "error", ...}` as the status table says.
     Error(Value),
 }
 
+/// The `status` of the answer of a run paused for a person's approval.
+pub const PAUSED: &str = "PAUSED";
+
 impl RunEvent {
+    /// Whether this is the pause of a run waiting for approval (`approval_required`).
+    pub fn is_pause(&self) -> bool {
+        matches!(self, RunEvent::Done(answer) if answer.get("status").and_then(Value::as_str) == Some(PAUSED))
+    }
+
     /// The SSE event name.
     pub fn name(&self) -> &'static str {
         match self {
@@ -68,6 +80,12 @@ impl RunEvent {
             RunEvent::Delta { .. } => "delta",
             RunEvent::ToolCall { .. } => "tool_call",
             RunEvent::ToolResult { .. } => "tool_result",
+            RunEvent::Approval(_) => "approval",
+            RunEvent::Done(answer)
+                if answer.get("status").and_then(Value::as_str) == Some(PAUSED) =>
+            {
+                "approval_required"
+            }
             RunEvent::Done(_) => "done",
             RunEvent::Error(_) => "error",
         }
@@ -87,7 +105,9 @@ impl RunEvent {
                 json!({"id": id, "name": name, "arguments": arguments})
             }
             RunEvent::ToolResult { id, name, ok } => json!({"id": id, "name": name, "ok": ok}),
-            RunEvent::Done(answer) | RunEvent::Error(answer) => answer.clone(),
+            RunEvent::Done(answer) | RunEvent::Error(answer) | RunEvent::Approval(answer) => {
+                answer.clone()
+            }
         }
     }
 
@@ -115,7 +135,8 @@ impl RunEvent {
                 name: text("name")?,
                 ok: data.get("ok").and_then(Value::as_bool).unwrap_or(false),
             },
-            "done" => RunEvent::Done(data),
+            "done" | "approval_required" => RunEvent::Done(data),
+            "approval" => RunEvent::Approval(data),
             "error" => RunEvent::Error(data),
             // A retry marker is an agent event with more fields.
             _ => return None,

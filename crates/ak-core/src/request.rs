@@ -87,6 +87,10 @@ pub struct RunRequest {
     /// the answer's `tool_calls`; the client sends the result in its next request. Not read
     /// from a chat API body; carried in queue messages. Part of the fingerprint.
     pub client_tools: Vec<Value>,
+    /// The continuation of a run paused for a person's approval: `{"state", "decisions",
+    /// "pause"}` (see `ak_runtime::exec::approval`). Carried in queue messages (`"resume"`);
+    /// from a chat API body it is an extra like any other. Not part of the fingerprint.
+    pub resume: Option<Value>,
 }
 
 /// The roles a `history` message may have.
@@ -165,6 +169,14 @@ impl RunRequest {
             }
             _ => Vec::new(),
         };
+        let resume = match (origin, fields.remove("resume")) {
+            (Origin::Queue, Some(resume @ Value::Object(_))) => Some(resume),
+            (Origin::Client, Some(extra)) => {
+                fields.insert("resume".into(), extra);
+                None
+            }
+            _ => None,
+        };
         let continues = origin == Origin::Queue
             && history
                 .as_ref()
@@ -222,6 +234,7 @@ impl RunRequest {
             deadline: None,
             history,
             client_tools,
+            resume,
         })
     }
 
@@ -262,6 +275,9 @@ impl RunRequest {
                 "client_tools".into(),
                 Value::Array(self.client_tools.clone()),
             );
+        }
+        if let Some(resume) = &self.resume {
+            body.insert("resume".into(), resume.clone());
         }
         Value::Object(body)
     }

@@ -984,6 +984,8 @@ impl EventEncoder for TaskEncoder {
                 self.status("TASK_STATE_WORKING", Some(metadata), None, &mut out);
             }
             RunEvent::ToolResult { .. } => self.boundary(),
+            // A decision on a paused call: the resumed run's events follow.
+            RunEvent::Approval(_) => {}
             RunEvent::Done(answer) => self.end(answer, false, &mut out),
             RunEvent::Error(data) => self.failed = Some(data.clone()),
         }

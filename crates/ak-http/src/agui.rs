@@ -541,6 +541,8 @@ impl EventEncoder for AgUiEncoder {
                 );
                 self.text.clear();
             }
+            // A decision on a paused call: the resumed run's events follow.
+            RunEvent::Approval(_) => {}
             RunEvent::Done(answer) => self.done(answer, &mut out),
             RunEvent::Error(data) => self.failed = Some(data.clone()),
         }

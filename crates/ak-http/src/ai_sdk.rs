@@ -432,6 +432,8 @@ impl EventEncoder for UiMessageEncoder {
                 self.after_tool = true;
                 self.text.clear();
             }
+            // A decision on a paused call: the resumed run's events follow.
+            RunEvent::Approval(_) => {}
             RunEvent::Done(answer) => {
                 let result = answer["result"].as_str().unwrap_or_default();
                 let rest = match result.strip_prefix(self.text.as_str()) {

@@ -550,6 +550,51 @@ impl Api {
                     }
                 }
             }
+            Route::ChatApprovals => {
+                if let Some(Problem(problem)) = body_problem {
+                    return Err(ApiError::bad_request(problem));
+                }
+                let caller = caller(&request);
+                let body: Value = serde_json::from_slice(request.body().as_ref()).map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "the body must be JSON like {{\"request_id\": \"...\", \"decisions\": [{{\"id\": \"call_1\", \"approve\": true}}]}}: {e}"
+                    ))
+                })?;
+                let id = poll_request_id(body["request_id"].as_str(), b"")?;
+                log.request_id = Some(id.clone());
+                let decisions = body["decisions"].as_array().ok_or_else(|| {
+                    ApiError::bad_request(
+                        "decisions is required: [{\"id\": \"<call id>\", \"approve\": true | false, \"reason\": \"...\"}]",
+                    )
+                })?;
+                // Without an authorizer the user is who the body says, as for a chat POST.
+                let user = match &caller {
+                    Caller::Anonymous => body["user_id"].as_str(),
+                    _ => caller.principal(),
+                };
+                log.user_id = user.map(str::to_owned);
+                let deadline = request
+                    .extensions()
+                    .get::<Deadline>()
+                    .map(|d| d.0 - ANSWER_MARGIN);
+                let stream = match &body["stream"] {
+                    Value::Bool(b) => Some(*b),
+                    _ => None,
+                };
+                let json_only = request.extensions().get::<JsonOnly>().is_some();
+                if wants_stream(stream, request.headers()) && !json_only {
+                    let options = self.stream_options(&request)?;
+                    self.chat
+                        .decide_stream(&id, user, decisions, deadline, options)
+                        .await
+                        .map(|stream| Answer::Events(SseBody::new(stream, self.heartbeat)))
+                } else {
+                    self.chat
+                        .decide(&id, user, decisions, deadline)
+                        .await
+                        .map(|answer| Answer::Json(answer.into()))
+                }
+            }
             Route::Custom(handler) => {
                 if let Some(Problem(problem)) = body_problem.filter(|_| reads_body(true)) {
                     return Err(ApiError::bad_request(problem));

@@ -753,6 +753,8 @@ impl EventEncoder for ChunkEncoder {
                 self.boundary();
                 String::new()
             }
+            // A decision on a paused call: the resumed run's events follow.
+            RunEvent::Approval(_) => String::new(),
             RunEvent::Done(answer) => self.done(answer),
             RunEvent::Error(data_) => {
                 self.failed = Some(data_.clone());

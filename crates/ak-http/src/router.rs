@@ -22,6 +22,10 @@ pub const CHAT_METHODS: [Method; 2] = [Method::GET, Method::POST];
 /// (`/api/v1/chat/stream`).
 pub const STREAM_SEGMENT: &str = "stream";
 
+/// The segment under the chat path where decisions on paused runs are posted
+/// (`/api/v1/chat/approvals`).
+pub const APPROVALS_SEGMENT: &str = "approvals";
+
 /// The future a route handler returns.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<ApiResponse, ApiError>> + Send>>;
 
@@ -74,6 +78,7 @@ pub struct RoutePaths {
     base: String,
     chat: String,
     stream: String,
+    approvals: String,
 }
 
 impl RoutePaths {
@@ -85,7 +90,13 @@ impl RoutePaths {
         let base = format!("/{base_path}/{version}");
         let chat = format!("{base}/{endpoint}");
         let stream = format!("{chat}/{STREAM_SEGMENT}");
-        Ok(Self { base, chat, stream })
+        let approvals = format!("{chat}/{APPROVALS_SEGMENT}");
+        Ok(Self {
+            base,
+            chat,
+            stream,
+            approvals,
+        })
     }
 
     /// Reads the three variables from the process environment (defaults api, v1, chat).
@@ -122,6 +133,11 @@ impl RoutePaths {
         &self.stream
     }
 
+    /// `/api/v1/chat/approvals`: where decisions on runs paused for approval are posted.
+    pub fn approvals(&self) -> &str {
+        &self.approvals
+    }
+
     /// `/api/v1/mcp`: the MCP server endpoint.
     pub fn mcp(&self) -> String {
         format!("{}/mcp", self.base)
@@ -134,6 +150,7 @@ impl Default for RoutePaths {
             base: "/api/v1".to_owned(),
             chat: "/api/v1/chat".to_owned(),
             stream: "/api/v1/chat/stream".to_owned(),
+            approvals: "/api/v1/chat/approvals".to_owned(),
         }
     }
 }
@@ -165,6 +182,8 @@ pub enum Route {
     Chat,
     /// A run's event log, followed as SSE (GET).
     ChatStream,
+    /// Decisions on a run paused for approval (POST).
+    ChatApprovals,
     /// A protocol surface's route: the surface's index in the API, and the values of the
     /// route's `{name}` segments.
     Surface(usize, Vec<String>),
@@ -177,6 +196,7 @@ impl std::fmt::Debug for Route {
         match self {
             Route::Chat => f.write_str("Chat"),
             Route::ChatStream => f.write_str("ChatStream"),
+            Route::ChatApprovals => f.write_str("ChatApprovals"),
             Route::Surface(index, params) => write!(f, "Surface({index}, {params:?})"),
             Route::Custom(_) => f.write_str("Custom"),
         }
@@ -420,6 +440,13 @@ impl Router {
                 Ok(Some(Route::Chat))
             } else {
                 Err(method_not_allowed(method, path, &CHAT_METHODS))
+            };
+        }
+        if path == self.paths.approvals {
+            return if method == Method::POST {
+                Ok(Some(Route::ChatApprovals))
+            } else {
+                Err(method_not_allowed(method, path, &[Method::POST]))
             };
         }
         if path == self.paths.stream {

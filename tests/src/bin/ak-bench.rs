@@ -363,7 +363,7 @@ async fn tracing_cost(dir: &Path, runs: usize) -> Value {
             let _ = child.wait();
         }
     }
-    let spans = receiver.spans().await.len();
+    let spans = receiver.count().await;
     let median = |v: &[f64]| stats(v)["median"].as_f64().unwrap_or(0.0);
     json!({
         "cold_start_off_ms": stats(&cold[0]),

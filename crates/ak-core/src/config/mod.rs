@@ -344,6 +344,10 @@ pub struct McpServerSettings {
     /// Seconds one request to the server may take (listing tools, or one call).
     #[serde(default = "default_mcp_timeout", deserialize_with = "lenient::seconds")]
     pub timeout: f64,
+    /// The server's tools (by the server's own names; `"*"`: all) whose calls wait for a
+    /// person's approval.
+    #[serde(default, deserialize_with = "lenient::string_list")]
+    pub approval: Vec<String>,
 }
 
 fn default_mcp_timeout() -> f64 {
@@ -639,6 +643,9 @@ pub struct AgentsSettings {
     pub history_max_bytes: usize,
     /// The agents.
     pub definitions: Vec<AgentDefinition>,
+    /// Seconds a run paused for approval waits for a decision; later, it ends as expired.
+    #[serde(deserialize_with = "lenient::seconds")]
+    pub approval_timeout: f64,
 }
 
 impl Default for AgentsSettings {
@@ -649,6 +656,7 @@ impl Default for AgentsSettings {
             history_window: 100,
             history_max_bytes: 200_000,
             definitions: Vec::new(),
+            approval_timeout: 86_400.0,
         }
     }
 }
@@ -697,6 +705,10 @@ pub struct AgentDefinition {
     /// MCP servers (`mcp.servers[].name`) whose tools this agent may call.
     #[serde(default, deserialize_with = "lenient::string_list")]
     pub mcp_servers: Vec<String>,
+    /// Tools of this agent whose every call waits for a person's approval (besides those whose
+    /// code asks for it).
+    #[serde(default, deserialize_with = "lenient::string_list")]
+    pub approval: Vec<String>,
 }
 
 /// `model.*`
@@ -972,6 +984,12 @@ impl Settings {
         for (key, value, min, max) in [
             ("model.timeout", self.model.timeout, 0.001, 3600.0),
             (
+                "agents.approval_timeout",
+                self.agents.approval_timeout,
+                1.0,
+                30.0 * 86_400.0,
+            ),
+            (
                 "api.stream_heartbeat",
                 self.api.stream_heartbeat,
                 0.1,
@@ -1082,6 +1100,18 @@ impl Settings {
             }
         }
         for (i, def) in agents.definitions.iter().enumerate() {
+            for tool in &def.approval {
+                if !def.tools.contains(tool) {
+                    return Err(err(
+                        &format!("agents.definitions[{i}].approval"),
+                        &format!(
+                            "agent {:?} has no tool {tool:?} to approve; its tools: {} (an MCP server's tools are approved under mcp.servers[].approval)",
+                            def.name,
+                            def.tools.join(", ")
+                        ),
+                    ));
+                }
+            }
             for target in &def.handoffs {
                 if !agents.contains(target) {
                     return Err(err(

@@ -278,12 +278,18 @@ pub async fn ends_at(store: &dyn ResponseStore, request_id: &str, seq: u64) -> b
         .events_after(request_id, seq - 1, Duration::ZERO)
         .await
         .unwrap_or_default();
-    let last = around
-        .first()
-        .is_some_and(|e| e.seq == seq && e.event.is_last());
+    let at = around.first().filter(|e| e.seq == seq);
+    let last = at.is_some_and(|e| e.event.is_last());
+    let paused = at.is_some_and(|e| e.event.is_pause());
+    // A retry marker continues a log; so does anything after a pause (the run resumed).
     let continued = around
         .get(1)
-        .is_some_and(|e| matches!(e.event, RunEvent::Retry { .. }));
+        .is_some_and(|e| paused || matches!(e.event, RunEvent::Retry { .. }));
+    if last && !continued && paused {
+        // A pause ends the log while the request waits for its decision; once decided, the
+        // resumed run goes on writing it.
+        return matches!(store.get(request_id).await, Ok(Some(r)) if r.body["status"] == ak_core::events::PAUSED);
+    }
     last && !continued
 }
 

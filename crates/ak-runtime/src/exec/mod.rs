@@ -6,6 +6,7 @@
 //! Layer: execution core. Uses `ak-core` (foundations, ports) only; the services
 //! ([`crate::service`]) and the edges build on it. Knows no HTTP.
 
+pub mod approval;
 pub mod eventlog;
 
 use ak_core::answer::{AgentAnswer, AgentFailure, Answer, ChatAnswer};
@@ -212,12 +213,14 @@ impl Drop for CancelledRun {
 }
 
 /// Runs the agent for `request` and answers with the result (`200` and the [`ChatAnswer`]), or
-/// the failure; reports the run to `events` as it goes. A run dropped midway (its client left)
-/// is logged as cancelled.
+/// the failure; reports the run to `events` as it goes. A run that paused for approval has its
+/// state stored in `store` first and answers with the pause (see [`approval`]). A run dropped
+/// midway (its client left) is logged as cancelled.
 pub async fn run_to_answer(
     runner: &dyn AgentRunner,
     request: &RunRequest,
     events: Option<&EventSender>,
+    store: Option<&dyn ResponseStore>,
 ) -> Result<Answer, ApiError> {
     let id = request.request_id.clone();
     let started = std::time::Instant::now();
@@ -231,6 +234,9 @@ pub async fn run_to_answer(
     cancelled.request_id = None;
     record_run(request, started, &result);
     let answer = result.map_err(|f| f.error.with_request_id(&id))?;
+    if answer.pause.is_some() {
+        return approval::pause(store, request, &answer).await;
+    }
     Ok(Answer::ok(json!(ChatAnswer::of(
         answer,
         &request.session_id,

@@ -621,7 +621,7 @@ impl ChatService {
                 };
                 let run = async {
                     match &self.store {
-                        None => exec::run_to_answer(runner.as_ref(), &request, events).await,
+                        None => exec::run_to_answer(runner.as_ref(), &request, events, None).await,
                         Some(store) => {
                             self.run_direct_once(
                                 runner.as_ref(),
@@ -704,7 +704,7 @@ impl ChatService {
         // A run that does not finish (its client left and the stream was dropped) gives the
         // request id back at once, so a retry runs instead of waiting for the claim to lapse.
         let mut claim = ClaimGuard::new(store.clone(), &id, &owner);
-        let result = exec::run_to_answer(runner, &request, events).await;
+        let result = exec::run_to_answer(runner, &request, events, Some(store.as_ref())).await;
         claim.disarm();
         match result {
             Ok(response) => {
@@ -731,6 +731,116 @@ impl ChatService {
         }
     }
 
+    /// Decides on the pause of `request_id` for `user` (`decisions`: `[{"id", "approve",
+    /// "reason"?}]`; see [`exec::approval`]) and goes on with the run: in direct mode within this
+    /// call, in the queue modes through the input queue (rest_sync waits for the answer,
+    /// rest_async answers 202). The same decision again gets the request's answer (202 while
+    /// the run is under way). Errors as [`exec::approval::decide`] says.
+    pub async fn decide(
+        &self,
+        request_id: &str,
+        user: Option<&str>,
+        decisions: &[serde_json::Value],
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Answer, ApiError> {
+        match self.take_decision(request_id, user, decisions).await? {
+            None => self.answer_of_repeat(request_id, user, deadline).await,
+            Some(mut request) => {
+                request.deadline = deadline;
+                self.answer(request, None).await
+            }
+        }
+    }
+
+    /// [`ChatService::decide`], answering with the resumed run's events (relayed from its
+    /// event log in the queue modes), ending with `done`, `error` or another
+    /// `approval_required`.
+    pub async fn decide_stream(
+        &self,
+        request_id: &str,
+        user: Option<&str>,
+        decisions: &[serde_json::Value],
+        deadline: Option<tokio::time::Instant>,
+        options: StreamOptions,
+    ) -> Result<RunStream, ApiError> {
+        let Some(mut request) = self.take_decision(request_id, user, decisions).await? else {
+            let answer = self.answer_of_repeat(request_id, user, deadline).await?;
+            return Ok(RunStream::of(vec![answer.final_event(request_id)]));
+        };
+        request.deadline = deadline;
+        let id = request.request_id.clone();
+        let session = request.session_id.clone();
+        let queued = match &self.execution {
+            Execution::Sync { input, store, .. } => Some((input.clone(), store.clone())),
+            Execution::Async { input } => self.store.clone().map(|store| (input.clone(), store)),
+            Execution::Direct(_) => None,
+        };
+        if let Some((input, store)) = queued {
+            // From the log's end: what the client saw up to the pause is not sent again.
+            let after = store.last_event_seq(&id).await.unwrap_or_default();
+            self.enqueue(input.as_ref(), &request).await?;
+            let until = relay_until(request.deadline, options.bound);
+            let options = StreamOptions { after, ..options };
+            return Ok(self
+                .relay(store, &id, options, request.user_id.clone(), until, true)
+                .with_ids(&id, Some(&session)));
+        }
+        let (events, receiver) = ak_core::events::channel();
+        let service = self.clone();
+        let run = async move {
+            let result = service.answer(request, Some(&events)).await;
+            let last = match result {
+                Ok(answer) => answer.final_event(&id),
+                Err(error) => RunEvent::error(&error, &id),
+            };
+            events.send(last);
+        };
+        Ok(RunStream::new(run, receiver).with_ids(request_id, Some(&session)))
+    }
+
+    /// The decision taken: the request to resume, or `None` for a repeat.
+    async fn take_decision(
+        &self,
+        request_id: &str,
+        user: Option<&str>,
+        decisions: &[serde_json::Value],
+    ) -> Result<Option<RunRequest>, ApiError> {
+        let Some(store) = &self.store else {
+            return Err(ApiError::NothingToPoll {
+                request_id: request_id.to_owned(),
+            });
+        };
+        Ok(
+            match exec::approval::decide(store.as_ref(), request_id, user, decisions).await? {
+                exec::approval::Decided::Resume(request) => Some(*request),
+                exec::approval::Decided::Repeat => None,
+            },
+        )
+    }
+
+    /// The answer a repeated decision gets: the request's, once stored (waiting a while for
+    /// it); 202 while the run is under way.
+    async fn answer_of_repeat(
+        &self,
+        request_id: &str,
+        user: Option<&str>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Answer, ApiError> {
+        let Some(store) = &self.store else {
+            return Err(ApiError::NothingToPoll {
+                request_id: request_id.to_owned(),
+            });
+        };
+        let wait = exec::within(deadline, self.repeat_wait);
+        let record = exec::wait_for_answer(store.as_ref(), request_id, wait)
+            .await
+            .map_err(|e| ApiError::from(e).with_request_id(request_id))?;
+        Ok(match record {
+            Some(record) if record.visible_to(user) => record.into_answer(),
+            _ => Answer::accepted(request_id),
+        })
+    }
+
     /// Answers a chat GET for `request_id` on behalf of `user`.
     pub async fn poll(&self, request_id: &str, user: Option<&str>) -> Result<Answer, ApiError> {
         let not_found = || ApiError::ResponseNotFound {
@@ -746,7 +856,13 @@ impl ChatService {
             .await
             .map_err(|e| ApiError::from(e).with_request_id(request_id))?;
         match record {
-            Some(record) if record.visible_to(user) => Ok(record.into_answer()),
+            Some(record) if record.visible_to(user) => {
+                // A pause nobody decided in time ends the request when first looked at.
+                if exec::approval::is_expired_pause(&record).is_some() {
+                    return Ok(exec::approval::expire(store.as_ref(), &record).await);
+                }
+                Ok(record.into_answer())
+            }
             _ => Err(not_found()),
         }
     }

@@ -200,14 +200,21 @@ impl AgentRunnerHandler {
                 return Ok(None);
             }
         };
-        let mut mark_retry = after > 0;
+        // A resumed run continues its log after the pause; any other run that finds a log
+        // starts over, and says so.
+        let mut mark_retry = after > 0 && request.resume.is_none();
         if after > 0 {
             let last = self
                 .store
                 .events_after(id, after - 1, Duration::ZERO)
                 .await
                 .unwrap_or_default();
-            if last.iter().any(|e| e.event.is_last()) {
+            // A pause ends the log only until the run resumes after the decision.
+            let resumes = request.resume.is_some();
+            if last
+                .iter()
+                .any(|e| e.event.is_last() && !(resumes && e.event.is_pause()))
+            {
                 return Err(());
             }
             // A request sent again after it failed: its log already says the run starts over.
@@ -440,6 +447,19 @@ impl AgentRunnerHandler {
         };
         exec::record_run(&request, started, &result);
         let answer = match result {
+            Ok(answer) if answer.pause.is_some() => {
+                match exec::approval::pause(Some(self.store.as_ref()), &request, &answer).await {
+                    Ok(paused) => paused,
+                    Err(e) => {
+                        // The pause could not be kept: the run is done again on a later delivery.
+                        tracing::warn!(request_id = %id, error = %e, "cannot store the pause; will retry");
+                        if let Some(log) = log {
+                            log.close().await;
+                        }
+                        return Outcome::Retry;
+                    }
+                }
+            }
             Ok(answer) => Answer::ok(json!(ChatAnswer::of(answer, &request.session_id, id))),
             Err(failure) => {
                 let last_try = delivery.receive_count >= self.max_receive_count;
