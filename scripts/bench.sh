@@ -2,8 +2,9 @@
 # The benchmark command: builds the release Lambda packages and tools, starts Redis and moto on
 # loopback, and measures the performance budget (package size, cold start and memory, each also
 # as a ratio to a hello-world lambda_runtime function built alike (benches/hello-world), chat
-# overhead, rest_sync latency, pipeline throughput). Prints a table; JSON in target/bench/.
-#   scripts/bench.sh [--runs N]
+# overhead, what tracing adds, rest_sync latency, pipeline throughput). Prints a table; JSON in
+# target/bench/.
+#   scripts/bench.sh [--runs N] [--only functions|tracing|streaming|eventlog|redis|soak]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

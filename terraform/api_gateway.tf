@@ -38,6 +38,13 @@ resource "aws_api_gateway_resource" "chat_stream" {
   path_part   = "stream"
 }
 
+# POST .../chat/approvals decides on runs paused for a person's approval of tool calls.
+resource "aws_api_gateway_resource" "chat_approvals" {
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  parent_id   = aws_api_gateway_resource.chat.id
+  path_part   = "approvals"
+}
+
 # /{api_base_path}/{api_version}/mcp: the API as an MCP server (streamable HTTP), when enabled.
 resource "aws_api_gateway_resource" "mcp" {
   count = var.mcp_endpoint ? 1 : 0
@@ -227,6 +234,7 @@ locals {
   routes = merge(
     { for m in ["POST", "GET"] : "chat-${m}" => { resource_id = aws_api_gateway_resource.chat.id, method = m } },
     { for r in aws_api_gateway_resource.chat_stream : "chat-stream-GET" => { resource_id = r.id, method = "GET" } },
+    { "chat-approvals-POST" = { resource_id = aws_api_gateway_resource.chat_approvals.id, method = "POST" } },
     # Streamable HTTP: POST carries the messages; GET and DELETE are answered by the transport
     # (405 in its stateless form), as clients probe them.
     merge([for r in aws_api_gateway_resource.mcp : { for m in ["POST", "GET", "DELETE"] : "mcp-${m}" => { resource_id = r.id, method = m } }]...),

@@ -34,7 +34,8 @@ pub const REFUND_APPROVAL_ABOVE: f64 = 100.0;
 /// `issue_refund(order_id, amount)`: an example of a tool with consequences. Refunds above
 /// [`REFUND_APPROVAL_ABOVE`] wait for a person's approval (the run pauses; see
 /// `docs/approvals.md`); smaller ones run at once. Answers `{"refunded": amount, "order_id",
-/// "refund_id"}` (this example moves no money).
+/// "refund_id"}`: the refund's id is the request and call ids, the idempotency key a real
+/// payment API would get (this example moves no money).
 pub fn issue_refund() -> FnTool {
     FnTool::new(
         "issue_refund",
@@ -56,7 +57,7 @@ pub fn issue_refund() -> FnTool {
                 .filter(|a| *a > 0.0)
                 .ok_or_else(|| ToolError("amount must be a positive number".to_owned()))?;
             Ok(json!({"refunded": amount, "order_id": order,
-                      "refund_id": format!("rf-{}", context.request_id)}))
+                      "refund_id": format!("rf-{}-{}", context.request_id, context.call_id)}))
         },
     )
     .needs_approval(|args, _context| {
@@ -209,6 +210,7 @@ mod tests {
         let tool = issue_refund();
         let context = ToolContext {
             request_id: "r-1".into(),
+            call_id: "call_1".into(),
             ..ToolContext::default()
         };
         let asks = |args: Value| Tool::needs_approval(&tool, &args, &context);
@@ -220,7 +222,7 @@ mod tests {
             .await;
         assert_eq!(
             refunded.ok(),
-            Some(json!({"refunded": 20.0, "order_id": "o-1", "refund_id": "rf-r-1"}))
+            Some(json!({"refunded": 20.0, "order_id": "o-1", "refund_id": "rf-r-1-call_1"}))
         );
         let bad = tool
             .call(json!({"order_id": "o-1", "amount": -5}), &context)

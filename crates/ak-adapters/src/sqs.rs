@@ -1,6 +1,7 @@
 //! SQS queues. Standard queues and FIFO queues (`.fifo`): on FIFO queues the session id is the
 //! message group (one session's requests stay in order) and the request id the deduplication id
-//! (a retried send within five minutes is not delivered twice).
+//! (a retried send within five minutes is not delivered twice; see
+//! [`QueueMessage::deduplication_id`] for the sends of one request that must all arrive).
 
 use crate::{CALL_TIMEOUT, with_timeout};
 use ak_core::ports::{Backend, PortError, Queue, QueueMessage};
@@ -112,7 +113,7 @@ impl SqsQueue {
         if self.fifo {
             request = request
                 .message_group_id(&message.session_id)
-                .message_deduplication_id(&message.request_id);
+                .message_deduplication_id(message.deduplication_id());
         }
         with_timeout(Backend::Sqs, CALL_TIMEOUT, async {
             let sent = request

@@ -301,7 +301,12 @@ impl AgentRuntime {
     ) -> bool {
         if let Some(tool) = agent.tools.iter().find(|t| t.name() == call.name) {
             let arguments = serde_json::from_str(&call.arguments).unwrap_or(Value::Null);
-            return agent.approval.contains(&call.name) || tool.needs_approval(&arguments, context);
+            let context = ToolContext {
+                call_id: call.id.clone(),
+                ..context.clone()
+            };
+            return agent.approval.contains(&call.name)
+                || tool.needs_approval(&arguments, &context);
         }
         mcp_tools
             .iter()
@@ -452,6 +457,7 @@ impl AgentRuntime {
             session_id: request.session_id.clone(),
             user_id: request.user_id.clone(),
             context: request.context.clone(),
+            call_id: String::new(),
         };
         // A continuation (the client's tool results at the end of its history) has no prompt.
         let mut new_items = if request.prompt.is_empty() && request.history.is_some() {
@@ -828,7 +834,13 @@ impl AgentRuntime {
                     }) {
                         Err(e) => json!({"error": format!("arguments are not JSON: {e}")}),
                         Ok(args) => match tool
-                            .call(args, &tool_context)
+                            .call(
+                                args,
+                                &ToolContext {
+                                    call_id: call.id.clone(),
+                                    ..tool_context.clone()
+                                },
+                            )
                             .instrument(tool_span.clone())
                             .await
                         {

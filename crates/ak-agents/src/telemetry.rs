@@ -80,10 +80,42 @@ pub fn chat_span(parent: &Span, provider: &str, model: &str, messages: &[Value])
         error.type = Empty,
     );
     if !span.is_disabled() && capture_content() {
-        let parts: Vec<Value> = messages.iter().map(message_parts).collect();
+        let mut parts: Vec<Value> = messages.iter().map(message_parts).collect();
+        // The latest messages when all would be too much for one span (the system message
+        // and the last ones are kept).
+        while parts.len() > 2 && Value::Array(parts.clone()).to_string().len() > 8 * content_limit()
+        {
+            parts.remove(1);
+        }
         span.record(attr::INPUT_MESSAGES, Value::Array(parts).to_string());
     }
     span
+}
+
+/// Most characters of one text on a span (`OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT`, else
+/// `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`, else 4096): a span stays within what collectors take
+/// (X-Ray: 64 KB a segment).
+fn content_limit() -> usize {
+    static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        [
+            "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+            "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+        ]
+        .iter()
+        .find_map(|n| std::env::var(n).ok()?.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(4096)
+    })
+}
+
+/// `text` within [`content_limit`] characters, marked when cut.
+fn capped(text: &str) -> String {
+    let limit = content_limit();
+    match text.char_indices().nth(limit) {
+        None => text.to_owned(),
+        Some((end, _)) => format!("{}…[truncated]", &text[..end]),
+    }
 }
 
 /// Records a model call's outcome on its [`chat_span`].
@@ -102,7 +134,7 @@ pub fn record_reply(span: &Span, reply: &Result<ModelReply, crate::model::ModelE
             if capture_content() {
                 let mut parts = Vec::new();
                 if let Some(text) = reply.content.as_ref().or(reply.refusal.as_ref()) {
-                    parts.push(json!({"type": "text", "content": text}));
+                    parts.push(json!({"type": "text", "content": capped(text)}));
                 }
                 for call in &reply.tool_calls {
                     parts.push(
@@ -110,6 +142,12 @@ pub fn record_reply(span: &Span, reply: &Result<ModelReply, crate::model::ModelE
                                       "arguments": arguments(&call.arguments)}),
                     );
                 }
+                // The conventions' output finish reasons: `tool_call`, not OpenAI's `tool_calls`.
+                let finish = if finish == "tool_calls" {
+                    "tool_call"
+                } else {
+                    finish
+                };
                 let out = json!([{"role": "assistant", "parts": parts, "finish_reason": finish}]);
                 span.record(attr::OUTPUT_MESSAGES, out.to_string());
             }
@@ -137,7 +175,7 @@ pub fn tool_span(parent: &Span, tool: &str, id: &str, extension: bool, arguments
         error.type = Empty,
     );
     if !span.is_disabled() && capture_content() {
-        span.record("gen_ai.tool.call.arguments", arguments);
+        span.record("gen_ai.tool.call.arguments", capped(arguments));
     }
     span
 }
@@ -152,8 +190,8 @@ pub fn record_tool_result(span: &Span, result: &Value) {
     }
     if capture_content() {
         let text = match result {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
+            Value::String(s) => capped(s),
+            other => capped(&other.to_string()),
         };
         span.record("gen_ai.tool.call.result", text);
     }
@@ -192,13 +230,15 @@ fn message_parts(message: &Value) -> Value {
     let role = message["role"].as_str().unwrap_or("user");
     let mut parts = Vec::new();
     match &message["content"] {
-        Value::String(text) if role == "tool" => parts.push(json!({
-            "type": "tool_call_response", "id": message["tool_call_id"], "result": text})),
-        Value::String(text) => parts.push(json!({"type": "text", "content": text})),
+        Value::String(text) if role == "tool" => {
+            parts.push(json!({
+            "type": "tool_call_response", "id": message["tool_call_id"], "response": capped(text)}))
+        }
+        Value::String(text) => parts.push(json!({"type": "text", "content": capped(text)})),
         Value::Array(items) => {
             for item in items {
                 if let Some(text) = item["text"].as_str() {
-                    parts.push(json!({"type": "text", "content": text}));
+                    parts.push(json!({"type": "text", "content": capped(text)}));
                 } else {
                     parts.push(json!({"type": item["type"].as_str().unwrap_or("other")}));
                 }
@@ -232,9 +272,17 @@ mod tests {
         let result = json!({"role": "tool", "tool_call_id": "c1", "content": "sunny"});
         assert_eq!(
             message_parts(&result),
-            json!({"role": "tool", "parts": [{"type": "tool_call_response", "id": "c1", "result": "sunny"}]})
+            json!({"role": "tool", "parts": [{"type": "tool_call_response", "id": "c1", "response": "sunny"}]})
         );
         assert_eq!(provider_name("bedrock"), "aws.bedrock");
         assert_eq!(provider_name("openai"), "openai");
+        let long = "é".repeat(5000);
+        let cut = capped(&long);
+        assert!(
+            cut.ends_with("…[truncated]") && cut.chars().count() == 4096 + 12,
+            "{}",
+            cut.len()
+        );
+        assert_eq!(capped("short"), "short");
     }
 }

@@ -17,6 +17,9 @@ pub struct ToolContext {
     pub user_id: Option<String>,
     /// The extra fields of the request body.
     pub context: Map<String, Value>,
+    /// The id of this call, as the model gave it (unique within the run): with `request_id`,
+    /// an idempotency key for a tool with consequences.
+    pub call_id: String,
 }
 
 /// A tool failed; the message goes back to the model as the tool's result.

@@ -87,15 +87,20 @@ impl Output {
             return Output::Off;
         }
         let exporter = get("OTEL_TRACES_EXPORTER").unwrap_or_default();
-        let exporters: Vec<&str> = exporter.split(',').map(str::trim).collect();
-        if exporters.contains(&"console") {
-            return Output::Console;
-        }
-        if exporters.contains(&"none") {
-            return Output::Off;
-        }
-        if set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") || set("OTEL_EXPORTER_OTLP_ENDPOINT") {
+        let exporters: Vec<&str> = exporter
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .collect();
+        let endpoint =
+            set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") || set("OTEL_EXPORTER_OTLP_ENDPOINT");
+        // Unset means `otlp`; one process exports one way: OTLP when asked for and possible,
+        // else the console when asked for.
+        let otlp = exporters.is_empty() || exporters.contains(&"otlp");
+        if otlp && endpoint {
             Output::Otlp
+        } else if exporters.contains(&"console") {
+            Output::Console
         } else {
             Output::Off
         }
@@ -103,7 +108,7 @@ impl Output {
 }
 
 /// The longest [`flush`] waits for the collector: `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else
-/// `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds), else 100 ms.
+/// `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds; 0 or unreadable: the default), else 100 ms.
 pub fn flush_timeout() -> Duration {
     [
         "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
@@ -111,6 +116,7 @@ pub fn flush_timeout() -> Duration {
     ]
     .iter()
     .find_map(|name| std::env::var(name).ok()?.trim().parse::<u64>().ok())
+    .filter(|ms| *ms > 0)
     .map_or(Duration::from_millis(100), Duration::from_millis)
 }
 
@@ -120,7 +126,16 @@ pub fn parse_traceparent(header: &str) -> Option<([u8; 16], [u8; 8], bool)> {
     let mut parts = header.trim().split('-');
     let (version, trace, span, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    if version.len() != 2 || version == "ff" || (version == "00" && parts.next().is_some()) {
+    let lower_hex = |t: &str| {
+        t.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    if version.len() != 2
+        || !lower_hex(version)
+        || version == "ff"
+        || (version == "00" && parts.next().is_some())
+        || ![trace, span, flags].iter().all(|p| lower_hex(p))
+    {
         return None;
     }
     let trace: [u8; 16] = hex(trace)?.try_into().ok()?;
@@ -171,11 +186,17 @@ pub struct Carrier<'a> {
 }
 
 impl Carrier<'_> {
+    /// The parent: (trace id, span id, sampled). A W3C parent's sampled flag is the caller's
+    /// decision and stands; an X-Ray parent counts as sampled whatever it says, since
+    /// Lambda's passthrough header says `Sampled=0` for most requests even where no X-Ray
+    /// tracing runs (`OTEL_TRACES_SAMPLER` then decides).
     #[cfg_attr(not(feature = "otel"), allow(dead_code))]
     fn parent(&self) -> Option<([u8; 16], [u8; 8], bool)> {
-        self.traceparent
-            .and_then(parse_traceparent)
-            .or_else(|| self.xray.and_then(parse_xray))
+        self.traceparent.and_then(parse_traceparent).or_else(|| {
+            self.xray
+                .and_then(parse_xray)
+                .map(|(trace, span, _)| (trace, span, true))
+        })
     }
 }
 
@@ -299,12 +320,27 @@ mod imp {
                 self.0.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
+            let root = span.span_context.span_id();
             spans.push(span);
             if self.0.console && local_root {
-                let (tree, rest) = spans
-                    .drain(..)
-                    .partition(|s| s.span_context.trace_id() == trace);
-                *spans = rest;
+                // This root's spans only: others of the trace (the request's, while its
+                // queued run prints) wait for their own root.
+                let mut ids = vec![root];
+                let mut tree = Vec::new();
+                loop {
+                    let (found, rest): (Vec<SpanData>, Vec<SpanData>) =
+                        spans.drain(..).partition(|s| {
+                            s.span_context.trace_id() == trace
+                                && (ids.contains(&s.span_context.span_id())
+                                    || ids.contains(&s.parent_span_id))
+                        });
+                    *spans = rest;
+                    if found.is_empty() {
+                        break;
+                    }
+                    ids.extend(found.iter().map(|s| s.span_context.span_id()));
+                    tree.extend(found);
+                }
                 drop(spans);
                 eprint!("{}", super::console::render(tree));
             }
@@ -377,6 +413,35 @@ mod imp {
         }
     }
 
+    /// Says on stderr which `OTEL_*` settings this build does not follow (it sends
+    /// OTLP/HTTP protobuf, uncompressed).
+    fn warn_unsupported() {
+        for (names, supported) in [
+            (
+                [
+                    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+                    "OTEL_EXPORTER_OTLP_PROTOCOL",
+                ],
+                "http/protobuf",
+            ),
+            (
+                [
+                    "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+                    "OTEL_EXPORTER_OTLP_COMPRESSION",
+                ],
+                "none",
+            ),
+        ] {
+            if let Some((name, value)) = names
+                .iter()
+                .find_map(|n| Some((*n, std::env::var(n).ok()?)))
+                .filter(|(_, v)| !v.trim().is_empty() && v.trim() != supported)
+            {
+                eprintln!("{name}={value} is not supported: traces go out as {supported}");
+            }
+        }
+    }
+
     /// The resource: the service (`OTEL_SERVICE_NAME`, else the function's name) and, on
     /// Lambda, the FaaS and cloud attributes.
     fn resource() -> opentelemetry_sdk::Resource {
@@ -402,7 +467,10 @@ mod imp {
         }
         let mut builder = opentelemetry_sdk::Resource::builder().with_attributes(attrs);
         let named = env("OTEL_SERVICE_NAME").is_some()
-            || env("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|a| a.contains("service.name="));
+            || env("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|a| {
+                a.split(',')
+                    .any(|kv| kv.split('=').next().map(str::trim) == Some("service.name"))
+            });
         if !named {
             let name = env("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "agent-kernel".to_owned());
             builder = builder.with_service_name(name);
@@ -422,11 +490,15 @@ mod imp {
             Output::Off => return None,
             Output::Console => None,
             Output::Otlp => {
+                warn_unsupported();
+                // One attempt: the exporter's retries would sleep on the function's only
+                // thread; a failed export is dropped and counted instead (see `flush`).
                 let built = opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
                     .with_http_client(OtlpHttp {
                         client: OnceLock::new(),
                     })
+                    .with_retry_policy(opentelemetry_otlp::RetryPolicy::disabled())
                     .build();
                 match built {
                     Ok(exporter) => Some(exporter),
@@ -460,6 +532,7 @@ mod imp {
             .with_threads(false)
             .with_tracked_inactivity(false)
             .with_level(false)
+            .with_target(false)
             .with_filter(
                 tracing_subscriber::filter::Targets::new()
                     .with_target(super::TARGET, tracing::level_filters::LevelFilter::TRACE),
@@ -520,14 +593,15 @@ mod imp {
     }
 
     fn context_of(parent: ([u8; 16], [u8; 8], bool)) -> SpanContext {
-        let (trace, span, _) = parent;
-        // Sampled whatever the caller decided: X-Ray's passthrough header says `Sampled=0`
-        // for most requests, which would leave an OTLP backend with nothing. This process's
-        // sampler (`OTEL_TRACES_SAMPLER`) decides for the spans it starts.
+        let (trace, span, sampled) = parent;
         SpanContext::new(
             TraceId::from_bytes(trace),
             SpanId::from_bytes(span),
-            TraceFlags::SAMPLED,
+            if sampled {
+                TraceFlags::SAMPLED
+            } else {
+                TraceFlags::default()
+            },
             true,
             TraceState::default(),
         )
@@ -715,6 +789,8 @@ mod tests {
             "00-5759e988bd862e3fe1be46a99427279-53995c3f42cd8ad8-01",
             "00-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-01-extra",
             "00-5759e988bd862e3fe1be46a99427279z-53995c3f42cd8ad8-01",
+            "00-5759E988BD862E3FE1BE46A994272793-53995c3f42cd8ad8-01",
+            "zz-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-01",
         ] {
             assert_eq!(parse_traceparent(bad), None, "{bad:?}");
         }
@@ -725,6 +801,19 @@ mod tests {
             xray: Some("Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8"),
         };
         assert_eq!(carrier.parent().map(|p| p.1), xray.map(|p| p.1));
+        // The caller's "not sampled" stands; Lambda's passthrough `Sampled=0` does not.
+        let unsampled = Carrier {
+            traceparent: Some("00-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-00"),
+            xray: None,
+        };
+        assert_eq!(unsampled.parent().map(|p| p.2), Some(false));
+        let passthrough = Carrier {
+            traceparent: None,
+            xray: Some(
+                "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=0",
+            ),
+        };
+        assert_eq!(passthrough.parent().map(|p| p.2), Some(true));
     }
 
     #[test]
@@ -769,6 +858,20 @@ mod tests {
         assert_eq!(
             Output::from_lookup(env(&[("OTEL_TRACES_EXPORTER", "console")])),
             Output::Console
+        );
+        assert_eq!(
+            Output::from_lookup(env(&[
+                ("OTEL_TRACES_EXPORTER", "otlp,console"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318")
+            ])),
+            Output::Otlp
+        );
+        assert_eq!(
+            Output::from_lookup(env(&[
+                ("OTEL_TRACES_EXPORTER", "zipkin"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318")
+            ])),
+            Output::Off
         );
         assert_eq!(
             Output::from_lookup(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")])),

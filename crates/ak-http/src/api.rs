@@ -372,7 +372,7 @@ impl Api {
             user_id: principal(&request),
             ..LogFields::default()
         };
-        let span = server_span(&request);
+        let span = server_span(&request, &self.router);
         // A panic in a route handler or an agent is a bug: it costs this request a 500, never
         // the connection or the invocation.
         let dispatched = {
@@ -731,18 +731,29 @@ impl Api {
 /// The request's SERVER span (OpenTelemetry HTTP conventions), continuing the caller's
 /// `traceparent` header, else the Lambda invocation's X-Ray trace; disabled when tracing is
 /// off.
-fn server_span(request: &Request) -> tracing::Span {
+fn server_span(request: &Request, router: &Router) -> tracing::Span {
     let method = request.method().as_str();
     let path = request.uri().path();
+    // `{method} {route}`, or the method alone for a path no route takes (the HTTP
+    // conventions' names); worked out only when traces are on.
+    let route = tracing::enabled!(target: ak_core::otel::TARGET, tracing::Level::INFO)
+        .then(|| router.resolve(request).ok())
+        .flatten()
+        .map(|route| route_template(request, &route));
+    let name = match &route {
+        Some(route) => format!("{method} {route}"),
+        None => method.to_owned(),
+    };
     let span = tracing::info_span!(
         target: ak_core::otel::TARGET,
         "http",
-        otel.name = %format!("{method} {path}"),
+        otel.name = %name,
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
         http.request.method = %method,
         url.path = %path,
         url.scheme = "https",
+        http.route = route.as_deref(),
         http.response.status_code = tracing::field::Empty,
         error.type = tracing::field::Empty,
         user_agent.original = request
@@ -763,6 +774,26 @@ fn server_span(request: &Request) -> tracing::Span {
         ak_core::otel::set_parent(&span, carrier);
     }
     span
+}
+
+/// The route `request` takes, for its span's name: its path, with a protocol surface's
+/// variable segments (ids) as `{param}` so names stay few.
+fn route_template(request: &Request, route: &Route) -> String {
+    let path = request.uri().path();
+    match route {
+        Route::Surface(_, params) if !params.is_empty() => path
+            .split('/')
+            .map(|segment| {
+                if params.iter().any(|p| p == segment) {
+                    "{param}"
+                } else {
+                    segment
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/"),
+        _ => path.to_owned(),
+    }
 }
 
 /// Records the answer's status on a [`server_span`]; 5xx are errors.

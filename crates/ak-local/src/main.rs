@@ -83,6 +83,8 @@ async fn serve(addr: SocketAddr, workers: usize, trace: bool) -> anyhow::Result<
     );
     tokio::signal::ctrl_c().await?;
     eprintln!("ak-local: stopping");
+    // The last second's spans, before the process ends.
+    ak_core::otel::flush(None).await;
     Ok(())
 }
 

@@ -152,10 +152,11 @@ impl Queue for MemoryQueue {
                 state
                     .dedup
                     .retain(|_, at| now.duration_since(*at) < DEDUP_WINDOW);
-                if state.dedup.contains_key(&message.request_id) {
+                let dedup = message.deduplication_id();
+                if state.dedup.contains_key(&dedup) {
                     return Ok(());
                 }
-                state.dedup.insert(message.request_id.clone(), now);
+                state.dedup.insert(dedup, now);
             }
             state.entries.push_back(Entry {
                 id: uuid::Uuid::new_v4().to_string(),

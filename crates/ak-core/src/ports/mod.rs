@@ -212,6 +212,28 @@ const ATTR_ATTEMPT: &str = "attempt";
 pub const ATTR_TRACEPARENT: &str = "traceparent";
 
 impl QueueMessage {
+    /// The FIFO deduplication id: the request id, so a retried send within five minutes is
+    /// not delivered twice — but a message that is the same request again on purpose keeps
+    /// its own: the resume of a paused run names the pause it resumes, and an answer names
+    /// the attempt it comes from (a rerun's answer must reach the store after a failed
+    /// attempt's). A SHA-256 in hex when that would pass SQS's 128 characters.
+    pub fn deduplication_id(&self) -> String {
+        let pause = self.body.get("resume").and_then(|r| r.get("pause"));
+        let id = match (pause, self.attempt) {
+            (Some(pause), _) => format!("{}:resume:{pause}", self.request_id),
+            (None, Some(attempt)) => format!("{}:attempt:{attempt}", self.request_id),
+            (None, None) => return self.request_id.clone(),
+        };
+        if id.len() <= 128 {
+            return id;
+        }
+        use sha2::Digest;
+        sha2::Sha256::digest(id.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// The message attributes as (name, `String` value) pairs.
     pub fn attributes(&self) -> Vec<(&'static str, String)> {
         let mut attrs = vec![
@@ -757,6 +779,24 @@ mod tests {
             attempt: Some(2),
             body: json!({"error": "model failed", "request_id": "req-1"}),
         }
+    }
+
+    #[test]
+    fn a_resume_is_not_deduplicated_against_its_request() {
+        let mut m = message();
+        assert_eq!(
+            m.deduplication_id(),
+            "req-1:attempt:2",
+            "an answer: its attempt"
+        );
+        m.attempt = None;
+        assert_eq!(m.deduplication_id(), "req-1");
+        m.body = json!({"prompt": "p", "resume": {"pause": 2}});
+        assert_eq!(m.deduplication_id(), "req-1:resume:2");
+        m.request_id = "r".repeat(128);
+        let long = m.deduplication_id();
+        assert_eq!(long.len(), 64);
+        assert_ne!(long, m.request_id);
     }
 
     #[test]

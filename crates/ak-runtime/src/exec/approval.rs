@@ -61,10 +61,14 @@ pub async fn pause(
             "a tool call needs a person's approval, and approvals are kept in the response store: set execution.response_store.type",
         ));
     };
-    let n = request
-        .resume
-        .as_ref()
-        .and_then(|r| r["pause"].as_u64())
+    // Numbered after the request's last pause, whichever run made it (a request sent again
+    // after a failed resumed run pauses anew, not as its first pause again).
+    let last = match store.pointer(&pointer_key(id)).await {
+        Ok(pointer) => pointer.and_then(|p| p.target.parse::<u64>().ok()),
+        Err(_) => None,
+    };
+    let n = last
+        .or_else(|| request.resume.as_ref().and_then(|r| r["pause"].as_u64()))
         .unwrap_or(0)
         + 1;
     let now = now_epoch_secs();
@@ -224,34 +228,64 @@ pub async fn decide(
         .as_array()
         .map(|a| a.iter().collect())
         .unwrap_or_default();
-    let decided = check(decisions, &waiting)?;
-    let fingerprint = Value::Array(decided.clone()).to_string();
-    let registration = store
-        .register(&decision_key(request_id, n), &fingerprint, user)
-        .await
-        .map_err(unavailable)?;
+    let decision = decision_key(request_id, n);
     let current = store.get(request_id).await.map_err(unavailable)?;
-    match registration {
+    let still_waiting = current
+        .as_ref()
+        .filter(|c| c.body["status"] == PAUSED && c.body["pause"] == n);
+    let Some(current) = still_waiting.cloned() else {
+        // Nothing waits: the decision taken, sent again, gets the request's answer; anything
+        // else is a 409 saying why.
+        let expired = current
+            .as_ref()
+            .is_some_and(|c| c.status_code == EXPIRED && c.body["status"] == "EXPIRED");
+        let why = if expired {
+            format!(
+                "the approval of request {request_id} expired; the run ended without the calls that waited"
+            )
+        } else if current.is_some() {
+            format!("request {request_id} is not waiting for an approval: it was answered")
+        } else {
+            format!(
+                "request {request_id} is not waiting for an approval: it was decided and its run is under way (or failed: send the request again to run it anew)"
+            )
+        };
+        let Ok(decided) = check(decisions, &waiting) else {
+            return Err(ApiError::Conflict(why));
+        };
+        let fingerprint = Value::Array(decided).to_string();
+        return match store
+            .register(&decision, &fingerprint, user)
+            .await
+            .map_err(unavailable)?
+        {
+            Registration::Repeat(_) => Ok(Decided::Repeat),
+            Registration::Mismatch if !expired => Err(ApiError::Conflict(format!(
+                "the pause of request {request_id} was already decided, differently"
+            ))),
+            _ => Err(ApiError::Conflict(why)),
+        };
+    };
+    let decided = check(decisions, &waiting)?;
+    if let Some(expires_at) = is_expired_pause(&current) {
+        expire(store, &current).await;
+        return Err(ApiError::Conflict(format!(
+            "the approval of request {request_id} expired at {expires_at} (seconds since the epoch); the run ended without the calls that waited"
+        )));
+    }
+    let fingerprint = Value::Array(decided.clone()).to_string();
+    match store
+        .register(&decision, &fingerprint, user)
+        .await
+        .map_err(unavailable)?
+    {
+        Registration::New => {}
         Registration::Repeat(_) => return Ok(Decided::Repeat),
         Registration::Mismatch => {
             return Err(ApiError::Conflict(format!(
                 "the pause of request {request_id} was already decided, differently"
             )));
         }
-        Registration::New => {}
-    }
-    // The winner: the pause must still be the request's answer, and not expired.
-    let Some(current) = current.filter(|c| c.body["status"] == PAUSED && c.body["pause"] == n)
-    else {
-        return Err(ApiError::Conflict(format!(
-            "request {request_id} is not waiting for an approval any more: it was answered"
-        )));
-    };
-    if let Some(expires_at) = is_expired_pause(&current) {
-        expire(store, &current).await;
-        return Err(ApiError::Conflict(format!(
-            "the approval of request {request_id} expired at {expires_at} (seconds since the epoch); the run ended"
-        )));
     }
     store.forget(&current).await.map_err(unavailable)?;
     let caller = Caller::from_principal(paused.user_id.as_deref());
@@ -283,19 +317,33 @@ fn check(decisions: &[Value], waiting: &[&Value]) -> Result<Vec<Value>, ApiError
     let bad = |m: String| ApiError::bad_request(m);
     let mut by_id: Map<String, Value> = Map::new();
     for (i, d) in decisions.iter().enumerate() {
-        let id = d["id"].as_str().ok_or_else(|| {
-            bad(format!(
-                "decisions[{i}].id is required (a waiting call's id)"
-            ))
-        })?;
-        let approved = d["approve"].as_bool().ok_or_else(|| {
-            bad(format!(
-                "decisions[{i}].approve is required: true to run the call, false to refuse it"
-            ))
-        })?;
+        if !d.is_object() {
+            return Err(bad(format!(
+                "decisions[{i}] must be an object: {{\"id\": \"<call id>\", \"approve\": true | false, \"reason\": \"...\"}}"
+            )));
+        }
+        let id = match &d["id"] {
+            Value::String(id) => id.as_str(),
+            Value::Null => {
+                return Err(bad(format!(
+                    "decisions[{i}].id is required (a waiting call's id)"
+                )));
+            }
+            _ => return Err(bad(format!("decisions[{i}].id must be a string"))),
+        };
+        let approved = match &d["approve"] {
+            Value::Bool(b) => *b,
+            Value::Null => {
+                return Err(bad(format!(
+                    "decisions[{i}].approve is required: true to run the call, false to refuse it"
+                )));
+            }
+            _ => return Err(bad(format!("decisions[{i}].approve must be true or false"))),
+        };
         let reason = match &d["reason"] {
             Value::Null => None,
-            Value::String(r) if r.chars().count() <= MAX_REASON_CHARS => Some(r.clone()),
+            Value::String(r) if r.trim().is_empty() => None,
+            Value::String(r) if r.chars().count() <= MAX_REASON_CHARS => Some(r.trim().to_owned()),
             Value::String(_) => {
                 return Err(bad(format!(
                     "decisions[{i}].reason is longer than {MAX_REASON_CHARS} characters"
@@ -305,13 +353,15 @@ fn check(decisions: &[Value], waiting: &[&Value]) -> Result<Vec<Value>, ApiError
         };
         let Some(call) = waiting.iter().find(|w| w["id"] == id) else {
             let ids: Vec<&str> = waiting.iter().filter_map(|w| w["id"].as_str()).collect();
+            let shown: String = id.chars().take(64).collect();
             return Err(bad(format!(
-                "decisions[{i}].id {id:?} is not a waiting call; waiting: {}",
+                "decisions[{i}].id {shown:?} is not a waiting call; waiting: {}",
                 ids.join(", ")
             )));
         };
         if by_id.contains_key(id) {
-            return Err(bad(format!("decisions[{i}].id {id:?} is decided twice")));
+            let shown: String = id.chars().take(64).collect();
+            return Err(bad(format!("decisions[{i}].id {shown:?} is decided twice")));
         }
         by_id.insert(
             id.to_owned(),
@@ -366,6 +416,11 @@ mod tests {
                 "not a waiting call",
             ),
             (vec![json!({"id": "c1"})], "approve is required"),
+            (
+                vec![json!({"id": "c1", "approve": "yes"})],
+                "must be true or false",
+            ),
+            (vec![json!("c1")], "must be an object"),
             (
                 vec![
                     json!({"id": "c1", "approve": true}),

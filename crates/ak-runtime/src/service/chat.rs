@@ -747,7 +747,20 @@ impl ChatService {
             None => self.answer_of_repeat(request_id, user, deadline).await,
             Some(mut request) => {
                 request.deadline = deadline;
-                self.answer(request, None).await
+                if !matches!(self.execution, Execution::Direct(_)) {
+                    return self.answer(request, None).await;
+                }
+                // Direct mode: the resumed run goes on (and stores its answer) even if this
+                // client leaves: its tools may already have run.
+                let service = self.clone();
+                tokio::spawn(async move { service.answer(request, None).await })
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(ApiError::internal(
+                            Some(request_id),
+                            format!("the resumed run stopped: {e}"),
+                        ))
+                    })
             }
         }
     }
@@ -785,8 +798,31 @@ impl ChatService {
                 .relay(store, &id, options, request.user_id.clone(), until, true)
                 .with_ids(&id, Some(&session)));
         }
-        let (events, receiver) = ak_core::events::channel();
+        let user = request.user_id.clone();
         let service = self.clone();
+        if let Some(store) = self.store.clone().filter(|_| self.event_log) {
+            // Direct mode: the resumed run writes its events to the log in a task of its own,
+            // so it goes on (and stores its answer) if this client leaves; the stream relays
+            // the log from where it stood.
+            let after = store.last_event_seq(&id).await.unwrap_or_default();
+            let writer =
+                exec::eventlog::LogWriter::continuing(store.clone(), &id, after, false, "");
+            let run_id = id.clone();
+            tokio::spawn(tracing::Instrument::in_current_span(async move {
+                let result = service.answer(request, Some(writer.sender())).await;
+                let last = match result {
+                    Ok(answer) => answer.final_event(&run_id),
+                    Err(error) => RunEvent::error(&error, &run_id),
+                };
+                writer.finish(last).await;
+            }));
+            let until = relay_until(deadline, options.bound);
+            let options = StreamOptions { after, ..options };
+            return Ok(self
+                .relay(store, &id, options, user, until, true)
+                .with_ids(request_id, Some(&session)));
+        }
+        let (events, receiver) = ak_core::events::channel();
         let run = async move {
             let result = service.answer(request, Some(&events)).await;
             let last = match result {
