@@ -11,7 +11,8 @@ alongside). GET /spans answers the spans received so far as a JSON array (from m
     # prints "listening on 127.0.0.1:PORT" once ready; point the exporter at
     # OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://127.0.0.1:PORT/v1/traces
 
---status CODE answers every export with that HTTP status (e.g. 503 to test retries/give-up),
+--status CODE answers every export with that HTTP status (e.g. 503 to test retries/give-up;
+--retry-after N adds that header),
 --delay-ms N waits before answering (to test the exporter's timeout).
 """
 
@@ -133,7 +134,7 @@ class Store:
                         f.write(json.dumps(s, sort_keys=True) + "\n")
 
 
-def make_handler(store, status, delay_ms):
+def make_handler(store, status, delay_ms, retry_after=None):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -142,6 +143,8 @@ def make_handler(store, status, delay_ms):
 
         def reply(self, code, body, content_type):
             self.send_response(code)
+            if retry_after is not None and code != 200:
+                self.send_header("Retry-After", str(retry_after))
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -192,9 +195,11 @@ def main():
     p.add_argument("--out", default="", help="JSON-lines file the spans are appended to")
     p.add_argument("--status", type=int, default=200)
     p.add_argument("--delay-ms", type=int, default=0)
+    p.add_argument("--retry-after", type=int, default=None,
+                   help="with --status: a Retry-After header (seconds) on every refusal")
     a = p.parse_args()
     store = Store(a.out)
-    srv = ThreadingHTTPServer((a.host, a.port), make_handler(store, a.status, a.delay_ms))
+    srv = ThreadingHTTPServer((a.host, a.port), make_handler(store, a.status, a.delay_ms, a.retry_after))
     print(f"listening on {a.host}:{srv.server_address[1]}", flush=True)
     try:
         srv.serve_forever()

@@ -20,12 +20,19 @@ impl OtlpReceiver {
     /// Starts one on a free port; `delay_ms` holds every export that long before answering
     /// (a collector that does not answer in time).
     pub async fn start(delay_ms: u64) -> anyhow::Result<Self> {
+        Self::start_with(&["--delay-ms", &delay_ms.to_string()]).await
+    }
+
+    /// Starts one with these options of the script (`--status 503 --retry-after 3`: a
+    /// collector refusing every export and asking to be retried later).
+    pub async fn start_with(options: &[&str]) -> anyhow::Result<Self> {
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("clients")
             .join("otlp_receiver.py");
         let mut child = tokio::process::Command::new(crate::python())
             .arg(script)
-            .args(["--port", "0", "--delay-ms", &delay_ms.to_string()])
+            .args(["--port", "0"])
+            .args(options)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)

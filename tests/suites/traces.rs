@@ -454,6 +454,43 @@ async fn a_collector_that_does_not_answer_costs_each_answer_at_most_the_bound() 
     );
 }
 
+/// A collector that refuses every export with `503` and `Retry-After: 3` is not retried: the
+/// export's one attempt fails at once and the answer does not wait for a retry.
+#[tokio::test]
+async fn a_collector_asking_for_retries_does_not_hold_the_answer() {
+    let receiver = OtlpReceiver::start_with(&["--status", "503", "--retry-after", "3"])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let model = ScriptedModel::start(vec![Reply::Text("answered".into())])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (api, _handler) = direct_handler(
+        &model,
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                receiver.endpoint.as_str(),
+            ),
+            ("AK_AGENTS__DEFAULT", "history"),
+        ],
+        None,
+    )
+    .await;
+    let mut event = fixture("http/post_chat.json");
+    event["body"] = json!(json!({"prompt": "hello"}).to_string());
+    let started = Instant::now();
+    let id = api.invoke(event);
+    let Some((Outcome::Response(answer), at)) = api.outcome(&id, WAIT).await else {
+        panic!("no answer; init error: {:?}", api.init_error());
+    };
+    assert_eq!(answer["statusCode"], 200, "{answer}");
+    let took = at.duration_since(started);
+    assert!(
+        took < Duration::from_millis(1500),
+        "the answer took {took:?}: a retry after 3 s must not hold it"
+    );
+}
+
 #[tokio::test]
 async fn ak_local_prints_each_requests_tree_across_its_queues() {
     let log = std::env::temp_dir().join(unique_name("ak-local-trace.log"));
