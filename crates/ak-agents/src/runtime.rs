@@ -51,6 +51,25 @@ pub struct RunOutcome {
     pub pause: Option<Value>,
 }
 
+impl RunOutcome {
+    /// A run that stopped before its answer (at client tool calls, or a pause): `text` so far,
+    /// by `agent`, after `turns` model calls.
+    fn stopped(text: String, agent: &str, usage: Usage, turns: u32, model_ms: f64) -> Self {
+        RunOutcome {
+            text,
+            agent: agent.to_owned(),
+            usage,
+            turns,
+            model_ms,
+            refusal: false,
+            truncated: false,
+            repeated: false,
+            tool_calls: Vec::new(),
+            pause: None,
+        }
+    }
+}
+
 /// A run that did not produce an answer.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -677,16 +696,14 @@ impl AgentRuntime {
                         );
                     }
                     return Ok(RunOutcome {
-                        text: reply.content.unwrap_or_default(),
-                        agent: agent.name.clone(),
-                        usage,
-                        turns: turn_count,
-                        model_ms,
-                        refusal: false,
-                        truncated: false,
-                        repeated: false,
                         tool_calls: pending,
-                        pause: None,
+                        ..RunOutcome::stopped(
+                            reply.content.unwrap_or_default(),
+                            &agent.name,
+                            usage,
+                            turn_count,
+                            model_ms,
+                        )
                     });
                 }
 
@@ -744,15 +761,6 @@ impl AgentRuntime {
                     }
                     tracing::info!(request_id = %request.request_id, agent = %agent.name, calls = approvals.len(), "the run pauses for approval");
                     return Ok(RunOutcome {
-                        text,
-                        agent: agent.name.clone(),
-                        usage,
-                        turns: turn_count,
-                        model_ms,
-                        refusal: false,
-                        truncated: false,
-                        repeated: false,
-                        tool_calls: Vec::new(),
                         pause: Some(json!({
                             "agent": agent.name,
                             "items": new_items,
@@ -762,6 +770,7 @@ impl AgentRuntime {
                             "turns": turn_count,
                             "expires_in": self.approval_timeout,
                         })),
+                        ..RunOutcome::stopped(text, &agent.name, usage, turn_count, model_ms)
                     });
                 }
                 (reply.tool_calls, Vec::new())

@@ -253,16 +253,7 @@ impl ChatService {
             let user = request.user_id.clone();
             if repeat.is_none() {
                 let writer = exec::eventlog::LogWriter::start(store.clone(), &id, 0, "");
-                let service = self.clone();
-                let run_id = id.clone();
-                tokio::spawn(tracing::Instrument::in_current_span(async move {
-                    let result = service.answer(request, Some(writer.sender())).await;
-                    let last = match result {
-                        Ok(answer) => answer.final_event(&run_id),
-                        Err(error) => RunEvent::error(&error, &run_id),
-                    };
-                    writer.finish(last).await;
-                }));
+                self.spawn_logged(request, writer);
             }
             return Ok(self
                 .relay(store, &id, options, user, until, true)
@@ -274,9 +265,30 @@ impl ChatService {
             drop(events);
             return Ok(RunStream::new(async {}, receiver).with_ids(&id, session.as_deref()));
         }
+        Ok(self.live(request).with_ids(&id, session.as_deref()))
+    }
+
+    /// Runs `request` in a task of its own, its events and last event written to `writer`'s
+    /// log: it goes on (and stores its answer) if its client leaves.
+    fn spawn_logged(&self, request: RunRequest, writer: exec::eventlog::LogWriter) {
+        let service = self.clone();
+        let id = request.request_id.clone();
+        tokio::spawn(tracing::Instrument::in_current_span(async move {
+            let result = service.answer(request, Some(writer.sender())).await;
+            let last = match result {
+                Ok(answer) => answer.final_event(&id),
+                Err(error) => RunEvent::error(&error, &id),
+            };
+            writer.finish(last).await;
+        }));
+    }
+
+    /// The run of `request` as the stream of its events, ending with `done` or `error`; the
+    /// run lives in the stream (a client that leaves stops it).
+    fn live(&self, request: RunRequest) -> RunStream {
         let (events, receiver) = ak_core::events::channel();
         let service = self.clone();
-        let id_header = id.clone();
+        let id = request.request_id.clone();
         let run = async move {
             let result = service.answer(request, Some(&events)).await;
             let last = match result {
@@ -285,7 +297,7 @@ impl ChatService {
             };
             events.send(last);
         };
-        Ok(RunStream::new(run, receiver).with_ids(&id_header, session.as_deref()))
+        RunStream::new(run, receiver)
     }
 
     /// A stream relaying the run of `request_id` from its event log (or, without logs, its
@@ -798,40 +810,22 @@ impl ChatService {
                 .relay(store, &id, options, request.user_id.clone(), until, true)
                 .with_ids(&id, Some(&session)));
         }
-        let user = request.user_id.clone();
-        let service = self.clone();
         if let Some(store) = self.store.clone().filter(|_| self.event_log) {
             // Direct mode: the resumed run writes its events to the log in a task of its own,
             // so it goes on (and stores its answer) if this client leaves; the stream relays
             // the log from where it stood.
             let after = store.last_event_seq(&id).await.unwrap_or_default();
+            let user = request.user_id.clone();
             let writer =
                 exec::eventlog::LogWriter::continuing(store.clone(), &id, after, false, "");
-            let run_id = id.clone();
-            tokio::spawn(tracing::Instrument::in_current_span(async move {
-                let result = service.answer(request, Some(writer.sender())).await;
-                let last = match result {
-                    Ok(answer) => answer.final_event(&run_id),
-                    Err(error) => RunEvent::error(&error, &run_id),
-                };
-                writer.finish(last).await;
-            }));
+            self.spawn_logged(request, writer);
             let until = relay_until(deadline, options.bound);
             let options = StreamOptions { after, ..options };
             return Ok(self
                 .relay(store, &id, options, user, until, true)
                 .with_ids(request_id, Some(&session)));
         }
-        let (events, receiver) = ak_core::events::channel();
-        let run = async move {
-            let result = service.answer(request, Some(&events)).await;
-            let last = match result {
-                Ok(answer) => answer.final_event(&id),
-                Err(error) => RunEvent::error(&error, &id),
-            };
-            events.send(last);
-        };
-        Ok(RunStream::new(run, receiver).with_ids(request_id, Some(&session)))
+        Ok(self.live(request).with_ids(request_id, Some(&session)))
     }
 
     /// The decision taken: the request to resume, or `None` for a repeat.
