@@ -313,6 +313,7 @@ resource "aws_api_gateway_stage" "this" {
   #checkov:skip=CKV_AWS_120:Chat answers are per user and per request; caching them would be wrong.
   #checkov:skip=CKV2_AWS_29:A WAF is a per-account choice; throttling is configured on the stage.
   #checkov:skip=CKV2_AWS_51:Client certificates are for backends that verify API Gateway; the backend is Lambda.
+  #checkov:skip=CKV_AWS_73:X-Ray tracing is on unless the deployment turns it off (tracing.xray_active).
   rest_api_id          = aws_api_gateway_rest_api.this.id
   deployment_id        = aws_api_gateway_deployment.this.id
   stage_name           = var.stage_name

@@ -40,6 +40,7 @@ resource "aws_lambda_function" "this" {
   #checkov:skip=CKV_AWS_173:Environment variables are encrypted with the AWS managed key; a customer key is optional.
   #checkov:skip=CKV_AWS_117:A VPC is needed only to reach ElastiCache; set var.vpc for that.
   #checkov:skip=CKV_AWS_115:Concurrency limits are per deployment (functions.*.reserved_concurrency).
+  #checkov:skip=CKV_AWS_50:X-Ray tracing is Active unless the deployment turns it off (tracing.xray_active).
   function_name = "${var.name}-${replace(each.key, "_", "-")}"
   role          = aws_iam_role.function[each.key].arn
   architectures = [var.architecture]
@@ -102,6 +103,7 @@ resource "aws_lambda_function" "authorizer" {
   #checkov:skip=CKV_AWS_173:Environment variables are encrypted with the AWS managed key; a customer key is optional.
   #checkov:skip=CKV_AWS_117:The authorizer needs no private network.
   #checkov:skip=CKV_AWS_115:API Gateway caches its results (result_ttl_in_seconds); a limit is a deployment choice.
+  #checkov:skip=CKV_AWS_50:X-Ray tracing is Active unless the deployment turns it off (tracing.xray_active).
   function_name = var.authorizer.function_name
   description   = module.decisions.authorizer_description
   role          = aws_iam_role.function["authorizer"].arn
