@@ -41,6 +41,14 @@ fn required_env(name: &str) -> String {
     }
 }
 
+/// The repository's `config.yaml` (what `AK_CONFIG_PATH_OVERRIDE` points a function at).
+pub fn repo_config() -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../config.yaml")
+        .display()
+        .to_string()
+}
+
 /// The Redis server for this run.
 pub fn redis_url() -> String {
     required_env("TEST_REDIS_URL")

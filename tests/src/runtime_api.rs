@@ -298,6 +298,16 @@ async fn route(
     }
 }
 
+/// A child process (a function binary) killed when dropped.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The path of a function binary built into this workspace's target directory (`profile` is
 /// `debug` or `release`).
 pub fn function_binary(name: &str, profile: &str) -> anyhow::Result<PathBuf> {

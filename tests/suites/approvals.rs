@@ -505,31 +505,19 @@ mod functions {
     use ak_adapters::sqs::SqsQueue;
     use ak_core::ports::Queue;
     use ak_tests::model_server::{Reply, ScriptedModel};
-    use ak_tests::runtime_api::{Outcome, RuntimeApi, function_binary, spawn_function};
+    use ak_tests::runtime_api::{Killed, Outcome, RuntimeApi, function_binary, spawn_function};
     use ak_tests::{redis_settings, sqs_client, unique_name};
     use serde_json::{Value, json};
-    use std::process::Child;
     use std::time::Duration;
 
     const WAIT: Duration = Duration::from_secs(30);
-
-    struct Running(Vec<Child>);
-
-    impl Drop for Running {
-        fn drop(&mut self) {
-            for child in &mut self.0 {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
 
     /// The three functions, each under its own Runtime API.
     struct Functions {
         handler: RuntimeApi,
         runner: RuntimeApi,
         responses: RuntimeApi,
-        _running: Running,
+        _running: Vec<Killed>,
     }
 
     async fn functions(env: &[(String, String)]) -> Functions {
@@ -539,7 +527,9 @@ mod functions {
         for name in ["request-handler", "agent-runner", "response-handler"] {
             let api = RuntimeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
             let binary = function_binary(name, "debug").unwrap_or_else(|e| panic!("{e}"));
-            children.push(spawn_function(&binary, &api, &env).unwrap_or_else(|e| panic!("{e}")));
+            children.push(Killed(
+                spawn_function(&binary, &api, &env).unwrap_or_else(|e| panic!("{e}")),
+            ));
             apis.push(api);
         }
         let responses = apis.pop().unwrap_or_else(|| panic!("three APIs"));
@@ -549,7 +539,7 @@ mod functions {
             handler,
             runner,
             responses,
-            _running: Running(children),
+            _running: children,
         }
     }
 

@@ -46,13 +46,6 @@ impl Drop for Running {
     }
 }
 
-fn repo_config() -> String {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../config.yaml")
-        .display()
-        .to_string()
-}
-
 /// Redis settings of this run's server, reached through `proxy`.
 fn through(proxy: &TcpFaultProxy, ttl: u64) -> RedisSettings {
     RedisSettings {
@@ -124,7 +117,7 @@ async fn runner_binary(
 ) -> (RuntimeApi, Running, RedisSettings) {
     let redis = through(proxy, 600);
     let prefix = redis.prefix().to_owned();
-    let config = repo_config();
+    let config = ak_tests::repo_config();
     let api = RuntimeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
     let binary = function_binary("agent-runner", "debug").unwrap_or_else(|e| panic!("{e}"));
     let mut env = vec![
@@ -247,7 +240,7 @@ async fn a_frozen_response_handler_and_request_handler_answer_after_their_connec
 
     // The request handler polling in rest_async: warm, frozen, its connection reset, thawed.
     let (input_url, _) = queue().await;
-    let config = repo_config();
+    let config = ak_tests::repo_config();
     let mut env = env.to_vec();
     env.extend([
         ("AK_CONFIG_PATH_OVERRIDE", config.as_str()),
@@ -422,7 +415,7 @@ async fn a_killed_runner_is_answered_before_the_dead_letter_queue() {
     drop(runner);
     // Lambda starts a new instance for the next delivery.
     let binary = function_binary("agent-runner", "debug").unwrap_or_else(|e| panic!("{e}"));
-    let config = repo_config();
+    let config = ak_tests::repo_config();
     let prefix = redis.prefix().to_owned();
     let env = [
         ("AK_CONFIG_PATH_OVERRIDE", config.as_str()),

@@ -29,13 +29,6 @@ fn fixture(name: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn repo_config() -> String {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../config.yaml")
-        .display()
-        .to_string()
-}
-
 async fn start(name: &str, env: &[(&str, &str)]) -> (RuntimeApi, Running) {
     let api = RuntimeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
     let binary = function_binary(name, "debug").unwrap_or_else(|e| panic!("{e}"));
@@ -63,7 +56,7 @@ async fn queue() -> (String, SqsQueue) {
 
 #[tokio::test]
 async fn request_handler_answers_api_gateway_events_and_direct_invokes() {
-    let config = repo_config();
+    let config = ak_tests::repo_config();
     let (api, _fn) = start(
         "request-handler",
         &[
@@ -108,7 +101,7 @@ async fn request_handler_answers_api_gateway_events_and_direct_invokes() {
 
 #[tokio::test]
 async fn request_handler_refuses_to_start_without_a_model_key() {
-    let config = repo_config();
+    let config = ak_tests::repo_config();
     let (api, mut child) = start("request-handler", &[("AK_CONFIG_PATH_OVERRIDE", &config)]).await;
     let status = tokio::task::spawn_blocking(move || child.0.wait()).await;
     let exited = status.ok().and_then(Result::ok);
@@ -126,7 +119,7 @@ async fn agent_runner_answers_an_sqs_batch_to_the_output_queue() {
     let (output_url, output) = queue().await;
     let redis = redis_settings(600);
     let prefix = redis.prefix().to_owned();
-    let config = repo_config();
+    let config = ak_tests::repo_config();
     let (api, _fn) = start(
         "agent-runner",
         &[
@@ -242,7 +235,7 @@ fn multiply_result(model: &ak_tests::model_server::ScriptedModel) -> Value {
 #[tokio::test]
 async fn the_shipped_multiply_tool_answers_through_the_built_request_handler() {
     let model = triage_math_multiply().await;
-    let config = repo_config();
+    let config = ak_tests::repo_config();
     let (api, _fn) = start(
         "request-handler",
         &[
@@ -289,7 +282,7 @@ async fn the_shipped_multiply_tool_answers_through_the_built_agent_runner_in_res
     let (output_url, output) = queue().await;
     let redis = redis_settings(600);
     let prefix = redis.prefix().to_owned();
-    let config = repo_config();
+    let config = ak_tests::repo_config();
     let (api, _fn) = start(
         "agent-runner",
         &[

@@ -12,31 +12,14 @@ use ak_tests::event_source::EventSource;
 use ak_tests::model_server::{Reply, ScriptedModel};
 use ak_tests::otlp::OtlpReceiver;
 use ak_tests::runtime_api::{
-    Outcome, RuntimeApi, function_binary, spawn_function, spawn_function_with_log,
+    Killed, Outcome, RuntimeApi, function_binary, spawn_function, spawn_function_with_log,
 };
 use ak_tests::{redis_settings, sqs_client, unique_name};
 use serde_json::{Value, json};
-use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn config() -> String {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../config.yaml")
-        .display()
-        .to_string()
-}
 
 fn fixture(name: &str) -> Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -110,7 +93,7 @@ async fn a_rest_sync_request_is_one_trace_across_the_three_functions() {
         .unwrap_or_else(|e| panic!("{e:?}"));
     let redis = redis_settings(600);
     let prefix = redis.prefix().to_owned();
-    let config = config();
+    let config = ak_tests::repo_config();
     let common = [
         ("AK_CONFIG_PATH_OVERRIDE", config.as_str()),
         ("AK_EXECUTION__MODE", "rest_sync"),
@@ -140,7 +123,7 @@ async fn a_rest_sync_request_is_one_trace_across_the_three_functions() {
             env.push(("AWS_LAMBDA_FUNCTION_NAME", name));
             env.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
             let child = spawn_function(&binary, &api, &env).unwrap_or_else(|e| panic!("{e}"));
-            (api, Running(child))
+            (api, Killed(child))
         }
     };
     let model_env = vec![
@@ -291,8 +274,8 @@ async fn direct_handler(
     model: &ScriptedModel,
     extra: &[(&str, &str)],
     log: Option<&std::path::Path>,
-) -> (RuntimeApi, Running) {
-    let config = config();
+) -> (RuntimeApi, Killed) {
+    let config = ak_tests::repo_config();
     let api = RuntimeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
     let binary = function_binary("request-handler", "debug").unwrap_or_else(|e| panic!("{e}"));
     let mut env = vec![
@@ -304,7 +287,7 @@ async fn direct_handler(
     ];
     env.extend_from_slice(extra);
     let child = spawn_function_with_log(&binary, &api, &env, log).unwrap_or_else(|e| panic!("{e}"));
-    (api, Running(child))
+    (api, Killed(child))
 }
 
 #[tokio::test]
