@@ -428,6 +428,22 @@ async fn a_small_refund_runs_at_once_and_bad_decisions_are_refused_naming_the_fi
             "{refused}"
         );
     }
+    let (status, no_id) = http_json(
+        base,
+        "POST",
+        "/api/v1/chat/approvals",
+        Some(&json!({"decisions": []})),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 400, "{no_id}");
+    assert!(
+        no_id["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("request_id is required"),
+        "{no_id}"
+    );
     let (status, unknown) = decide(
         base,
         "never-paused-1",

@@ -560,7 +560,12 @@ impl Api {
                         "the body must be JSON like {{\"request_id\": \"...\", \"decisions\": [{{\"id\": \"call_1\", \"approve\": true}}]}}: {e}"
                     ))
                 })?;
-                let id = poll_request_id(body["request_id"].as_str(), b"")?;
+                let Some(id) = body["request_id"].as_str() else {
+                    return Err(ApiError::bad_request(
+                        "request_id is required: the id of the paused request (its PAUSED answer names it)",
+                    ));
+                };
+                let id = poll_request_id(Some(id), b"")?;
                 log.request_id = Some(id.clone());
                 let decisions = body["decisions"].as_array().ok_or_else(|| {
                     ApiError::bad_request(
