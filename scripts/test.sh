@@ -35,16 +35,21 @@ fi
 log "the HTTP contract: schemathesis with docs/openapi.yaml against ak-local (direct, rest_async)"
 "$ROOT/scripts/schemathesis.sh"
 
-log "the feature combinations deploy.sh builds besides the default (no Bedrock, no MCP, neither): clippy, and the unit tests of the crates they change"
-for features in none bedrock mcp; do
-  case "$features" in
-    none) functions=() crates=() ;;
-    bedrock) functions=(--features "request-handler/bedrock,agent-runner/bedrock") crates=(--features "ak-agents/bedrock") ;;
-    mcp) functions=(--features "request-handler/mcp,agent-runner/mcp") crates=(--features "ak-agents/mcp,ak-http/mcp") ;;
-  esac
-  log "  features: $features"
-  cargo clippy --locked -p request-handler -p agent-runner --no-default-features "${functions[@]}" -- -D warnings
-  cargo test --locked -q -p ak-agents -p ak-http --no-default-features "${crates[@]}" --lib
+log "feature combinations deploy.sh builds besides the default (one store, Bedrock or MCP or neither): clippy, and the unit tests of the crates they change"
+for combo in "redis" "dynamodb" "bedrock dynamodb" "mcp redis"; do
+  functions=() crates=()
+  for f in $combo; do
+    case "$f" in
+      bedrock) functions+=(request-handler/bedrock agent-runner/bedrock) crates+=(ak-agents/bedrock) ;;
+      mcp) functions+=(request-handler/mcp agent-runner/mcp) crates+=(ak-agents/mcp ak-http/mcp) ;;
+      redis|dynamodb) functions+=("request-handler/$f" "agent-runner/$f" "response-handler/$f") crates+=("ak-adapters/$f") ;;
+    esac
+  done
+  log "  features: $combo"
+  cargo clippy --locked -p request-handler -p agent-runner -p response-handler --no-default-features \
+    --features "$(IFS=,; echo "${functions[*]}")" -- -D warnings
+  cargo test --locked -q -p ak-agents -p ak-http -p ak-adapters --no-default-features \
+    --features "$(IFS=,; echo "${crates[*]}")" --lib
 done
 log "  ak-core without the otel feature (tracing compiled out)"
 cargo clippy --locked -p ak-core --no-default-features -- -D warnings

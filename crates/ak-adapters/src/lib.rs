@@ -5,7 +5,9 @@
 //! Layer: adapters. Uses `ak-core` only; SDK and Redis types never leave this crate.
 
 pub mod aws;
+#[cfg(feature = "dynamodb")]
 pub mod dynamodb;
+#[cfg(feature = "redis")]
 pub mod redis;
 pub mod sqs;
 
@@ -70,6 +72,10 @@ pub async fn queue(url: &QueueUrl, aws: &AwsConfig) -> Arc<dyn Queue> {
 
 /// The configured response store; `None` when `execution.response_store.type` is unset. The
 /// in-memory store is one per process, shared by everything in it.
+#[cfg_attr(
+    not(any(feature = "redis", feature = "dynamodb")),
+    allow(unused_variables)
+)]
 pub async fn response_store(
     settings: &Settings,
     aws: &AwsConfig,
@@ -78,14 +84,18 @@ pub async fn response_store(
     Ok(match config.kind {
         None => None,
         Some(StoreKind::Memory) => Some(ak_core::ports::memory::MemoryResponseStore::shared()),
+        #[cfg(feature = "redis")]
         Some(StoreKind::Redis) => Some(Arc::new(redis::RedisResponseStore::with_aws(
             &config.redis,
             aws,
         )?)),
+        #[cfg(feature = "dynamodb")]
         Some(StoreKind::DynamoDb) => Some(Arc::new(dynamodb::DynamoResponseStore::lazy(
             aws,
             &config.dynamodb,
         )?)),
+        #[allow(unreachable_patterns)]
+        Some(other) => return Err(not_built("execution.response_store.type", other.as_str())),
     })
 }
 
@@ -153,6 +163,10 @@ pub fn check_shared_backends(settings: &Settings) -> Result<(), SetupError> {
 }
 
 /// The configured session store.
+#[cfg_attr(
+    not(any(feature = "redis", feature = "dynamodb")),
+    allow(unused_variables)
+)]
 pub async fn session_store(
     settings: &Settings,
     aws: &AwsConfig,
@@ -160,9 +174,69 @@ pub async fn session_store(
     let config = &settings.session;
     Ok(match config.kind {
         SessionKind::InMemory => ak_core::ports::memory::MemorySessionStore::shared(),
+        #[cfg(feature = "redis")]
         SessionKind::Redis => Arc::new(redis::RedisSessionStore::with_aws(&config.redis, aws)?),
+        #[cfg(feature = "dynamodb")]
         SessionKind::DynamoDb => {
             Arc::new(dynamodb::DynamoSessionStore::lazy(aws, &config.dynamodb)?)
         }
+        #[allow(unreachable_patterns)]
+        other => return Err(not_built("session.type", other.as_str())),
     })
+}
+
+/// The error for a store this build was made without (its cargo feature is off): names the
+/// setting, the store and the feature. deploy.sh builds each function with the stores the
+/// deployment's settings name.
+fn not_built(setting: &str, store: &str) -> PortError {
+    PortError::Rejected(format!(
+        "{setting} is {store}, but this build has no {store} store: build the function with the \
+         `{store}` cargo feature (deploy.sh picks the stores from terraform.tfvars)"
+    ))
+}
+
+/// A function built without a store (deploy.sh builds each with the stores the deployment
+/// names) refuses that store with an error naming the setting and the feature, instead of
+/// failing later or falling back to another store. These run in the feature combinations of
+/// scripts/test.sh that leave a store out.
+#[cfg(all(test, not(all(feature = "redis", feature = "dynamodb"))))]
+mod not_built_tests {
+    use super::*;
+
+    fn missing() -> &'static str {
+        if cfg!(feature = "redis") {
+            "dynamodb"
+        } else {
+            "redis"
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_left_out_of_the_build_is_refused_by_name() {
+        let store: StoreKind = missing().parse().unwrap_or(StoreKind::Memory);
+        let mut settings = Settings::default();
+        settings.execution.response_store.kind = Some(store);
+        let Err(error) = response_store(&settings, &AwsConfig::default()).await else {
+            panic!(
+                "a {} response store was made by a build without it",
+                missing()
+            );
+        };
+        let text = error.to_string();
+        assert!(
+            text.contains("execution.response_store.type is")
+                && text.contains(&format!("`{}` cargo feature", missing())),
+            "{text}"
+        );
+
+        let session: SessionKind = missing().parse().unwrap_or(SessionKind::InMemory);
+        settings.session.kind = session;
+        let Err(error) = session_store(&settings, &AwsConfig::default()).await else {
+            panic!(
+                "a {} session store was made by a build without it",
+                missing()
+            );
+        };
+        assert!(error.to_string().contains("session.type is"), "{error}");
+    }
 }

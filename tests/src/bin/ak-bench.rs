@@ -38,9 +38,14 @@ use std::time::{Duration, Instant};
 /// The yardstick: `benches/hello-world`, built with the same release profile.
 const HELLO: &str = "hello-world";
 
-/// The request handler and agent runner as `deploy.sh` builds them for a deployment using
-/// neither Bedrock nor MCP (`--no-default-features`), when `scripts/bench.sh` built them.
-const LEAN: [&str; 2] = ["request-handler-lean", "agent-runner-lean"];
+/// The request handler, agent runner and response handler as `deploy.sh` builds them for a
+/// deployment on Redis using neither Bedrock nor MCP (`--no-default-features --features redis`),
+/// when `scripts/bench.sh` built them.
+const LEAN: [&str; 3] = [
+    "request-handler-lean",
+    "agent-runner-lean",
+    "response-handler-lean",
+];
 
 /// Every binary measured in `dir`: the yardstick, the four functions, and the lean builds
 /// present.
