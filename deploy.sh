@@ -69,13 +69,19 @@ check_deploy_tools() {
   fi
 }
 
-# The optional parts the functions are built with: only those this deployment uses — `bedrock`
-# (Bedrock as the model provider: model.provider in config.yaml, or model_provider in
-# terraform.tfvars), `mcp` (tools from MCP servers: mcp.servers in config.yaml; or the agents as
-# an MCP server: mcp_endpoint in terraform.tfvars), and the stores `redis` and `dynamodb` (the
-# type of response_store and session_store in terraform.tfvars, which the module sets on the
-# functions; dynamodb when unset, as in the module). Sets FEATURES and FEATURES_WHY.
-# AK_FEATURES="bedrock mcp redis" (or "") overrides the choice; naming no store means both.
+# The optional parts each function is built with: only those this deployment uses (FEATURES,
+# with the reason for each in FEATURES_WHY):
+#   bedrock       Bedrock as the model provider (model.provider in config.yaml, or model_provider
+#                 in terraform.tfvars): the agent runner, and the request handler in direct mode
+#   mcp           tools from MCP servers (mcp.servers in config.yaml): likewise
+#   mcp-endpoint  the agents as an MCP server (mcp_endpoint in terraform.tfvars): request handler
+#   openai agui ai-sdk a2a
+#                 the protocol surfaces routed (protocol_endpoints in terraform.tfvars): request
+#                 handler
+#   redis dynamodb
+#                 the stores (the type of response_store and session_store in terraform.tfvars,
+#                 which the module sets on the functions; dynamodb when unset, as in the module)
+# AK_FEATURES="bedrock mcp redis ..." (or "") overrides the choice; naming no store means both.
 pick_features() {
   if [ -n "${AK_FEATURES+x}" ]; then
     FEATURES=$AK_FEATURES
@@ -93,7 +99,10 @@ def lines(path):
     except OSError:
         return []
 
-bedrock, mcp = [], []
+why = {}
+def need(feature, reason):
+    why.setdefault(feature, []).append(reason)
+
 section, servers_at = None, None
 for raw in lines(sys.argv[1]):
     line = re.sub(r"(^|\s)#.*$", "", raw).rstrip()
@@ -105,23 +114,25 @@ for raw in lines(sys.argv[1]):
         section, servers_at = text.split(":", 1)[0].strip(), None
         continue
     if section == "model" and re.fullmatch(r"provider:\s*[\"']?bedrock[\"']?", text):
-        bedrock.append("model.provider in config.yaml")
+        need("bedrock", "model.provider in config.yaml")
     if section == "mcp":
         listed = re.fullmatch(r"servers:\s*(.*)", text)
         if listed:
             servers_at = indent
             if listed.group(1).strip() not in ("", "[]"):
-                mcp.append("mcp.servers in config.yaml")
+                need("mcp", "mcp.servers in config.yaml")
         elif servers_at is not None and indent >= servers_at and text.startswith("- "):
-            mcp.append("mcp.servers in config.yaml")
+            need("mcp", "mcp.servers in config.yaml")
 tfvars = "\n".join(re.sub(r"#.*$", "", raw) for raw in lines(sys.argv[2]))
-for line in tfvars.splitlines():
-    if re.match(r'\s*model_provider\s*=\s*"bedrock"', line):
-        bedrock.append("model_provider in terraform.tfvars")
-    if re.match(r"\s*mcp_endpoint\s*=\s*true", line):
-        mcp.append("mcp_endpoint in terraform.tfvars")
+if re.search(r'(?m)^\s*model_provider\s*=\s*"bedrock"', tfvars):
+    need("bedrock", "model_provider in terraform.tfvars")
+if re.search(r"(?m)^\s*mcp_endpoint\s*=\s*true", tfvars):
+    need("mcp-endpoint", "mcp_endpoint in terraform.tfvars")
+surfaces = re.search(r"(?ms)^\s*protocol_endpoints\s*=\s*\[(.*?)\]", tfvars)
+for surface in re.findall(r'"([a-z0-9-]+)"', surfaces.group(1) if surfaces else ""):
+    need(surface, "protocol_endpoints in terraform.tfvars")
 
-def store_block(name):
+def block(name):
     """The body of `name = { ... }` in terraform.tfvars ("" when absent)."""
     found = re.search(r"(?m)^\s*" + name + r"\s*=\s*\{", tfvars)
     if not found:
@@ -132,19 +143,19 @@ def store_block(name):
         at += 1
     return tfvars[found.end():at]
 
-def field(block, key, default):
-    found = re.search(r"\b" + key + r"\s*=\s*\"?([A-Za-z_]+)", block)
+def field(body, key, default):
+    found = re.search(r"\b" + key + r"\s*=\s*\"?([A-Za-z_]+)", body)
     return found.group(1) if found else default
 
 mode = re.search(r'(?m)^\s*execution_mode\s*=\s*"(\w+)"', tfvars)
-response = store_block("response_store")
-stores = {}
-if (mode.group(1) if mode else "rest_sync") != "direct" or field(response, "in_direct_mode", "true") != "false":
-    stores.setdefault(field(response, "type", "dynamodb"), []).append("response_store in terraform.tfvars")
-stores.setdefault(field(store_block("session_store"), "type", "dynamodb"), []).append("session_store in terraform.tfvars")
-chosen = (("bedrock", bedrock), ("mcp", mcp), ("redis", stores.get("redis")), ("dynamodb", stores.get("dynamodb")))
-print(" ".join(name for name, why in chosen if why))
-print("; ".join(f"{name}: {', '.join(dict.fromkeys(why))}" for name, why in chosen if why))
+direct = (mode.group(1) if mode else "rest_sync") == "direct"
+response = block("response_store")
+if not direct or field(response, "in_direct_mode", "true") != "false":
+    need(field(response, "type", "dynamodb"), "response_store in terraform.tfvars")
+need(field(block("session_store"), "type", "dynamodb"), "session_store in terraform.tfvars")
+order = ["bedrock", "mcp", "mcp-endpoint", "openai", "agui", "ai-sdk", "a2a", "redis", "dynamodb"]
+print(" ".join(f for f in order if f in why) + (" direct" if direct else ""))
+print("; ".join(f"{f}: {', '.join(dict.fromkeys(why[f]))}" for f in order if f in why))
 PY
 ) || die "cannot read config.yaml and $TFVARS to pick the features"
   FEATURES=$(sed -n 1p <<<"$picked")
@@ -154,31 +165,41 @@ PY
 build() {
   check_build_tools
   pick_features
-  local agents=() stores=() f
+  local direct=true handler=() runner=() stores=() f
+  if [ "$FEATURES_WHY" != AK_FEATURES ]; then
+    case " $FEATURES " in *" direct "*) ;; *) direct=false ;; esac
+    FEATURES=${FEATURES% direct}
+  fi
   case " $FEATURES " in
     *" redis "*|*" dynamodb "*) ;;
     *) FEATURES="${FEATURES:+$FEATURES }redis dynamodb" ;;
   esac
   for f in $FEATURES; do
     case "$f" in
-      bedrock|mcp) agents+=("request-handler/$f" "agent-runner/$f") ;;
-      redis|dynamodb) stores+=("$f") ;;
-      *) die "unknown feature $f (known: bedrock, mcp, redis, dynamodb)" ;;
+      bedrock|mcp)
+        runner+=("agent-runner/$f")
+        # The request handler runs agents in direct mode only.
+        if $direct; then handler+=("request-handler/$f"); fi ;;
+      mcp-endpoint|openai|agui|ai-sdk|a2a) handler+=("request-handler/$f") ;;
+      redis|dynamodb)
+        stores+=("response-handler/$f")
+        handler+=("request-handler/$f") runner+=("agent-runner/$f") ;;
+      *) die "unknown feature $f (known: bedrock, mcp, mcp-endpoint, openai, agui, ai-sdk, a2a, redis, dynamodb)" ;;
     esac
   done
-  for f in "${stores[@]}"; do agents+=("request-handler/$f" "agent-runner/$f"); done
   step "features: $FEATURES ($FEATURES_WHY)"
+  step "  request handler: ${handler[*]#*/}; agent runner: ${runner[*]#*/}; response handler: ${stores[*]#*/}"
   step "building ${FUNCTIONS[*]} for $arch (config.yaml included)"
   # Non-PIE executables (relocation-model=static): the loader has no relocations to apply at
   # cold start (~27,000 in the request handler), so it starts sooner and with ~0.9 MiB less
   # resident (docs/performance.md#lean-functions). Only the target's code gets it (--target).
   export "CARGO_TARGET_$(tr 'a-z-' 'A-Z_' <<<"$rust_target")_RUSTFLAGS=-C relocation-model=static"
-  # -p: each package's features alone, not unified with the workspace's other members.
-  cargo lambda build --release --output-format zip "$target_flag" --include config.yaml \
-    --no-default-features --features "$(IFS=,; echo "${agents[*]}")" -p request-handler -p agent-runner
-  cargo lambda build --release --output-format zip "$target_flag" --include config.yaml \
-    --no-default-features --features "$(IFS=,; echo "${stores[*]/#/response-handler/}")" \
-    -p response-handler -p authorizer
+  # One package per build where features differ: cargo unifies a shared crate's features
+  # across the packages of one build.
+  local args=(--release --output-format zip "$target_flag" --include config.yaml --no-default-features)
+  cargo lambda build "${args[@]}" --features "$(IFS=,; echo "${handler[*]}")" -p request-handler
+  cargo lambda build "${args[@]}" --features "$(IFS=,; echo "${runner[*]}")" -p agent-runner
+  cargo lambda build "${args[@]}" --features "$(IFS=,; echo "${stores[*]}")" -p response-handler -p authorizer
   for f in "${FUNCTIONS[@]}"; do
     local zip="target/lambda/$f/bootstrap.zip"
     [ -s "$zip" ] || die "$zip was not built"

@@ -16,21 +16,28 @@ trap stop_services EXIT
 start_services
 
 log "building the release packages (cargo lambda build) and the bench tools"
-# As deploy.sh builds them: each package on its own (-p), so features are not unified with the
-# workspace's other members, and non-PIE (the yardstick too, so the ratios compare like with
-# like). Everything (Bedrock, MCP, both stores), and lean: what deploy.sh builds for a deployment
-# on Redis that uses neither Bedrock nor MCP.
+# As deploy.sh builds them: non-PIE (the yardstick too, so the ratios compare like with like),
+# one build per set of features (cargo unifies features within a build). Everything (the
+# default: Bedrock, MCP both ways, every protocol surface, both stores); "-both", what deploy.sh
+# builds for a deployment on Redis with Bedrock and MCP tools in direct mode (the agents run in
+# the request handler); and "-lean", for a deployment on Redis using neither.
 export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C relocation-model=static"
-cargo lambda build --release --locked --output-format zip -p request-handler -p agent-runner
-cargo lambda build --release --locked --output-format zip -p response-handler -p authorizer -p hello-world
-cargo lambda build --release --locked --output-format zip --lambda-dir target/lambda-lean \
-  --no-default-features --features request-handler/redis,agent-runner/redis,response-handler/redis \
+build() { cargo lambda build --release --locked --output-format zip "$@"; }
+build -p request-handler -p agent-runner
+build -p response-handler -p authorizer -p hello-world
+build --lambda-dir target/lambda-both --no-default-features \
+  --features request-handler/bedrock,request-handler/mcp,request-handler/redis,agent-runner/bedrock,agent-runner/mcp,agent-runner/redis \
+  -p request-handler -p agent-runner
+build --lambda-dir target/lambda-lean --no-default-features \
+  --features request-handler/redis,agent-runner/redis,response-handler/redis \
   -p request-handler -p agent-runner -p response-handler
-lean=(request-handler agent-runner response-handler)
-for f in "${lean[@]}"; do
-  rm -rf "target/lambda/$f-lean" && cp -r "target/lambda-lean/$f" "target/lambda/$f-lean"
+variants=()
+for variant in both:request-handler both:agent-runner lean:request-handler lean:agent-runner lean:response-handler; do
+  f=${variant#*:} kind=${variant%%:*}
+  rm -rf "target/lambda/$f-$kind" && cp -r "target/lambda-$kind/$f" "target/lambda/$f-$kind"
+  variants+=("$f-$kind")
 done
-for f in request-handler agent-runner response-handler authorizer hello-world "${lean[@]/%/-lean}"; do
+for f in request-handler agent-runner response-handler authorizer hello-world "${variants[@]}"; do
   (cd "target/lambda/$f" && rm -f bootstrap && python3 -m zipfile -e bootstrap.zip . && chmod +x bootstrap)
 done
 cargo build --release --locked -p ak-local -p ak-tests --bin ak-local --bin ak-bench

@@ -35,19 +35,26 @@ fi
 log "the HTTP contract: schemathesis with docs/openapi.yaml against ak-local (direct, rest_async)"
 "$ROOT/scripts/schemathesis.sh"
 
-log "feature combinations deploy.sh builds besides the default (one store, Bedrock or MCP or neither): clippy, and the unit tests of the crates they change"
-for combo in "redis" "dynamodb" "bedrock dynamodb" "mcp redis"; do
-  functions=() crates=()
+log "feature combinations deploy.sh builds besides the default (see pick_features there): clippy, and the unit tests of the crates they change"
+for combo in "redis" "dynamodb openai agui" "bedrock mcp redis" "mcp-endpoint ai-sdk a2a dynamodb"; do
+  handler=() others=() crates=()
   for f in $combo; do
     case "$f" in
-      bedrock) functions+=(request-handler/bedrock agent-runner/bedrock) crates+=(ak-agents/bedrock) ;;
-      mcp) functions+=(request-handler/mcp agent-runner/mcp) crates+=(ak-agents/mcp ak-http/mcp) ;;
-      redis|dynamodb) functions+=("request-handler/$f" "agent-runner/$f" "response-handler/$f") crates+=("ak-adapters/$f") ;;
+      bedrock|mcp) handler+=("request-handler/$f") others+=("agent-runner/$f") crates+=("ak-agents/$f") ;;
+      mcp-endpoint) handler+=("request-handler/$f") crates+=(ak-http/mcp) ;;
+      openai|agui|ai-sdk|a2a) handler+=("request-handler/$f") crates+=("ak-http/$f") ;;
+      redis|dynamodb)
+        handler+=("request-handler/$f") others+=("agent-runner/$f" "response-handler/$f")
+        crates+=("ak-adapters/$f") ;;
     esac
   done
   log "  features: $combo"
-  cargo clippy --locked -p request-handler -p agent-runner -p response-handler --no-default-features \
-    --features "$(IFS=,; echo "${functions[*]}")" -- -D warnings
+  # The request handler on its own: in one build cargo would unify the agent runner's features
+  # into the crates they share.
+  cargo clippy --locked -p request-handler --no-default-features \
+    --features "$(IFS=,; echo "${handler[*]}")" -- -D warnings
+  cargo clippy --locked -p agent-runner -p response-handler --no-default-features \
+    --features "$(IFS=,; echo "${others[*]}")" -- -D warnings
   cargo test --locked -q -p ak-agents -p ak-http -p ak-adapters --no-default-features \
     --features "$(IFS=,; echo "${crates[*]}")" --lib
 done

@@ -152,11 +152,16 @@ impl Api {
         ));
         #[cfg(not(feature = "mcp"))]
         let _ = loopback_only;
+        #[cfg(feature = "openai")]
+        let api = api.with_surface(crate::openai::ChatCompletions::new(chat.clone(), settings));
+        #[cfg(feature = "agui")]
+        let api = api.with_surface(crate::agui::AgUi::new(chat.clone()));
+        #[cfg(feature = "ai-sdk")]
+        let api = api.with_surface(crate::ai_sdk::AiSdkChat::new(chat.clone()));
+        #[cfg(feature = "a2a")]
+        let api = api.with_surface(crate::a2a::A2a::new(chat.clone(), settings));
+        let _ = chat;
         Ok(api
-            .with_surface(crate::openai::ChatCompletions::new(chat.clone(), settings))
-            .with_surface(crate::agui::AgUi::new(chat.clone()))
-            .with_surface(crate::ai_sdk::AiSdkChat::new(chat.clone()))
-            .with_surface(crate::a2a::A2a::new(chat, settings))
             .with_principal_claim(&settings.auth.principal_claim)
             .with_alb_oidc_identity(settings.auth.trust_alb_oidc_identity)
             .with_response_streaming(settings.api.response_streaming)
@@ -884,6 +889,59 @@ mod tests {
         }
         assert!(!wants_stream(Some(false), &with("text/event-stream")));
         assert!(wants_stream(Some(true), &with("application/json")));
+    }
+
+    /// A request handler is built with the protocol surfaces its deployment routes (deploy.sh
+    /// picks them from `protocol_endpoints`); the paths of the others answer 404 like any
+    /// unknown path, and those built in answer. Runs in each feature combination of
+    /// scripts/test.sh.
+    #[tokio::test]
+    async fn surfaces_left_out_of_the_build_are_unknown_paths() {
+        // rest_async over in-process queues: no agents needed in the request handler.
+        let mut settings = ak_core::Settings::default();
+        settings
+            .execution
+            .set_mode(ak_core::config::ExecutionMode::RestAsync);
+        settings.execution.queues.input.url =
+            ak_core::config::QueueUrl::parse("memory://surfaces").ok();
+        settings.execution.response_store.kind = Some(ak_core::config::StoreKind::Memory);
+        let router = match Router::builder(crate::RoutePaths::default()).build() {
+            Ok(router) => router,
+            Err(e) => panic!("{e}"),
+        };
+        let api = match Api::from_settings(
+            &settings,
+            &ak_adapters::AwsConfig::default(),
+            None,
+            router,
+            false,
+        )
+        .await
+        {
+            Ok(api) => api,
+            Err(e) => panic!("{e}"),
+        };
+        for (path, built) in [
+            ("/api/v1/openai/v1/models", cfg!(feature = "openai")),
+            ("/api/v1/agui", cfg!(feature = "agui")),
+            ("/api/v1/ai-sdk/chat", cfg!(feature = "ai-sdk")),
+            (
+                "/api/v1/a2a/.well-known/agent-card.json",
+                cfg!(feature = "a2a"),
+            ),
+            ("/api/v1/mcp", cfg!(feature = "mcp")),
+        ] {
+            let request: Request = http::Request::builder()
+                .uri(path)
+                .body(Body::Empty)
+                .unwrap_or_default();
+            let status = api.handle(request).await.status();
+            assert_eq!(
+                status == http::StatusCode::NOT_FOUND,
+                !built,
+                "{path}: {status} (built in: {built})"
+            );
+        }
     }
 
     fn decoded(fixture: &str) -> Request {

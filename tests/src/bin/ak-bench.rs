@@ -38,22 +38,25 @@ use std::time::{Duration, Instant};
 /// The yardstick: `benches/hello-world`, built with the same release profile.
 const HELLO: &str = "hello-world";
 
-/// The request handler, agent runner and response handler as `deploy.sh` builds them for a
-/// deployment on Redis using neither Bedrock nor MCP (`--no-default-features --features redis`),
-/// when `scripts/bench.sh` built them.
-const LEAN: [&str; 3] = [
+/// The functions as `deploy.sh` builds them for a deployment on Redis: `-both` with Bedrock and
+/// MCP tools in direct mode (`--no-default-features --features bedrock,mcp,redis`), `-lean`
+/// using neither (`--features redis`), when `scripts/bench.sh` built them.
+const VARIANTS: [&str; 5] = [
+    "request-handler-both",
+    "agent-runner-both",
     "request-handler-lean",
     "agent-runner-lean",
     "response-handler-lean",
 ];
 
-/// Every binary measured in `dir`: the yardstick, the four functions, and the lean builds
+/// Every binary measured in `dir`: the yardstick, the four functions, and the variants
 /// present.
 fn measured(dir: &Path) -> Vec<&'static str> {
     std::iter::once(HELLO)
         .chain(FUNCTIONS)
         .chain(
-            LEAN.into_iter()
+            VARIANTS
+                .into_iter()
                 .filter(|n| dir.join(n).join("bootstrap").is_file()),
         )
         .collect()
@@ -248,7 +251,7 @@ async fn cold_starts(dir: &Path, runs: usize) -> Value {
         let (env, event) = if *name == HELLO {
             (Vec::new(), json!({}))
         } else {
-            function_setup(name.strip_suffix("-lean").unwrap_or(name)).await
+            function_setup(name.trim_end_matches("-lean").trim_end_matches("-both")).await
         };
         setups.push((env, event));
     }
@@ -907,7 +910,7 @@ fn print_functions(r: &Value) {
     let order = |n: &String| {
         std::iter::once(HELLO)
             .chain(FUNCTIONS)
-            .chain(LEAN)
+            .chain(VARIANTS)
             .position(|k| k == n)
     };
     let mut names = names;
