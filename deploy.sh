@@ -3,8 +3,9 @@
 #   1. check the tools (cargo, cargo-lambda with zig, terraform, AWS credentials);
 #   2. build the four Lambda packages with `cargo lambda build --release --output-format zip`
 #      for the architecture in terraform/deploy/terraform.tfvars, with config.yaml inside each,
-#      the request handler and agent runner with only the optional parts the deployment uses
-#      (Bedrock, MCP: see pick_features; it says which it picked and why);
+#      each function with only the optional parts the deployment uses (Bedrock, MCP, the
+#      protocol surfaces, the stores: see pick_features; it says which it picked and why), as
+#      non-PIE executables;
 #   3. terraform init and apply in terraform/deploy (which points at target/lambda/*/bootstrap.zip).
 #
 #   ./deploy.sh               build, then terraform apply

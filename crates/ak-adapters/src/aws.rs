@@ -1,13 +1,18 @@
-//! The AWS SDK configuration every adapter shares: region, credentials and endpoint from the SDK's
-//! usual chain (so `AWS_ENDPOINT_URL` points every client at a local emulator), TLS through
-//! rustls with ring, and timeouts so a dead connection costs one short attempt, not a request:
+//! The AWS SDK configuration every adapter shares: region, credentials and endpoint — from the
+//! SDK's usual chain with the `aws-config` feature (ak-local, the tests), else from the
+//! environment Lambda gives a function (see [`load_sdk_config`]); `AWS_ENDPOINT_URL` points every
+//! client at a local emulator either way — TLS through rustls with ring, the SDK's standard
+//! retries, and timeouts so a dead connection costs one short attempt, not a request:
 //! a connect timeout (an unreachable endpoint fails fast) and an attempt timeout (a pooled
 //! connection that went silent — dropped by a NAT gateway, frozen with the function — is given
 //! up and the SDK's retry tries again on a new one). Each adapter call is also bounded as a
 //! whole (`CALL_TIMEOUT`), well within any invocation's deadline.
 
-use aws_config::{BehaviorVersion, SdkConfig, timeout::TimeoutConfig};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+use aws_smithy_runtime_api::client::behavior_version::BehaviorVersion;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use aws_smithy_types::timeout::TimeoutConfig;
+use aws_types::SdkConfig;
 use std::time::Duration;
 
 /// How long opening a connection to an AWS endpoint may take.
@@ -25,17 +30,89 @@ pub fn timeouts(attempt: Duration) -> TimeoutConfig {
         .build()
 }
 
-/// Loads the shared SDK configuration. Resolves no credentials yet: that happens on first use,
-/// so a cold start does not wait on the network.
-pub async fn load_sdk_config() -> SdkConfig {
-    let http_client = aws_smithy_http_client::Builder::new()
+/// The HTTPS client of every SDK client: hyper with rustls and ring.
+fn http_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https();
+        .build_https()
+}
+
+/// Loads the shared SDK configuration with the SDK's whole chain (environment, profiles, SSO,
+/// web identity, container and instance metadata). Resolves no credentials yet: that happens
+/// on first use, so a cold start does not wait on the network.
+#[cfg(feature = "aws-config")]
+pub async fn load_sdk_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http_client)
+        .http_client(http_client())
         .timeout_config(timeouts(ATTEMPT_TIMEOUT))
         .load()
         .await
+}
+
+/// Loads the shared SDK configuration from the environment, as Lambda sets it for a function
+/// (<https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html>): the region from
+/// `AWS_REGION` (else `AWS_DEFAULT_REGION`), the execution role's credentials from
+/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`, and the endpoint from
+/// `AWS_ENDPOINT_URL` (unless `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`); the SDK's standard
+/// retry mode (3 attempts). Service-specific endpoint variables, profiles and the metadata
+/// endpoints need the `aws-config` feature. Without credentials, each call fails naming the
+/// variables.
+#[cfg(not(feature = "aws-config"))]
+pub async fn load_sdk_config() -> SdkConfig {
+    from_environment(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+}
+
+/// [`load_sdk_config`] without `aws-config`, reading variables through `var`.
+#[cfg(not(feature = "aws-config"))]
+fn from_environment(var: impl Fn(&str) -> Option<String>) -> SdkConfig {
+    use aws_credential_types::Credentials;
+    use aws_credential_types::provider::{
+        ProvideCredentials, SharedCredentialsProvider, error::CredentialsError, future,
+    };
+
+    /// No credentials in the environment: every call says which variables are missing.
+    #[derive(Debug)]
+    struct Missing;
+    impl ProvideCredentials for Missing {
+        fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            future::ProvideCredentials::ready(Err(CredentialsError::not_loaded(
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set (Lambda sets them from \
+                 the function's execution role)",
+            )))
+        }
+    }
+
+    let credentials = match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
+        (Some(id), Some(secret)) => SharedCredentialsProvider::new(Credentials::new(
+            id,
+            secret,
+            var("AWS_SESSION_TOKEN"),
+            None,
+            "Environment",
+        )),
+        _ => SharedCredentialsProvider::new(Missing),
+    };
+    let ignore_endpoint =
+        var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let mut config = SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(
+            var("AWS_REGION")
+                .or_else(|| var("AWS_DEFAULT_REGION"))
+                .map(aws_types::region::Region::new),
+        )
+        .credentials_provider(credentials)
+        .retry_config(aws_smithy_types::retry::RetryConfig::standard())
+        .timeout_config(timeouts(ATTEMPT_TIMEOUT))
+        .http_client(http_client());
+    config.set_sleep_impl(aws_smithy_async::rt::sleep::default_async_sleep());
+    if !ignore_endpoint {
+        config.set_endpoint_url(var("AWS_ENDPOINT_URL"));
+    }
+    config.build()
 }
 
 /// An SDK client: one given, or one made from the shared configuration on first use — so a
@@ -75,5 +152,82 @@ impl<C> SdkClient<C> {
                 cell.get_or_init(|| async { make(aws.get().await) }).await
             }
         }
+    }
+}
+
+#[cfg(all(test, not(feature = "aws-config")))]
+mod tests {
+    use super::*;
+    use aws_credential_types::provider::ProvideCredentials;
+
+    fn config(vars: &[(&str, &str)]) -> SdkConfig {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        from_environment(move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    #[tokio::test]
+    async fn a_function_takes_region_credentials_and_endpoint_from_lambdas_environment() {
+        let sdk = config(&[
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("AWS_SESSION_TOKEN", "token"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
+        ]);
+        assert_eq!(sdk.region().map(|r| r.as_ref()), Some("eu-west-1"));
+        assert_eq!(sdk.endpoint_url(), Some("http://127.0.0.1:5000"));
+        let credentials = match sdk.credentials_provider() {
+            Some(provider) => provider.provide_credentials().await,
+            None => panic!("no credentials provider"),
+        };
+        let credentials = credentials.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(credentials.access_key_id(), "AKIDEXAMPLE");
+        assert_eq!(credentials.session_token(), Some("token"));
+        assert!(sdk.sleep_impl().is_some(), "timeouts need a sleep");
+        assert_eq!(
+            sdk.timeout_config().and_then(|t| t.connect_timeout()),
+            Some(CONNECT_TIMEOUT)
+        );
+
+        let sdk = config(&[
+            ("AWS_DEFAULT_REGION", "us-east-2"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
+            ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
+        ]);
+        assert_eq!(sdk.region().map(|r| r.as_ref()), Some("us-east-2"));
+        assert_eq!(sdk.endpoint_url(), None);
+        let missing = match sdk.credentials_provider() {
+            Some(provider) => provider.provide_credentials().await,
+            None => panic!("no credentials provider"),
+        };
+        let message = match missing {
+            Err(e) => aws_smithy_types::error::display::DisplayErrorContext(e).to_string(),
+            Ok(_) => panic!("credentials from nowhere"),
+        };
+        assert!(message.contains("AWS_ACCESS_KEY_ID"), "{message}");
+    }
+
+    /// The environment's configuration works against the SQS wire protocol: moto, which
+    /// scripts/test.sh starts and points `AWS_ENDPOINT_URL` at (skipped without it).
+    #[tokio::test]
+    async fn the_environments_configuration_talks_to_sqs() {
+        if std::env::var("AWS_ENDPOINT_URL").is_err() {
+            eprintln!("AWS_ENDPOINT_URL is not set (scripts/test.sh sets it): skipped");
+            return;
+        }
+        let sdk = load_sdk_config().await;
+        let client = aws_sdk_sqs::Client::new(&sdk);
+        let name = format!("env-config-{}", std::process::id());
+        let created = client.create_queue().queue_name(&name).send().await;
+        let url = match created {
+            Ok(out) => out.queue_url.unwrap_or_default(),
+            Err(e) => panic!("{}", aws_sdk_sqs::error::DisplayErrorContext(e)),
+        };
+        assert!(url.ends_with(&name), "{url}");
+        let _ = client.delete_queue().queue_url(url).send().await;
     }
 }

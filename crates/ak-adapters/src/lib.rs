@@ -13,7 +13,7 @@ pub mod sqs;
 
 use ak_core::config::{QueueUrl, SessionKind, Settings, StoreKind};
 use ak_core::ports::{Backend, PortError, Queue, ResponseStore, SessionStore};
-use aws_config::SdkConfig;
+use aws_types::SdkConfig;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,8 +50,10 @@ impl AwsConfig {
             .credentials_provider(
                 aws_credential_types::provider::SharedCredentialsProvider::new(credentials),
             )
-            .region(aws_config::Region::new("us-east-1"))
-            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_types::region::Region::new("us-east-1"))
+            .behavior_version(
+                aws_smithy_runtime_api::client::behavior_version::BehaviorVersion::latest(),
+            )
             .build();
         Self(Arc::new(OnceCell::new_with(Some(config))))
     }
