@@ -47,6 +47,7 @@ esac
 
 check_build_tools() {
   command -v cargo >/dev/null || die "cargo is missing: install Rust from https://rustup.rs"
+  command -v python3 >/dev/null || die "python3 is missing (deploy.sh reads the settings with it)"
   if ! cargo lambda --version >/dev/null 2>&1; then
     if [ -x .tools/venv/bin/cargo-lambda ]; then
       export PATH="$PWD/.tools/venv/bin:$PATH"
@@ -70,126 +71,25 @@ check_deploy_tools() {
   fi
 }
 
-# The optional parts each function is built with: only those this deployment uses (FEATURES,
-# with the reason for each in FEATURES_WHY):
-#   bedrock       Bedrock as the model provider (model.provider in config.yaml, or model_provider
-#                 in terraform.tfvars): the agent runner, and the request handler in direct mode
-#   mcp           tools from MCP servers (mcp.servers in config.yaml): likewise
-#   mcp-endpoint  the agents as an MCP server (mcp_endpoint in terraform.tfvars): request handler
-#   openai agui ai-sdk a2a
-#                 the protocol surfaces routed (protocol_endpoints in terraform.tfvars): request
-#                 handler
-#   redis dynamodb
-#                 the stores (the type of response_store and session_store in terraform.tfvars,
-#                 which the module sets on the functions; dynamodb when unset, as in the module)
-# AK_FEATURES="bedrock mcp redis ..." (or "") overrides the choice; naming no store means both.
-pick_features() {
-  if [ -n "${AK_FEATURES+x}" ]; then
-    FEATURES=$AK_FEATURES
-    FEATURES_WHY="AK_FEATURES"
-    return
-  fi
-  local picked
-  picked=$(python3 - config.yaml "$TFVARS" <<'PY'
-import re, sys
-
-def lines(path):
-    try:
-        with open(path) as f:
-            return f.read().splitlines()
-    except OSError:
-        return []
-
-why = {}
-def need(feature, reason):
-    why.setdefault(feature, []).append(reason)
-
-section, servers_at = None, None
-for raw in lines(sys.argv[1]):
-    line = re.sub(r"(^|\s)#.*$", "", raw).rstrip()
-    if not line.strip():
-        continue
-    indent = len(line) - len(line.lstrip())
-    text = line.strip()
-    if indent == 0:
-        section, servers_at = text.split(":", 1)[0].strip(), None
-        continue
-    if section == "model" and re.fullmatch(r"provider:\s*[\"']?bedrock[\"']?", text):
-        need("bedrock", "model.provider in config.yaml")
-    if section == "mcp":
-        listed = re.fullmatch(r"servers:\s*(.*)", text)
-        if listed:
-            servers_at = indent
-            if listed.group(1).strip() not in ("", "[]"):
-                need("mcp", "mcp.servers in config.yaml")
-        elif servers_at is not None and indent >= servers_at and text.startswith("- "):
-            need("mcp", "mcp.servers in config.yaml")
-tfvars = "\n".join(re.sub(r"#.*$", "", raw) for raw in lines(sys.argv[2]))
-if re.search(r'(?m)^\s*model_provider\s*=\s*"bedrock"', tfvars):
-    need("bedrock", "model_provider in terraform.tfvars")
-if re.search(r"(?m)^\s*mcp_endpoint\s*=\s*true", tfvars):
-    need("mcp-endpoint", "mcp_endpoint in terraform.tfvars")
-surfaces = re.search(r"(?ms)^\s*protocol_endpoints\s*=\s*\[(.*?)\]", tfvars)
-for surface in re.findall(r'"([a-z0-9-]+)"', surfaces.group(1) if surfaces else ""):
-    need(surface, "protocol_endpoints in terraform.tfvars")
-
-def block(name):
-    """The body of `name = { ... }` in terraform.tfvars ("" when absent)."""
-    found = re.search(r"(?m)^\s*" + name + r"\s*=\s*\{", tfvars)
-    if not found:
-        return ""
-    depth, at = 1, found.end()
-    while at < len(tfvars) and depth:
-        depth += {"{": 1, "}": -1}.get(tfvars[at], 0)
-        at += 1
-    return tfvars[found.end():at]
-
-def field(body, key, default):
-    found = re.search(r"\b" + key + r"\s*=\s*\"?([A-Za-z_]+)", body)
-    return found.group(1) if found else default
-
-mode = re.search(r'(?m)^\s*execution_mode\s*=\s*"(\w+)"', tfvars)
-direct = (mode.group(1) if mode else "rest_sync") == "direct"
-response = block("response_store")
-if not direct or field(response, "in_direct_mode", "true") != "false":
-    need(field(response, "type", "dynamodb"), "response_store in terraform.tfvars")
-need(field(block("session_store"), "type", "dynamodb"), "session_store in terraform.tfvars")
-order = ["bedrock", "mcp", "mcp-endpoint", "openai", "agui", "ai-sdk", "a2a", "redis", "dynamodb"]
-print(" ".join(f for f in order if f in why) + (" direct" if direct else ""))
-print("; ".join(f"{f}: {', '.join(dict.fromkeys(why[f]))}" for f in order if f in why))
-PY
-) || die "cannot read config.yaml and $TFVARS to pick the features"
-  FEATURES=$(sed -n 1p <<<"$picked")
-  FEATURES_WHY=$(sed -n 2p <<<"$picked")
-}
-
+# The optional parts each function is built with: only those this deployment uses, as
+# scripts/pick_features.py reads them from the Terraform variables (TF_VAR_*, terraform.tfvars,
+# *.auto.tfvars) and config.yaml — bedrock and mcp (MCP tools) in the agent runner and, in direct
+# mode, the request handler; mcp-endpoint and the protocol surfaces (openai, agui, ai-sdk, a2a)
+# in the request handler; the stores (redis, dynamodb) in all three. It says which and why.
+# AK_FEATURES="bedrock mcp dynamodb ..." (or "") replaces the choice for every function; naming
+# no store means both, and a feature the settings need but AK_FEATURES leaves out is warned of.
 build() {
   check_build_tools
-  pick_features
-  local direct=true handler=() runner=() stores=() f
-  if [ "$FEATURES_WHY" != AK_FEATURES ]; then
-    case " $FEATURES " in *" direct "*) ;; *) direct=false ;; esac
-    FEATURES=${FEATURES% direct}
-  fi
-  case " $FEATURES " in
-    *" redis "*|*" dynamodb "*) ;;
-    *) FEATURES="${FEATURES:+$FEATURES }redis dynamodb" ;;
-  esac
-  for f in $FEATURES; do
-    case "$f" in
-      bedrock|mcp)
-        runner+=("agent-runner/$f")
-        # The request handler runs agents in direct mode only.
-        if $direct; then handler+=("request-handler/$f"); fi ;;
-      mcp-endpoint|openai|agui|ai-sdk|a2a) handler+=("request-handler/$f") ;;
-      redis|dynamodb)
-        stores+=("response-handler/$f")
-        handler+=("request-handler/$f") runner+=("agent-runner/$f") ;;
-      *) die "unknown feature $f (known: bedrock, mcp, mcp-endpoint, openai, agui, ai-sdk, a2a, redis, dynamodb)" ;;
-    esac
-  done
-  step "features: $FEATURES ($FEATURES_WHY)"
-  step "  request handler: ${handler[*]#*/}; agent runner: ${runner[*]#*/}; response handler: ${stores[*]#*/}"
+  local picked
+  picked=$(python3 scripts/pick_features.py config.yaml "$DEPLOY_DIR" ${AK_FEATURES+"$AK_FEATURES"}) \
+    || die "cannot pick the features from config.yaml and the Terraform variables (see above)"
+  local handler runner responses why
+  handler=$(sed -n 's/^request-handler: //p' <<<"$picked")
+  runner=$(sed -n 's/^agent-runner: //p' <<<"$picked")
+  responses=$(sed -n 's/^response-handler: //p' <<<"$picked")
+  why=$(sed -n 's/^why: //p' <<<"$picked")
+  step "features: $why"
+  step "  request handler: ${handler:-none}; agent runner: ${runner:-none}; response handler: ${responses:-none}"
   step "building ${FUNCTIONS[*]} for $arch (config.yaml included)"
   # Non-PIE executables (relocation-model=static): the loader has no relocations to apply at
   # cold start (~27,000 in the request handler), so it starts sooner and with ~0.9 MiB less
@@ -198,9 +98,11 @@ build() {
   # One package per build where features differ: cargo unifies a shared crate's features
   # across the packages of one build.
   local args=(--release --output-format zip "$target_flag" --include config.yaml --no-default-features)
-  cargo lambda build "${args[@]}" --features "$(IFS=,; echo "${handler[*]}")" -p request-handler
-  cargo lambda build "${args[@]}" --features "$(IFS=,; echo "${runner[*]}")" -p agent-runner
-  cargo lambda build "${args[@]}" --features "$(IFS=,; echo "${stores[*]}")" -p response-handler -p authorizer
+  features() { local f out=(); for f in $2; do out+=("$1/$f"); done; (IFS=,; echo "${out[*]}"); }
+  cargo lambda build "${args[@]}" --features "$(features request-handler "$handler")" -p request-handler
+  cargo lambda build "${args[@]}" --features "$(features agent-runner "$runner")" -p agent-runner
+  cargo lambda build "${args[@]}" --features "$(features response-handler "$responses")" \
+    -p response-handler -p authorizer
   for f in "${FUNCTIONS[@]}"; do
     local zip="target/lambda/$f/bootstrap.zip"
     [ -s "$zip" ] || die "$zip was not built"

@@ -62,6 +62,9 @@ log "  ak-core without the otel feature (tracing compiled out)"
 cargo clippy --locked -p ak-core --no-default-features -- -D warnings
 cargo test --locked -q -p ak-core --no-default-features --lib
 
+log "what deploy.sh builds each function with, for settings written every way Terraform reads them"
+python3 tests/deploy/test_pick_features.py
+
 log "shell scripts: bash -n and shellcheck"
 install_shellcheck
 for script in scripts/*.sh deploy.sh .ci/run; do bash -n "$script"; done

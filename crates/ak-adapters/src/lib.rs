@@ -193,7 +193,7 @@ pub async fn session_store(
 fn not_built(setting: &str, store: &str) -> PortError {
     PortError::Rejected(format!(
         "{setting} is {store}, but this build has no {store} store: build the function with the \
-         `{store}` cargo feature (deploy.sh picks the stores from terraform.tfvars)"
+         `{store}` cargo feature (deploy.sh picks the stores from the Terraform variables)"
     ))
 }
 

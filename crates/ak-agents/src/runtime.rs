@@ -242,7 +242,7 @@ pub fn model_provider(
         ProviderKind::Bedrock => {
             let _ = aws;
             Err(ProviderError(
-                "model.provider is bedrock, but this build has no Bedrock provider: build the functions with the `bedrock` feature (deploy.sh adds it when config.yaml or terraform.tfvars names bedrock)".to_owned(),
+                "model.provider is bedrock, but this build has no Bedrock provider: build the functions with the `bedrock` feature (deploy.sh adds it when the Terraform variables name bedrock: model_provider)".to_owned(),
             ))
         }
         ProviderKind::OpenAi => {
