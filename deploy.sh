@@ -93,8 +93,11 @@ build() {
   step "building ${FUNCTIONS[*]} for $arch (config.yaml included)"
   # Non-PIE executables (relocation-model=static): the loader has no relocations to apply at
   # cold start (~27,000 in the request handler), so it starts sooner and with ~0.9 MiB less
-  # resident (docs/performance.md#lean-functions). Only the target's code gets it (--target).
-  export "CARGO_TARGET_$(tr 'a-z-' 'A-Z_' <<<"$rust_target")_RUSTFLAGS=-C relocation-model=static"
+  # resident (docs/performance.md#lean-functions). Only the target's code gets it (cargo lambda
+  # passes --target), not build scripts and proc macros, which must stay position-independent.
+  local rustflags
+  rustflags="CARGO_TARGET_$(tr 'a-z-' 'A-Z_' <<<"$rust_target")_RUSTFLAGS"
+  export "$rustflags=-C relocation-model=static"
   # One package per build where features differ: cargo unifies a shared crate's features
   # across the packages of one build.
   local args=(--release --output-format zip "$target_flag" --include config.yaml --no-default-features)
@@ -103,6 +106,7 @@ build() {
   cargo lambda build "${args[@]}" --features "$(features agent-runner "$runner")" -p agent-runner
   cargo lambda build "${args[@]}" --features "$(features response-handler "$responses")" \
     -p response-handler -p authorizer
+  unset "$rustflags"
   for f in "${FUNCTIONS[@]}"; do
     local zip="target/lambda/$f/bootstrap.zip"
     [ -s "$zip" ] || die "$zip was not built"

@@ -21,8 +21,11 @@ log "building the release packages (cargo lambda build) and the bench tools"
 # default: Bedrock, MCP both ways, every protocol surface, both stores); "-both", what deploy.sh
 # builds for a deployment on Redis with Bedrock and MCP tools in direct mode (the agents run in
 # the request handler); and "-lean", for a deployment on Redis using neither.
-export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C relocation-model=static"
-build() { cargo lambda build --release --locked --output-format zip "$@"; }
+# (Set for cargo lambda only: it passes --target, so build scripts and proc macros stay PIC.)
+build() {
+  CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C relocation-model=static" \
+    cargo lambda build --release --locked --output-format zip "$@"
+}
 build -p request-handler -p agent-runner
 build -p response-handler -p authorizer -p hello-world
 build --lambda-dir target/lambda-both --no-default-features \
