@@ -95,9 +95,15 @@ build() {
   # cold start (~27,000 in the request handler), so it starts sooner and with ~0.9 MiB less
   # resident (docs/performance.md#lean-functions). Only the target's code gets it (cargo lambda
   # passes --target), not build scripts and proc macros, which must stay position-independent.
-  local rustflags
+  # A value of your own for the variable is used as it is (empty: position-independent).
+  local rustflags set_here=false
   rustflags="CARGO_TARGET_$(tr 'a-z-' 'A-Z_' <<<"$rust_target")_RUSTFLAGS"
-  export "$rustflags=-C relocation-model=static"
+  if [ -z "${!rustflags+x}" ]; then
+    export "$rustflags=-C relocation-model=static"
+    set_here=true
+  else
+    step "$rustflags is set: building with \"${!rustflags}\""
+  fi
   # One package per build where features differ: cargo unifies a shared crate's features
   # across the packages of one build.
   local args=(--release --output-format zip "$target_flag" --include config.yaml --no-default-features)
@@ -106,7 +112,7 @@ build() {
   cargo lambda build "${args[@]}" --features "$(features agent-runner "$runner")" -p agent-runner
   cargo lambda build "${args[@]}" --features "$(features response-handler "$responses")" \
     -p response-handler -p authorizer
-  unset "$rustflags"
+  if $set_here; then unset "$rustflags"; fi
   for f in "${FUNCTIONS[@]}"; do
     local zip="target/lambda/$f/bootstrap.zip"
     [ -s "$zip" ] || die "$zip was not built"

@@ -4,7 +4,7 @@
     pick_features.py CONFIG_YAML DEPLOY_DIR [FEATURES]
 
 Reads what the deployment sets, as Terraform reads it: `TF_VAR_<name>` in the environment,
-then DEPLOY_DIR/terraform.tfvars, then DEPLOY_DIR/*.auto.tfvars in name order (a later source
+then DEPLOY_DIR/terraform.tfvars(.json), then DEPLOY_DIR/*.auto.tfvars(.json) in name order (a later source
 replaces a variable's whole value), with the defaults of terraform/deploy; and `mcp.servers`
 in CONFIG_YAML. FEATURES (deploy.sh's AK_FEATURES) replaces the choice; naming no store there
 means both.
@@ -19,6 +19,7 @@ Features: bedrock, mcp (MCP tools), mcp-endpoint, openai, agui, ai-sdk, a2a, red
 """
 
 import glob
+import json
 import os
 import re
 import sys
@@ -163,15 +164,26 @@ def terraform_settings(deploy_dir, environ):
             except HclError:
                 value = raw
             settings[var] = (value, name)
-    files = [os.path.join(deploy_dir, "terraform.tfvars")]
-    files += sorted(glob.glob(os.path.join(deploy_dir, "*.auto.tfvars")))
+    files = [os.path.join(deploy_dir, name) for name in ("terraform.tfvars", "terraform.tfvars.json")]
+    files += sorted(
+        glob.glob(os.path.join(deploy_dir, "*.auto.tfvars")) + glob.glob(os.path.join(deploy_dir, "*.auto.tfvars.json"))
+    )
     for path in files:
         try:
             with open(path, encoding="utf-8-sig") as f:
                 text = f.read()
         except FileNotFoundError:
             continue
-        for var, value in Parser(text).body().items():
+        if path.endswith(".json"):
+            try:
+                values = json.loads(text)
+            except ValueError as e:
+                raise HclError(f"{os.path.basename(path)} is not JSON: {e}") from None
+            if not isinstance(values, dict):
+                raise HclError(f"{os.path.basename(path)} is not a JSON object")
+        else:
+            values = Parser(text).body()
+        for var, value in values.items():
             settings[var] = (value, os.path.basename(path))
     return settings
 
@@ -258,7 +270,7 @@ def pick(config_path, deploy_dir, environ, forced=None):
         functions, source = setting("functions", {})
         for function, options in (functions.items() if isinstance(functions, dict) else []):
             env = options.get("environment", {}) if isinstance(options, dict) else {}
-            env = env if isinstance(env, dict) else {}
+            env = {str(k).upper(): v for k, v in env.items()} if isinstance(env, dict) else {}
             where = f"{source}: {function}.environment"
             if env.get("AK_MODEL__PROVIDER") == "bedrock":
                 need("bedrock", where)

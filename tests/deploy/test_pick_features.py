@@ -97,10 +97,21 @@ class PickFeatures(unittest.TestCase):
     def test_a_functions_own_environment_counts(self):
         functions, _, _ = pick('''
             functions = {
-              agent_runner = { package_path = "x.zip", environment = { AK_MODEL__PROVIDER = "bedrock", AK_SESSION__TYPE = "redis" } }
+              agent_runner = { package_path = "x.zip", environment = { ak_model__provider = "bedrock", AK_SESSION__TYPE = "redis" } }
             }
         ''')
         self.assertEqual(functions["agent-runner"], ["bedrock", "redis", "dynamodb"])
+
+    def test_json_variable_files_count_as_terraform_counts_them(self):
+        functions, why, _ = pick(
+            'response_store = { type = "dynamodb" }\n',
+            auto={
+                "terraform.tfvars.json": '{"model_provider": "bedrock", "execution_mode": "direct", "protocol_endpoints": ["openai"]}',
+                "b.auto.tfvars.json": '{"response_store": {"type": "redis"}}',
+            },
+        )
+        self.assertEqual(functions["request-handler"], ["bedrock", "openai", "redis", "dynamodb"])
+        self.assertIn("response_store in b.auto.tfvars.json", why)
 
     def test_mcp_servers_in_every_yaml_style(self):
         for config in (

@@ -50,25 +50,33 @@ pub async fn load_sdk_config() -> SdkConfig {
 }
 
 /// Loads the shared SDK configuration from the environment, as Lambda sets it for a function
-/// (<https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html>): the region from
-/// `AWS_REGION` (else `AWS_DEFAULT_REGION`), the execution role's credentials from
-/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`, and the endpoint from
-/// `AWS_ENDPOINT_URL` (unless `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`); the SDK's standard
-/// retry mode (3 attempts). Service-specific endpoint variables, profiles and the metadata
-/// endpoints need the `aws-config` feature. Without credentials, each call fails naming the
-/// variables.
+/// (<https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html>), with the SDK's
+/// environment variables (<https://docs.aws.amazon.com/sdkref/latest/guide/settings-reference.html>):
+/// the region from `AWS_REGION` (else `AWS_DEFAULT_REGION`); the execution role's credentials
+/// from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`; endpoints from
+/// `AWS_ENDPOINT_URL_<SERVICE>` (`_SQS`, `_DYNAMODB`, `_BEDROCK_RUNTIME`) else `AWS_ENDPOINT_URL`,
+/// unless `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`; `AWS_USE_FIPS_ENDPOINT`,
+/// `AWS_USE_DUALSTACK_ENDPOINT`; `AWS_RETRY_MODE` (standard, adaptive) and `AWS_MAX_ATTEMPTS`
+/// (standard, 3 attempts, by default). Profiles (`AWS_PROFILE`, the shared files), SSO, web
+/// identity and the metadata endpoints need the `aws-config` feature: a set `AWS_PROFILE` is
+/// logged as ignored. Without credentials, each call fails naming the variables.
 #[cfg(not(feature = "aws-config"))]
 pub async fn load_sdk_config() -> SdkConfig {
-    from_environment(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    let vars = std::env::vars()
+        .filter(|(k, v)| k.starts_with("AWS_") && !v.is_empty())
+        .collect();
+    from_environment(vars)
 }
 
-/// [`load_sdk_config`] without `aws-config`, reading variables through `var`.
+/// [`load_sdk_config`] without `aws-config`, from these `AWS_*` variables.
 #[cfg(not(feature = "aws-config"))]
-fn from_environment(var: impl Fn(&str) -> Option<String>) -> SdkConfig {
+fn from_environment(vars: std::collections::HashMap<String, String>) -> SdkConfig {
     use aws_credential_types::Credentials;
     use aws_credential_types::provider::{
         ProvideCredentials, SharedCredentialsProvider, error::CredentialsError, future,
     };
+    use aws_smithy_types::retry::{RetryConfig, RetryMode};
+    use aws_types::service_config::{LoadServiceConfig, ServiceConfigKey};
 
     /// No credentials in the environment: every call says which variables are missing.
     #[derive(Debug)]
@@ -85,6 +93,38 @@ fn from_environment(var: impl Fn(&str) -> Option<String>) -> SdkConfig {
         }
     }
 
+    /// Per-service settings from the environment, as the SDK's clients ask for them:
+    /// `<KEY>_<SERVICE ID>` (e.g. `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`), else `<KEY>`.
+    #[derive(Debug)]
+    struct ServiceVars {
+        vars: std::collections::HashMap<String, String>,
+        ignore_endpoints: bool,
+    }
+    impl LoadServiceConfig for ServiceVars {
+        fn load_config(&self, key: ServiceConfigKey<'_>) -> Option<String> {
+            if self.ignore_endpoints && key.env() == "AWS_ENDPOINT_URL" {
+                return None;
+            }
+            let service = key
+                .service_id()
+                .to_ascii_uppercase()
+                .replace([' ', '-'], "_");
+            self.vars
+                .get(&format!("{}_{service}", key.env()))
+                .or_else(|| self.vars.get(key.env()))
+                .cloned()
+        }
+    }
+
+    let var = |name: &str| vars.get(name).cloned();
+    let flag = |name: &str| var(name).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    if let Some(profile) = var("AWS_PROFILE") {
+        tracing::warn!(
+            profile = %profile,
+            "AWS_PROFILE is ignored: this build takes its AWS configuration from the environment \
+             (the functions' build has no aws-config)"
+        );
+    }
     let credentials = match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
         (Some(id), Some(secret)) => SharedCredentialsProvider::new(Credentials::new(
             id,
@@ -95,8 +135,20 @@ fn from_environment(var: impl Fn(&str) -> Option<String>) -> SdkConfig {
         )),
         _ => SharedCredentialsProvider::new(Missing),
     };
-    let ignore_endpoint =
-        var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let mut retry = match var("AWS_RETRY_MODE").map(|m| m.parse::<RetryMode>()) {
+        Some(Ok(RetryMode::Adaptive)) => RetryConfig::adaptive(),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "AWS_RETRY_MODE is not standard or adaptive: standard");
+            RetryConfig::standard()
+        }
+        _ => RetryConfig::standard(),
+    };
+    match var("AWS_MAX_ATTEMPTS").map(|n| n.parse::<u32>()) {
+        Some(Ok(n)) if n >= 1 => retry = retry.with_max_attempts(n),
+        Some(_) => tracing::warn!("AWS_MAX_ATTEMPTS is not a whole number of at least 1: 3"),
+        None => {}
+    }
+    let ignore_endpoints = flag("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS");
     let mut config = SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(
@@ -105,14 +157,21 @@ fn from_environment(var: impl Fn(&str) -> Option<String>) -> SdkConfig {
                 .map(aws_types::region::Region::new),
         )
         .credentials_provider(credentials)
-        .retry_config(aws_smithy_types::retry::RetryConfig::standard())
+        .use_fips(flag("AWS_USE_FIPS_ENDPOINT"))
+        .use_dual_stack(flag("AWS_USE_DUALSTACK_ENDPOINT"))
+        .retry_config(retry)
         .timeout_config(timeouts(ATTEMPT_TIMEOUT))
         .http_client(http_client());
     config.set_sleep_impl(aws_smithy_async::rt::sleep::default_async_sleep());
-    if !ignore_endpoint {
+    if !ignore_endpoints {
         config.set_endpoint_url(var("AWS_ENDPOINT_URL"));
     }
-    config.build()
+    config
+        .service_config(ServiceVars {
+            vars,
+            ignore_endpoints,
+        })
+        .build()
 }
 
 /// An SDK client: one given, or one made from the shared configuration on first use — so a
@@ -161,11 +220,24 @@ mod tests {
     use aws_credential_types::provider::ProvideCredentials;
 
     fn config(vars: &[(&str, &str)]) -> SdkConfig {
-        let vars: Vec<(String, String)> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        from_environment(move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+        from_environment(
+            vars.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    /// The endpoint the SDK's client of `service` resolves (as its generated config does).
+    fn endpoint(sdk: &SdkConfig, service: &str) -> Option<String> {
+        let key = aws_types::service_config::ServiceConfigKey::builder()
+            .service_id(service)
+            .env("AWS_ENDPOINT_URL")
+            .profile("endpoint_url")
+            .build()
+            .ok()?;
+        sdk.service_config()
+            .and_then(|c| c.load_config(key))
+            .or_else(|| sdk.endpoint_url().map(str::to_owned))
     }
 
     #[tokio::test]
@@ -209,6 +281,57 @@ mod tests {
             Ok(_) => panic!("credentials from nowhere"),
         };
         assert!(message.contains("AWS_ACCESS_KEY_ID"), "{message}");
+        assert_eq!(
+            endpoint(&sdk, "SQS"),
+            None,
+            "ignored endpoints stay ignored"
+        );
+    }
+
+    #[test]
+    fn service_endpoints_fips_dual_stack_and_retries_follow_the_sdks_variables() {
+        use aws_smithy_types::retry::RetryConfig;
+        let sdk = config(&[
+            ("AWS_REGION", "us-gov-west-1"),
+            ("AWS_ENDPOINT_URL", "http://global:1"),
+            ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "http://bedrock:2"),
+            ("AWS_ENDPOINT_URL_SQS", "http://sqs:3"),
+            ("AWS_USE_FIPS_ENDPOINT", "true"),
+            ("AWS_USE_DUALSTACK_ENDPOINT", "TRUE"),
+            ("AWS_RETRY_MODE", "adaptive"),
+            ("AWS_MAX_ATTEMPTS", "5"),
+        ]);
+        assert_eq!(
+            endpoint(&sdk, "Bedrock Runtime").as_deref(),
+            Some("http://bedrock:2")
+        );
+        assert_eq!(endpoint(&sdk, "SQS").as_deref(), Some("http://sqs:3"));
+        assert_eq!(
+            endpoint(&sdk, "DynamoDB").as_deref(),
+            Some("http://global:1")
+        );
+        assert_eq!(sdk.use_fips(), Some(true));
+        assert_eq!(sdk.use_dual_stack(), Some(true));
+        let retry = sdk
+            .retry_config()
+            .cloned()
+            .unwrap_or_else(RetryConfig::disabled);
+        assert_eq!(retry.max_attempts(), 5);
+        assert_eq!(retry.mode(), aws_smithy_types::retry::RetryMode::Adaptive);
+
+        let sdk = config(&[("AWS_MAX_ATTEMPTS", "zero"), ("AWS_RETRY_MODE", "legacy")]);
+        let retry = sdk
+            .retry_config()
+            .cloned()
+            .unwrap_or_else(RetryConfig::disabled);
+        assert_eq!(
+            retry.max_attempts(),
+            3,
+            "an unreadable value keeps the default"
+        );
+        assert_eq!(retry.mode(), aws_smithy_types::retry::RetryMode::Standard);
+        assert_eq!(sdk.use_fips(), Some(false));
+        assert_eq!(endpoint(&sdk, "SQS"), None);
     }
 
     /// The environment's configuration works against the SQS wire protocol: moto, which
@@ -229,5 +352,20 @@ mod tests {
         };
         assert!(url.ends_with(&name), "{url}");
         let _ = client.delete_queue().queue_url(url).send().await;
+
+        // The SQS client follows AWS_ENDPOINT_URL_SQS when only that one is set.
+        let moto = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+        let sdk = config(&[
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_ENDPOINT_URL_SQS", &moto),
+        ]);
+        let listed = aws_sdk_sqs::Client::new(&sdk).list_queues().send().await;
+        assert!(
+            listed.is_ok(),
+            "{:?}",
+            listed.map_err(aws_sdk_sqs::error::DisplayErrorContext)
+        );
     }
 }
