@@ -941,7 +941,14 @@ mod tests {
                 !built,
                 "{path}: {status} (built in: {built})"
             );
+            let segment = path.split('/').nth(3).unwrap_or_default();
+            assert_eq!(
+                crate::surface::left_out(segment).is_some(),
+                !built,
+                "the log names a left-out surface: {path}"
+            );
         }
+        assert_eq!(crate::surface::left_out("chat"), None);
     }
 
     fn decoded(fixture: &str) -> Request {

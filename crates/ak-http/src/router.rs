@@ -404,9 +404,23 @@ impl Router {
                 }
             }
         }
-        Err(wrong_method.unwrap_or_else(|| ApiError::RouteNotFound {
-            path: format!("/{}", segments.join("/")),
-        }))
+        let path = format!("/{}", segments.join("/"));
+        if wrong_method.is_none() {
+            let base = self.paths.base.as_str();
+            let rest = path
+                .find(base)
+                .map_or(path.as_str(), |at| &path[at + base.len()..]);
+            let first = rest.split('/').find(|s| !s.is_empty()).unwrap_or_default();
+            if let Some(feature) = crate::surface::left_out(first) {
+                tracing::warn!(
+                    path = %path,
+                    feature,
+                    "no route: this build has no `{feature}` surface (deploy.sh builds it when \
+                     the Terraform variables route it: protocol_endpoints, mcp_endpoint)"
+                );
+            }
+        }
+        Err(wrong_method.unwrap_or(ApiError::RouteNotFound { path }))
     }
 
     /// The protocol surface whose paths `request`'s path is under (its first segment after the

@@ -51,6 +51,21 @@ pub fn failure_response(data: &serde_json::Value) -> ApiResponse {
 /// routes cannot use them.
 pub const RESERVED: &[&str] = &["mcp", "openai", "agui", "ai-sdk", "a2a", ".well-known"];
 
+/// The cargo feature of the protocol surface whose first path segment is `segment`, when this
+/// build was made without it (`None` when built in, or no surface's). A request there answers
+/// 404 like any unknown path; the log names the feature.
+pub fn left_out(segment: &str) -> Option<&'static str> {
+    let (feature, built) = match segment {
+        "mcp" => ("mcp-endpoint", cfg!(feature = "mcp")),
+        "openai" => ("openai", cfg!(feature = "openai")),
+        "agui" => ("agui", cfg!(feature = "agui")),
+        "ai-sdk" => ("ai-sdk", cfg!(feature = "ai-sdk")),
+        "a2a" | ".well-known" => ("a2a", cfg!(feature = "a2a")),
+        _ => return None,
+    };
+    (!built).then_some(feature)
+}
+
 /// What a surface answers with.
 pub enum SurfaceReply {
     /// One JSON answer (our error shape and `Content-Type: application/json`).
