@@ -141,9 +141,9 @@ pub(crate) async fn ask(api: &Api) -> (u16, Value) {
     (status, answer)
 }
 
-#[tokio::test]
-async fn an_agent_calls_a_tool_of_an_mcp_server_and_answers_with_its_result() {
-    let model = ScriptedModel::start(vec![
+/// A model that calls the MCP server's `add` with 2 and 3, then answers "2 + 3 = 5".
+async fn model_adding_two_and_three() -> ScriptedModel {
+    ScriptedModel::start(vec![
         Reply::ToolCall {
             name: "tools__add".into(),
             arguments: json!({"a": 2, "b": 3}),
@@ -151,7 +151,12 @@ async fn an_agent_calls_a_tool_of_an_mcp_server_and_answers_with_its_result() {
         Reply::Text("2 + 3 = 5".into()),
     ])
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test]
+async fn an_agent_calls_a_tool_of_an_mcp_server_and_answers_with_its_result() {
+    let model = model_adding_two_and_three().await;
     let api = api_with_mcp(&model, &ak_tests::mcp_url(), 5.0);
     let (status, answer) = ask(&api).await;
     assert_eq!(
@@ -184,15 +189,7 @@ async fn an_agent_calls_a_tool_of_an_mcp_server_and_answers_with_its_result() {
 /// calling it; approved, the server's tool runs once and the answer follows.
 #[tokio::test]
 async fn an_mcp_tool_in_its_servers_approval_list_waits_for_a_decision() {
-    let model = ScriptedModel::start(vec![
-        Reply::ToolCall {
-            name: "tools__add".into(),
-            arguments: json!({"a": 2, "b": 3}),
-        },
-        Reply::Text("2 + 3 = 5".into()),
-    ])
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    let model = model_adding_two_and_three().await;
     let store = Arc::new(ak_core::ports::memory::MemoryResponseStore::default());
     let api = api_with_mcp_approving(&model, &ak_tests::mcp_url(), 5.0, &["add"], Some(store));
     let (status, paused) = ask(&api).await;
