@@ -85,6 +85,8 @@ fi
 install_checkov
 "$TOOLS/checkov/bin/checkov" -d terraform --quiet --compact --skip-download --framework terraform
 
+disk_report() { log "disk: target/ holds $(du -sh target 2>/dev/null | cut -f1), $(df -h . | awk 'NR==2 {print $4}') free"; }
+disk_report
 log "deploy.sh --build-only (the four packages, as deployed)"
 # The default architecture is arm64; without its Rust target (it is a download) build x86_64.
 if rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-gnu$'; then
@@ -93,4 +95,5 @@ else
   log "the aarch64 Rust target is not installed: packaging for x86_64 instead"
   ./deploy.sh --build-only --x86_64
 fi
+disk_report
 log "all checks passed"
