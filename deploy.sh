@@ -2,7 +2,8 @@
 # One command from source to a running API:
 #   1. check the tools (cargo, cargo-lambda with zig, terraform, AWS credentials);
 #   2. build the four Lambda packages with `cargo lambda build --release --output-format zip`
-#      for the architecture in terraform/deploy/terraform.tfvars, with config.yaml inside each,
+#      for the architecture the Terraform variables set (TF_VAR_architecture, terraform.tfvars,
+#      *.auto.tfvars; arm64 by default), with config.yaml inside each,
 #      each function with only the optional parts the deployment uses (Bedrock, MCP, the
 #      protocol surfaces, the stores: see pick_features; it says which it picked and why), as
 #      non-PIE executables;
@@ -11,7 +12,7 @@
 #   ./deploy.sh               build, then terraform apply
 #   ./deploy.sh --build-only  build the packages only (no terraform, no AWS credentials needed)
 #   ./deploy.sh --plan        build, then terraform plan (nothing is changed)
-#   ./deploy.sh --x86_64      build for x86_64 instead of the tfvars architecture (also pass
+#   ./deploy.sh --x86_64      build for x86_64 instead of the variables' architecture (also pass
 #                             architecture = "x86_64" to terraform)
 #   ./deploy.sh --destroy     terraform destroy
 set -euo pipefail
@@ -19,7 +20,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 
 FUNCTIONS=(request-handler agent-runner response-handler authorizer)
 DEPLOY_DIR=terraform/deploy
-TFVARS="$DEPLOY_DIR/terraform.tfvars"
 
 die() { echo "deploy.sh: $*" >&2; exit 1; }
 step() { echo "==> $*" >&2; }
@@ -31,18 +31,20 @@ for arg in "$@"; do
     --plan) plan=true ;;
     --destroy) destroy=true ;;
     --x86_64|--x86-64) arch=x86_64 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) die "unknown option $arg (known: --build-only, --plan, --x86_64, --destroy)" ;;
   esac
 done
 if [ -z "$arch" ]; then
-  arch=$(sed -n 's/^[[:space:]]*architecture[[:space:]]*=[[:space:]]*"\([a-z0-9_]*\)".*/\1/p' "$TFVARS" | head -n 1)
-  arch=${arch:-arm64}
+  command -v python3 >/dev/null || die "python3 is missing (deploy.sh reads the settings with it)"
+  # As Terraform reads it: TF_VAR_architecture, terraform.tfvars(.json), *.auto.tfvars(.json).
+  arch=$(python3 scripts/pick_features.py --architecture "$DEPLOY_DIR") \
+    || die "cannot read the architecture from the Terraform variables in $DEPLOY_DIR (see above)"
 fi
 case "$arch" in
   arm64) target_flag=--arm64 rust_target=aarch64-unknown-linux-gnu ;;
   x86_64) target_flag=--x86-64 rust_target=x86_64-unknown-linux-gnu ;;
-  *) die "architecture \"$arch\" in $TFVARS: use arm64 or x86_64" ;;
+  *) die "architecture \"$arch\" in the Terraform variables of $DEPLOY_DIR: use arm64 or x86_64" ;;
 esac
 
 check_build_tools() {

@@ -2,6 +2,7 @@
 """The cargo features each Lambda function of a deployment is built with (deploy.sh).
 
     pick_features.py CONFIG_YAML DEPLOY_DIR [FEATURES]
+    pick_features.py --architecture DEPLOY_DIR
 
 Reads what the deployment sets, as Terraform reads it: `TF_VAR_<name>` in the environment,
 then DEPLOY_DIR/terraform.tfvars(.json), then DEPLOY_DIR/*.auto.tfvars(.json) in name order (a later source
@@ -13,6 +14,9 @@ Prints four lines on stdout: `request-handler: <features>`, `agent-runner: ...`,
 `response-handler: ...`, `why: <feature: reason; ...>`; warnings on stderr (a setting it
 cannot read, a feature FEATURES leaves out that the settings need). Exit status 2 when a file
 cannot be read at all.
+
+With --architecture it prints the deployment's `architecture` variable instead (read the same
+way; `arm64`, the module's default, when no source sets it).
 
 Features: bedrock, mcp (MCP tools), mcp-endpoint, openai, agui, ai-sdk, a2a, redis, dynamodb
 (see docs/deploying.md#building-the-lambda-packages).
@@ -299,7 +303,20 @@ def pick(config_path, deploy_dir, environ, forced=None):
     return {"request-handler": handler, "agent-runner": runner, "response-handler": responses}, reasons, warnings
 
 
+def architecture(deploy_dir, environ):
+    """The `architecture` variable of the deployment, as Terraform would read it."""
+    value, _ = terraform_settings(deploy_dir, environ).get("architecture", ("arm64", "default"))
+    return str(value)
+
+
 def main(argv):
+    if len(argv) == 3 and argv[1] == "--architecture":
+        try:
+            print(architecture(argv[2], os.environ))
+        except (OSError, UnicodeDecodeError, HclError) as e:
+            print(f"cannot read the deployment's settings: {e}", file=sys.stderr)
+            return 2
+        return 0
     if len(argv) not in (3, 4):
         print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
         return 2

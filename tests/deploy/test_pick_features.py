@@ -36,7 +36,30 @@ def pick(tfvars=None, config="", env=None, forced=None, auto=None):
     return functions, lines["why"], done.stderr
 
 
+def architecture(tfvars=None, env=None, auto=None):
+    """What deploy.sh builds for, from these files and TF_VAR_* variables."""
+    with tempfile.TemporaryDirectory() as d:
+        if tfvars is not None:
+            with open(os.path.join(d, "terraform.tfvars"), "w") as f:
+                f.write(textwrap.dedent(tfvars))
+        for name, text in (auto or {}).items():
+            with open(os.path.join(d, name), "w") as f:
+                f.write(textwrap.dedent(text))
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("TF_VAR_")}
+        environ.update(env or {})
+        args = [sys.executable, SCRIPT, "--architecture", d]
+        return subprocess.run(args, capture_output=True, text=True, env=environ, check=True).stdout.strip()
+
+
 class PickFeatures(unittest.TestCase):
+    def test_the_architecture_is_read_where_terraform_reads_it(self):
+        self.assertEqual(architecture(None), "arm64")
+        self.assertEqual(architecture('architecture = "x86_64" # Graviton later\n'), "x86_64")
+        self.assertEqual(architecture("architecture = \"arm64\"\n", env={"TF_VAR_architecture": "x86_64"}), "arm64")
+        self.assertEqual(architecture(None, env={"TF_VAR_architecture": "x86_64"}), "x86_64")
+        auto = {"arch.auto.tfvars.json": '{"architecture": "x86_64"}'}
+        self.assertEqual(architecture('architecture = "arm64"\n', auto=auto), "x86_64")
+
     def test_the_shipped_settings_build_dynamodb_only(self):
         with open(os.path.join(ROOT, "terraform", "deploy", "terraform.tfvars")) as f:
             functions, why, _ = pick(f.read())

@@ -95,3 +95,92 @@ async fn nothing_listening_is_a_503_too() -> anyhow::Result<()> {
     assert_eq!(ApiError::from(err).status_code(), 503);
     Ok(())
 }
+
+/// A function without AWS credentials (run outside Lambda, say) cannot use DynamoDB or SQS at
+/// all: each call fails at once with a 500 whose log names the variables, not a 503 with
+/// `Retry-After` that sends clients into retries no wait can help.
+#[tokio::test]
+async fn no_aws_credentials_is_a_500_at_once_not_a_retry_invitation() -> anyhow::Result<()> {
+    use ak_adapters::AwsConfig;
+    use ak_adapters::dynamodb::DynamoResponseStore;
+    use ak_adapters::sqs::SqsQueue;
+    use ak_core::config::DynamoDbSettings;
+    use ak_core::ports::{Queue, QueueMessage};
+    use ak_http::ErrorResponse as _;
+    use aws_credential_types::provider::{ProvideCredentials, error::CredentialsError, future};
+
+    #[derive(Debug)]
+    struct NotSet;
+    impl ProvideCredentials for NotSet {
+        fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            future::ProvideCredentials::ready(Err(CredentialsError::not_loaded(
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set",
+            )))
+        }
+    }
+    let moto = ak_tests::aws_endpoint();
+    let aws = AwsConfig::with_credentials(NotSet);
+    let shared = aws.get().await;
+    let table = unique_name("responses");
+    ak_tests::create_response_table(&ak_tests::dynamodb_client().await, &table).await?;
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(shared)
+            .endpoint_url(&moto)
+            .build(),
+    );
+    let settings = DynamoDbSettings {
+        table_name: Some(table),
+        ttl: 600,
+    };
+    let store = DynamoResponseStore::new(dynamodb, &settings)?;
+    let url = ak_tests::create_queue("nocreds", None).await?;
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(shared)
+            .endpoint_url(&moto)
+            .build(),
+    );
+    let queue = SqsQueue::new(sqs, &url);
+    let record = ResponseRecord {
+        request_id: unique_name("req"),
+        session_id: "s".into(),
+        user_id: None,
+        status_code: 200,
+        attempt: 0,
+        body: json!({"result": "ok"}),
+        created_at: now_epoch_secs(),
+    };
+    let message = QueueMessage {
+        request_id: record.request_id.clone(),
+        session_id: "s".into(),
+        user_id: None,
+        status_code: None,
+        attempt: None,
+        body: json!({"prompt": "hi"}),
+    };
+    let started = Instant::now();
+    let failures = [
+        store.put(&record).await.err(),
+        store.get(&record.request_id).await.err(),
+        queue.send(&message).await.err(),
+    ];
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "no retries: {:?}",
+        started.elapsed()
+    );
+    for failure in failures {
+        let Some(e) = failure else {
+            panic!("a call without credentials succeeded")
+        };
+        assert!(matches!(e, PortError::Misconfigured { .. }), "{e:?}");
+        assert!(e.to_string().contains("AWS_ACCESS_KEY_ID"), "{e}");
+        let response = ApiError::from(e).to_response();
+        assert_eq!(response.status.as_u16(), 500);
+        assert_eq!(response.body["error"], "internal error");
+        assert!(!response.headers.contains_key("retry-after"));
+    }
+    Ok(())
+}

@@ -102,8 +102,13 @@ async fn request_handler_answers_api_gateway_events_and_direct_invokes() {
 #[tokio::test]
 async fn request_handler_refuses_to_start_without_a_model_key() {
     let config = ak_tests::repo_config();
-    let (api, mut child) = start("request-handler", &[("AK_CONFIG_PATH_OVERRIDE", &config)]).await;
-    let status = tokio::task::spawn_blocking(move || child.0.wait()).await;
+    let api = RuntimeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let binary = function_binary("request-handler", "debug").unwrap_or_else(|e| panic!("{e}"));
+    let log = std::env::temp_dir().join(ak_tests::unique_name("init-error.log"));
+    let env = [("AK_CONFIG_PATH_OVERRIDE", config.as_str())];
+    let mut child = ak_tests::runtime_api::spawn_function_with_log(&binary, &api, &env, Some(&log))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let status = tokio::task::spawn_blocking(move || child.wait()).await;
     let exited = status.ok().and_then(Result::ok);
     assert!(
         exited.is_some_and(|s| !s.success()),
@@ -111,6 +116,11 @@ async fn request_handler_refuses_to_start_without_a_model_key() {
     );
     let error = api.init_error().map(|e| e.to_string()).unwrap_or_default();
     assert!(error.contains("OPENAI_API_KEY"), "init error: {error}");
+    // Said once in the function's log (CloudWatch gets stdout and stderr alike), not once per
+    // layer that saw it.
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(log.matches("cold start failed").count(), 1, "{log}");
+    assert!(!log.contains("Error: "), "{log}");
 }
 
 #[tokio::test]

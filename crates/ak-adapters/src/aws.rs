@@ -31,7 +31,7 @@ pub fn timeouts(attempt: Duration) -> TimeoutConfig {
 }
 
 /// The HTTPS client of every SDK client: hyper with rustls and ring.
-fn http_client() -> SharedHttpClient {
+pub(crate) fn http_client() -> SharedHttpClient {
     aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .build_https()
@@ -172,6 +172,56 @@ fn from_environment(vars: std::collections::HashMap<String, String>) -> SdkConfi
             ignore_endpoints,
         })
         .build()
+}
+
+/// Whether an AWS SDK error is the configuration's doing — no credentials (or a credentials
+/// provider set up wrong), or no region to resolve an endpoint with — rather than a passing
+/// outage: the innermost cause, which names what to set. `None` for anything else, timeouts of
+/// a credentials provider included.
+pub fn configuration_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use aws_credential_types::provider::error::CredentialsError;
+    use aws_smithy_runtime_api::client::endpoint::error::ResolveEndpointError;
+    let mut next = Some(e);
+    while let Some(error) = next {
+        if let Some(credentials) = error.downcast_ref::<CredentialsError>() {
+            return match credentials {
+                CredentialsError::CredentialsNotLoaded(_)
+                | CredentialsError::InvalidConfiguration(_) => {
+                    Some(ak_core::https::root_cause(credentials))
+                }
+                _ => None,
+            };
+        }
+        if error.downcast_ref::<ResolveEndpointError>().is_some() {
+            return Some(ak_core::https::root_cause(error));
+        }
+        next = error.source();
+    }
+    // With an endpoint URL the endpoint needs no region, but signing does; the SDK's signer
+    // says so with an error type of its own that is not public, so by its words (a unit test
+    // holds them).
+    (ak_core::https::root_cause(e) == "missing signing region").then(|| {
+        "no AWS region to sign requests for: set AWS_REGION (Lambda sets it for every function)"
+            .to_owned()
+    })
+}
+
+/// The error for a failed SDK call to `backend`: [`PortError::Misconfigured`] when the
+/// configuration is at fault (see [`configuration_problem`]), else unavailable (a retry may
+/// pass). The SDK's error context is kept for the log.
+///
+/// [`PortError::Misconfigured`]: ak_core::ports::PortError::Misconfigured
+pub fn sdk_failure(
+    backend: ak_core::ports::Backend,
+    e: impl std::error::Error + 'static,
+) -> ak_core::ports::PortError {
+    match configuration_problem(&e) {
+        Some(detail) => ak_core::ports::PortError::Misconfigured { backend, detail },
+        None => ak_core::ports::PortError::unavailable(
+            backend,
+            aws_smithy_types::error::display::DisplayErrorContext(e),
+        ),
+    }
 }
 
 /// An SDK client: one given, or one made from the shared configuration on first use — so a
@@ -332,6 +382,55 @@ mod tests {
         assert_eq!(retry.mode(), aws_smithy_types::retry::RetryMode::Standard);
         assert_eq!(sdk.use_fips(), Some(false));
         assert_eq!(endpoint(&sdk, "SQS"), None);
+    }
+
+    /// Without a region or credentials a call fails before it is sent, and the failure says
+    /// what to set instead of passing for an outage a retry could outlast.
+    #[tokio::test]
+    async fn missing_region_or_credentials_is_a_configuration_problem_naming_the_variable() {
+        let endpoint = ("AWS_ENDPOINT_URL", "http://127.0.0.1:9");
+        let cases = [
+            (
+                vec![
+                    endpoint,
+                    ("AWS_ACCESS_KEY_ID", "a"),
+                    ("AWS_SECRET_ACCESS_KEY", "b"),
+                ],
+                "region",
+            ),
+            (
+                vec![endpoint, ("AWS_REGION", "eu-west-1")],
+                "AWS_ACCESS_KEY_ID",
+            ),
+        ];
+        for (vars, named) in cases {
+            let client = aws_sdk_sqs::Client::new(&config(&vars));
+            let failed = client.list_queues().send().await;
+            let Err(e) = failed else {
+                panic!("{vars:?}: a call without {named} was sent")
+            };
+            match sdk_failure(ak_core::ports::Backend::Sqs, e) {
+                ak_core::ports::PortError::Misconfigured { detail, .. } => {
+                    assert!(detail.contains(named), "{vars:?}: {detail}");
+                }
+                other => panic!("{vars:?}: {other:?}"),
+            }
+        }
+        // Nothing listening is an outage, not the configuration's fault.
+        let client = aws_sdk_sqs::Client::new(&config(&[
+            endpoint,
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_ACCESS_KEY_ID", "a"),
+            ("AWS_SECRET_ACCESS_KEY", "b"),
+            ("AWS_MAX_ATTEMPTS", "1"),
+        ]));
+        let Err(e) = client.list_queues().send().await else {
+            panic!("port 9 answered")
+        };
+        assert!(matches!(
+            sdk_failure(ak_core::ports::Backend::Sqs, e),
+            ak_core::ports::PortError::Unavailable { .. }
+        ));
     }
 
     /// The environment's configuration works against the SQS wire protocol: moto, which

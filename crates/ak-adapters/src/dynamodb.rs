@@ -24,7 +24,7 @@ use ak_core::ports::{
     ResponseRecord, ResponseStore, SessionHistory, SessionStore, Turn, now_epoch_secs,
 };
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -46,8 +46,9 @@ const POLL_MAX: Duration = Duration::from_millis(200);
 /// Pause between reads of an event log that has nothing new (one read unit each).
 const EVENT_POLL: Duration = Duration::from_millis(50);
 
-fn unavailable(e: impl std::error::Error) -> PortError {
-    PortError::unavailable(Backend::DynamoDb, DisplayErrorContext(e))
+/// A failed SDK call: the configuration's fault, or an outage (see [`crate::aws::sdk_failure`]).
+fn unavailable(e: impl std::error::Error + 'static) -> PortError {
+    crate::aws::sdk_failure(Backend::DynamoDb, e)
 }
 
 fn is_condition_failure<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
@@ -63,7 +64,7 @@ async fn conditional<T, E, R>(
 ) -> Result<bool, PortError>
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
     conditional_output(send)
         .await
@@ -76,7 +77,7 @@ async fn conditional_output<T, E, R>(
 ) -> Result<Option<T>, PortError>
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
     with_timeout(Backend::DynamoDb, CALL_TIMEOUT, async {
         match send.await {

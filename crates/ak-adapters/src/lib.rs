@@ -43,10 +43,12 @@ pub(crate) async fn with_timeout<T>(
 pub struct AwsConfig(Arc<OnceCell<SdkConfig>>);
 
 impl AwsConfig {
-    /// A configuration with these static credentials in `us-east-1` and no endpoint of its own
-    /// (tests and benchmarks).
-    pub fn with_credentials(credentials: aws_credential_types::Credentials) -> Self {
-        let config = SdkConfig::builder()
+    /// A configuration with these credentials (static ones, or any provider) in `us-east-1`, the
+    /// functions' HTTPS client and no endpoint of its own (tests and benchmarks).
+    pub fn with_credentials(
+        credentials: impl aws_credential_types::provider::ProvideCredentials + 'static,
+    ) -> Self {
+        let mut config = SdkConfig::builder()
             .credentials_provider(
                 aws_credential_types::provider::SharedCredentialsProvider::new(credentials),
             )
@@ -54,7 +56,9 @@ impl AwsConfig {
             .behavior_version(
                 aws_smithy_runtime_api::client::behavior_version::BehaviorVersion::latest(),
             )
-            .build();
+            .http_client(aws::http_client());
+        config.set_sleep_impl(aws_smithy_async::rt::sleep::default_async_sleep());
+        let config = config.build();
         Self(Arc::new(OnceCell::new_with(Some(config))))
     }
 
@@ -164,6 +168,99 @@ pub fn check_shared_backends(settings: &Settings) -> Result<(), SetupError> {
     Ok(())
 }
 
+/// What of these settings calls AWS, each with the setting that asks for it: SQS queues,
+/// DynamoDB stores, ElastiCache IAM authentication and, where agents run, Bedrock.
+fn aws_uses(settings: &Settings, runs_agents: bool) -> Vec<String> {
+    use ak_core::config::{ModelProvider, RedisAuth, RedisSettings};
+    let mut uses = Vec::new();
+    let execution = &settings.execution;
+    if execution.mode().uses_queues()
+        && [&execution.queues.input.url, &execution.queues.output.url]
+            .into_iter()
+            .flatten()
+            .any(|url| matches!(url, QueueUrl::Sqs(_)))
+    {
+        uses.push("SQS (execution.queues)".to_owned());
+    }
+    let mut store = |redis: &RedisSettings, dynamodb: bool, setting: &str| {
+        if dynamodb {
+            uses.push(format!("DynamoDB ({setting}.type)"));
+        } else if redis.auth == RedisAuth::Iam {
+            uses.push(format!(
+                "ElastiCache IAM authentication ({setting}.redis.auth)"
+            ));
+        }
+    };
+    let response = &execution.response_store;
+    match response.kind {
+        Some(StoreKind::DynamoDb) => store(&response.redis, true, "execution.response_store"),
+        Some(StoreKind::Redis) => store(&response.redis, false, "execution.response_store"),
+        _ => {}
+    }
+    if runs_agents {
+        let session = &settings.session;
+        match session.kind {
+            SessionKind::DynamoDb => store(&session.redis, true, "session"),
+            SessionKind::Redis => store(&session.redis, false, "session"),
+            SessionKind::InMemory => {}
+        }
+        if settings.model.provider == Some(ModelProvider::Bedrock) {
+            uses.push("Bedrock (model.provider)".to_owned());
+        }
+    }
+    uses
+}
+
+/// Lambda gives every function its region and its role's credentials in the environment; a
+/// function built without `aws-config` has no other source. Outside Lambda (a container, the
+/// Runtime Interface Emulator) they may be missing: refuse to start then, naming the variables
+/// and what needs them, instead of failing every request. `runs_agents`: this function runs
+/// agents (sessions and the model). With `aws-config` the SDK's chain has other sources, and
+/// nothing is checked.
+///
+/// # Errors
+/// The missing variables and the settings that need them.
+pub fn check_aws_environment(settings: &Settings, runs_agents: bool) -> Result<(), SetupError> {
+    if cfg!(feature = "aws-config") {
+        return Ok(());
+    }
+    let var = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty());
+    match missing_aws_environment(settings, runs_agents, &var) {
+        Some(message) => Err(SetupError(message)),
+        None => Ok(()),
+    }
+}
+
+/// [`check_aws_environment`]'s message, with `set` telling whether a variable is set.
+fn missing_aws_environment(
+    settings: &Settings,
+    runs_agents: bool,
+    set: &dyn Fn(&str) -> bool,
+) -> Option<String> {
+    let uses = aws_uses(settings, runs_agents);
+    if uses.is_empty() {
+        return None;
+    }
+    let mut missing = Vec::new();
+    if !set("AWS_REGION") && !set("AWS_DEFAULT_REGION") {
+        missing.push("AWS_REGION");
+    }
+    if !set("AWS_ACCESS_KEY_ID") || !set("AWS_SECRET_ACCESS_KEY") {
+        missing.push("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN with temporary credentials)");
+    }
+    if missing.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{} {} not set, and {} need{} them: Lambda sets them for every function; elsewhere \
+         set them (a function takes its AWS configuration from the environment only)",
+        missing.join(" and "),
+        if missing.len() > 1 { "are" } else { "is" },
+        uses.join(", "),
+        if uses.len() > 1 { "" } else { "s" },
+    ))
+}
+
 /// The configured session store.
 #[cfg_attr(
     not(any(feature = "redis", feature = "dynamodb")),
@@ -240,5 +337,64 @@ mod not_built_tests {
             );
         };
         assert!(error.to_string().contains("session.type is"), "{error}");
+    }
+}
+
+#[cfg(test)]
+mod aws_environment_tests {
+    use super::*;
+    use ak_core::config::{ExecutionMode, ModelProvider, QueueUrl, RedisAuth};
+
+    fn message(settings: &Settings, runs_agents: bool, set: &[&str]) -> Option<String> {
+        missing_aws_environment(settings, runs_agents, &|name| set.contains(&name))
+    }
+
+    #[test]
+    fn settings_that_call_aws_need_a_region_and_credentials_and_say_why() {
+        let mut settings = Settings::default();
+        settings.execution.set_mode(ExecutionMode::RestAsync);
+        settings.execution.queues.input.url = Some(QueueUrl::Sqs(
+            "https://sqs.eu-west-1.amazonaws.com/1/in".into(),
+        ));
+        settings.execution.response_store.kind = Some(StoreKind::DynamoDb);
+        settings.model.provider = Some(ModelProvider::Bedrock);
+
+        let Some(all) = message(&settings, true, &[]) else {
+            panic!("nothing missing")
+        };
+        for named in [
+            "AWS_REGION",
+            "AWS_ACCESS_KEY_ID",
+            "SQS (execution.queues)",
+            "DynamoDB (execution.response_store.type)",
+            "Bedrock (model.provider)",
+        ] {
+            assert!(all.contains(named), "{named}: {all}");
+        }
+        // The request handler of a queue mode runs no agents: Bedrock is not its concern.
+        let Some(handler) = message(&settings, false, &["AWS_DEFAULT_REGION"]) else {
+            panic!("credentials not asked for")
+        };
+        assert!(
+            !handler.contains("Bedrock") && !handler.contains("AWS_REGION"),
+            "{handler}"
+        );
+        let set = ["AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
+        assert_eq!(message(&settings, true, &set), None);
+    }
+
+    #[test]
+    fn settings_without_aws_need_nothing_and_redis_iam_does() {
+        let mut settings = Settings::default();
+        settings.session.kind = SessionKind::Redis;
+        assert_eq!(message(&settings, true, &[]), None);
+        settings.session.redis.auth = RedisAuth::Iam;
+        let Some(iam) = message(&settings, true, &["AWS_REGION"]) else {
+            panic!("IAM authentication without credentials")
+        };
+        assert!(
+            iam.contains("ElastiCache IAM authentication (session.redis.auth)"),
+            "{iam}"
+        );
     }
 }

@@ -7,7 +7,6 @@ use crate::{CALL_TIMEOUT, with_timeout};
 use ak_core::ports::{Backend, PortError, Queue, QueueMessage};
 use async_trait::async_trait;
 use aws_lambda_events::sqs::{SqsMessage, SqsMessageAttribute};
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
 use std::time::Duration;
 use tracing::Instrument as _;
@@ -15,8 +14,9 @@ use tracing::Instrument as _;
 /// Longest long-poll SQS allows.
 const MAX_WAIT: Duration = Duration::from_secs(20);
 
-fn unavailable(e: impl std::error::Error) -> PortError {
-    PortError::unavailable(Backend::Sqs, DisplayErrorContext(e))
+/// A failed SDK call: the configuration's fault, or an outage (see [`crate::aws::sdk_failure`]).
+fn unavailable(e: impl std::error::Error + 'static) -> PortError {
+    crate::aws::sdk_failure(Backend::Sqs, e)
 }
 
 /// JSON text as SQS takes it: SQS refuses message bodies with characters outside XML's set
@@ -32,7 +32,7 @@ fn sqs_safe(json: String) -> String {
 
 /// A send error: a message too large for the queue (or otherwise refused for what it holds) is
 /// permanent; anything else may pass.
-fn send_error<R: std::fmt::Debug>(
+fn send_error<R: std::fmt::Debug + 'static>(
     e: aws_sdk_sqs::error::SdkError<aws_sdk_sqs::operation::send_message::SendMessageError, R>,
     message: &QueueMessage,
     size: usize,

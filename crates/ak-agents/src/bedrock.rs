@@ -213,6 +213,15 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug + 'static,
 {
+    // No credentials or region: no retry can help.
+    if let SdkError::DispatchFailure(_) = e
+        && let Some(problem) =
+            ak_adapters::aws::configuration_problem(e as &(dyn std::error::Error + 'static))
+    {
+        return Failure::Invalid(ModelError::Refused {
+            reason: format!("the function cannot call Bedrock as configured: {problem}"),
+        });
+    }
     match e {
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => Failure::Connection(
             ak_core::https::root_cause(e as &(dyn std::error::Error + 'static)),
@@ -697,6 +706,42 @@ mod tests {
             }],
             deadline: None,
             on_text: None,
+        }
+    }
+
+    /// A function without AWS credentials is told so at once, naming what is missing, instead
+    /// of retrying as if Bedrock could not be reached.
+    #[tokio::test]
+    async fn missing_credentials_are_refused_at_once_naming_them() {
+        use aws_credential_types::provider::{ProvideCredentials, error::CredentialsError, future};
+        #[derive(Debug)]
+        struct NotSet;
+        impl ProvideCredentials for NotSet {
+            fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+            where
+                Self: 'a,
+            {
+                future::ProvideCredentials::ready(Err(CredentialsError::not_loaded(
+                    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set",
+                )))
+            }
+        }
+        let provider = BedrockProvider::new(
+            AwsConfig::with_credentials(NotSet),
+            BedrockConfig {
+                timeout: Duration::from_secs(5),
+                max_retries: 3,
+                endpoint: Some("http://127.0.0.1:9".into()),
+            },
+        );
+        let failed = provider
+            .complete(&request(vec![json!({"role": "user", "content": "hi"})]))
+            .await;
+        match failed {
+            Err(ModelError::Refused { reason }) => {
+                assert!(reason.contains("AWS_ACCESS_KEY_ID"), "{reason}");
+            }
+            other => panic!("{other:?}"),
         }
     }
 

@@ -191,38 +191,23 @@ where
     }
 }
 
-/// A function could not start; `Debug` prints the plain message (it is what `main` shows).
-pub struct InitFailed(String);
-
-impl fmt::Debug for InitFailed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Display for InitFailed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for InitFailed {}
-
-/// Runs a function's set-up; on failure logs the message, reports it to the Runtime API (when
-/// running under one) and returns it for `main` to exit with.
-pub async fn start<T, E: fmt::Display>(
-    setup: impl Future<Output = Result<T, E>>,
-) -> Result<T, InitFailed> {
+/// Runs a function's set-up. On failure it says why once — in the JSON log when logging is set
+/// up, else on stderr (settings that cannot be read fail before logging starts) — reports it to
+/// the Runtime API as `Runtime.InitError` (when running under one) and exits with status 1.
+pub async fn start<T, E: fmt::Display>(setup: impl Future<Output = Result<T, E>>) -> T {
     match setup.await {
-        Ok(state) => Ok(state),
+        Ok(state) => state,
         Err(e) => {
             let message = e.to_string();
-            tracing::error!(error = %message, "cold start failed");
-            eprintln!("cold start failed: {message}");
+            if tracing::dispatcher::has_been_set() {
+                tracing::error!(error = %message, "cold start failed");
+            } else {
+                eprintln!("cold start failed: {message}");
+            }
             if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
                 report_init_error(&message).await;
             }
-            Err(InitFailed(message))
+            std::process::exit(1)
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Lambda function: SQS input batch → agents → SQS output, with per-record failures.
 
-use ak_adapters::{AwsConfig, check_shared_backends};
+use ak_adapters::{AwsConfig, check_aws_environment, check_shared_backends};
 use ak_agents::AgentRuntime;
 use ak_core::Settings;
 use ak_core::ports::sqs_records;
@@ -14,6 +14,7 @@ async fn setup() -> Result<AgentRunnerHandler, Box<dyn std::error::Error>> {
     ak_core::logging::init(settings.log.level);
     ak_lambda::before_reply(ak_core::otel::flush_boxed);
     check_shared_backends(&settings)?;
+    check_aws_environment(&settings, true)?;
     let aws = AwsConfig::default();
     let runtime = AgentRuntime::load(&settings, &agent_app::tools(), &aws, false).await?;
     Ok(AgentRunnerHandler::from_settings(&settings, &aws, Arc::new(runtime)).await?)
@@ -21,7 +22,7 @@ async fn setup() -> Result<AgentRunnerHandler, Box<dyn std::error::Error>> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let handler = Arc::new(ak_lambda::start(setup()).await?);
+    let handler = Arc::new(ak_lambda::start(setup()).await);
     ak_lambda::serve(move |invocation| {
         let handler = handler.clone();
         async move {

@@ -19,7 +19,7 @@ async fn setup() -> Result<Authorizer, Box<dyn std::error::Error>> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let authorizer = Arc::new(ak_lambda::start(setup()).await?);
+    let authorizer = Arc::new(ak_lambda::start(setup()).await);
     ak_lambda::serve(move |invocation| {
         let authorizer = authorizer.clone();
         async move {

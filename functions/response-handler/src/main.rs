@@ -1,6 +1,8 @@
 //! Lambda function: SQS output batch → response store, with per-record failures.
 
-use ak_adapters::{AwsConfig, check_shared_backends, required_response_store};
+use ak_adapters::{
+    AwsConfig, check_aws_environment, check_shared_backends, required_response_store,
+};
 use ak_core::Settings;
 use ak_core::ports::sqs_records;
 use ak_lambda::Reply;
@@ -13,13 +15,14 @@ async fn setup() -> Result<ResponseHandler, Box<dyn std::error::Error>> {
     ak_core::logging::init(settings.log.level);
     ak_lambda::before_reply(ak_core::otel::flush_boxed);
     check_shared_backends(&settings)?;
+    check_aws_environment(&settings, false)?;
     let store = required_response_store(&settings, &AwsConfig::default()).await?;
     Ok(ResponseHandler::new(store))
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let handler = Arc::new(ak_lambda::start(setup()).await?);
+    let handler = Arc::new(ak_lambda::start(setup()).await);
     ak_lambda::serve(move |invocation| {
         let handler = handler.clone();
         async move {

@@ -206,8 +206,9 @@ impl Connection {
             }
             pem.push_str("-----END CERTIFICATE-----\n");
         }
-        let own = std::fs::read_to_string(file).map_err(|e| {
-            PortError::Rejected(format!("redis.ca_file {file} cannot be read: {e}"))
+        let own = std::fs::read_to_string(file).map_err(|e| PortError::Misconfigured {
+            backend: Backend::Redis,
+            detail: format!("redis.ca_file {file} cannot be read: {e}"),
         })?;
         pem.push_str(&own);
         Ok(Some(pem.into_bytes()))

@@ -198,19 +198,26 @@ impl IamAuth {
                 aws,
             } => (cache_name, *serverless, region, aws),
         };
+        // Without credentials or a region no retry can help: the configuration must change.
+        let misconfigured = |detail: String| PortError::Misconfigured {
+            backend: Backend::Redis,
+            detail: format!("cannot make the IAM authentication token: {detail}"),
+        };
         let config = aws.get().await;
         let provider = config
             .credentials_provider()
-            .ok_or_else(|| failed("no AWS credentials are configured".to_owned()))?;
-        let credentials = provider
-            .provide_credentials()
-            .await
-            .map_err(|e| failed(e.to_string()))?;
+            .ok_or_else(|| misconfigured("no AWS credentials are configured".to_owned()))?;
+        let credentials = provider.provide_credentials().await.map_err(|e| {
+            match crate::aws::configuration_problem(&e) {
+                Some(detail) => misconfigured(detail),
+                None => failed(ak_core::https::root_cause(&e)),
+            }
+        })?;
         let region = region
             .clone()
             .or_else(|| config.region().map(ToString::to_string))
             .ok_or_else(|| {
-                failed("no AWS region (set AWS_REGION or redis.iam.region)".to_owned())
+                misconfigured("no AWS region (set AWS_REGION or redis.iam.region)".to_owned())
             })?;
         elasticache_token(
             cache_name,

@@ -48,6 +48,16 @@ pub enum PortError {
         /// What happened (for logs; may name hosts, never credentials).
         detail: String,
     },
+    /// The deployment's configuration keeps the backend from being used (no AWS credentials or
+    /// region, an unreadable CA file, an IAM token that cannot be made): trying again cannot
+    /// help until the configuration changes. The detail goes to the log; a client gets a 500.
+    #[error("{backend} cannot be used as configured: {detail}")]
+    Misconfigured {
+        /// Which backend.
+        backend: Backend,
+        /// What to change (for logs; never credentials).
+        detail: String,
+    },
     /// The backend holds data this version cannot read.
     #[error("{backend} holds malformed data: {detail}")]
     Corrupt {
@@ -122,7 +132,9 @@ impl From<PortError> for ApiError {
                 "{too_large}; start a new session (omit session_id) or ask for a shorter answer"
             )),
             too_large @ PortError::TooLarge { .. } => ApiError::TooLarge(too_large.to_string()),
-            PortError::Corrupt { .. } => ApiError::internal(None, e.to_string()),
+            PortError::Corrupt { .. } | PortError::Misconfigured { .. } => {
+                ApiError::internal(None, e.to_string())
+            }
         }
     }
 }

@@ -312,13 +312,14 @@ pub async fn wait_for_answer(
 
 /// Stores an answer; one the store can never hold (too large) is replaced by an error saying
 /// so, so the client learns what happened instead of waiting for an answer that cannot come.
-/// Errors are transient ones: trying again later may help.
+/// Errors are those after which trying again later may help: an outage, or a store the
+/// deployment cannot use as configured (nothing can be stored then, not even an error).
 pub async fn put_answer(
     store: &dyn ResponseStore,
     record: ResponseRecord,
 ) -> Result<(), PortError> {
     match store.put(&record).await {
-        Err(e) if !e.is_transient() => {
+        Err(e) if !e.is_transient() && !matches!(e, PortError::Misconfigured { .. }) => {
             tracing::error!(request_id = %record.request_id, error = %e, "the answer cannot be stored; storing an error in its place");
             let error = ApiError::TooLarge(format!(
                 "the answer could not be stored: {e}; ask for a shorter answer"
