@@ -15,20 +15,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SCRIPT = os.path.join(ROOT, "scripts", "pick_features.py")
 
 
+def write_settings(d, tfvars, env, auto):
+    """Writes terraform.tfvars and the *.auto.tfvars files into d; the environment to run with."""
+    if tfvars is not None:
+        with open(os.path.join(d, "terraform.tfvars"), "w") as f:
+            f.write(textwrap.dedent(tfvars))
+    for name, text in (auto or {}).items():
+        with open(os.path.join(d, name), "w") as f:
+            f.write(textwrap.dedent(text))
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TF_VAR_")}
+    environ.update(env or {})
+    return environ
+
+
 def pick(tfvars=None, config="", env=None, forced=None, auto=None):
     """(features per function, why, stderr) for these files and TF_VAR_* variables."""
     with tempfile.TemporaryDirectory() as d:
-        if tfvars is not None:
-            with open(os.path.join(d, "terraform.tfvars"), "w") as f:
-                f.write(textwrap.dedent(tfvars))
-        for name, text in (auto or {}).items():
-            with open(os.path.join(d, name), "w") as f:
-                f.write(textwrap.dedent(text))
+        environ = write_settings(d, tfvars, env, auto)
         config_path = os.path.join(d, "config.yaml")
         with open(config_path, "w") as f:
             f.write(textwrap.dedent(config))
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("TF_VAR_")}
-        environ.update(env or {})
         args = [sys.executable, SCRIPT, config_path, d] + ([forced] if forced is not None else [])
         done = subprocess.run(args, capture_output=True, text=True, env=environ, check=True)
     lines = dict(line.split(": ", 1) if ": " in line else (line.rstrip(":"), "") for line in done.stdout.splitlines())
@@ -39,14 +45,7 @@ def pick(tfvars=None, config="", env=None, forced=None, auto=None):
 def architecture(tfvars=None, env=None, auto=None):
     """What deploy.sh builds for, from these files and TF_VAR_* variables."""
     with tempfile.TemporaryDirectory() as d:
-        if tfvars is not None:
-            with open(os.path.join(d, "terraform.tfvars"), "w") as f:
-                f.write(textwrap.dedent(tfvars))
-        for name, text in (auto or {}).items():
-            with open(os.path.join(d, name), "w") as f:
-                f.write(textwrap.dedent(text))
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("TF_VAR_")}
-        environ.update(env or {})
+        environ = write_settings(d, tfvars, env, auto)
         args = [sys.executable, SCRIPT, "--architecture", d]
         return subprocess.run(args, capture_output=True, text=True, env=environ, check=True).stdout.strip()
 

@@ -10,6 +10,19 @@ use ak_tests::{PrivateRedis, unique_name};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
+/// A stored answer of a new request.
+fn answer() -> ResponseRecord {
+    ResponseRecord {
+        request_id: unique_name("req"),
+        session_id: "s".into(),
+        user_id: None,
+        status_code: 200,
+        attempt: 0,
+        body: json!({"result": "ok"}),
+        created_at: now_epoch_secs(),
+    }
+}
+
 #[tokio::test]
 async fn redis_stopped_is_a_503_within_the_timeout() -> anyhow::Result<()> {
     let mut server = PrivateRedis::start().await?;
@@ -21,15 +34,7 @@ async fn redis_stopped_is_a_503_within_the_timeout() -> anyhow::Result<()> {
     };
     let store = RedisResponseStore::new(&settings)?;
     let sessions = RedisSessionStore::new(&settings)?;
-    let record = ResponseRecord {
-        request_id: unique_name("req"),
-        session_id: "s".into(),
-        user_id: None,
-        status_code: 200,
-        attempt: 0,
-        body: json!({"result": "ok"}),
-        created_at: now_epoch_secs(),
-    };
+    let record = answer();
     store.put(&record).await?;
     assert!(store.get(&record.request_id).await?.is_some());
 
@@ -107,22 +112,8 @@ async fn no_aws_credentials_is_a_500_at_once_not_a_retry_invitation() -> anyhow:
     use ak_core::config::DynamoDbSettings;
     use ak_core::ports::{Queue, QueueMessage};
     use ak_http::ErrorResponse as _;
-    use aws_credential_types::provider::{ProvideCredentials, error::CredentialsError, future};
-
-    #[derive(Debug)]
-    struct NotSet;
-    impl ProvideCredentials for NotSet {
-        fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
-        where
-            Self: 'a,
-        {
-            future::ProvideCredentials::ready(Err(CredentialsError::not_loaded(
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set",
-            )))
-        }
-    }
     let moto = ak_tests::aws_endpoint();
-    let aws = AwsConfig::with_credentials(NotSet);
+    let aws = AwsConfig::with_credentials(ak_adapters::aws::MissingCredentials);
     let shared = aws.get().await;
     let table = unique_name("responses");
     ak_tests::create_response_table(&ak_tests::dynamodb_client().await, &table).await?;
@@ -143,15 +134,7 @@ async fn no_aws_credentials_is_a_500_at_once_not_a_retry_invitation() -> anyhow:
             .build(),
     );
     let queue = SqsQueue::new(sqs, &url);
-    let record = ResponseRecord {
-        request_id: unique_name("req"),
-        session_id: "s".into(),
-        user_id: None,
-        status_code: 200,
-        attempt: 0,
-        body: json!({"result": "ok"}),
-        created_at: now_epoch_secs(),
-    };
+    let record = answer();
     let message = QueueMessage {
         request_id: record.request_id.clone(),
         session_id: "s".into(),

@@ -72,26 +72,9 @@ pub async fn load_sdk_config() -> SdkConfig {
 #[cfg(not(feature = "aws-config"))]
 fn from_environment(vars: std::collections::HashMap<String, String>) -> SdkConfig {
     use aws_credential_types::Credentials;
-    use aws_credential_types::provider::{
-        ProvideCredentials, SharedCredentialsProvider, error::CredentialsError, future,
-    };
+    use aws_credential_types::provider::SharedCredentialsProvider;
     use aws_smithy_types::retry::{RetryConfig, RetryMode};
     use aws_types::service_config::{LoadServiceConfig, ServiceConfigKey};
-
-    /// No credentials in the environment: every call says which variables are missing.
-    #[derive(Debug)]
-    struct Missing;
-    impl ProvideCredentials for Missing {
-        fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
-        where
-            Self: 'a,
-        {
-            future::ProvideCredentials::ready(Err(CredentialsError::not_loaded(
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set (Lambda sets them from \
-                 the function's execution role)",
-            )))
-        }
-    }
 
     /// Per-service settings from the environment, as the SDK's clients ask for them:
     /// `<KEY>_<SERVICE ID>` (e.g. `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`), else `<KEY>`.
@@ -133,7 +116,7 @@ fn from_environment(vars: std::collections::HashMap<String, String>) -> SdkConfi
             None,
             "Environment",
         )),
-        _ => SharedCredentialsProvider::new(Missing),
+        _ => SharedCredentialsProvider::new(MissingCredentials),
     };
     let mut retry = match var("AWS_RETRY_MODE").map(|m| m.parse::<RetryMode>()) {
         Some(Ok(RetryMode::Adaptive)) => RetryConfig::adaptive(),
@@ -172,6 +155,29 @@ fn from_environment(vars: std::collections::HashMap<String, String>) -> SdkConfi
             ignore_endpoints,
         })
         .build()
+}
+
+/// The credentials of an environment that has none: every call fails before it is sent, with
+/// a [`CredentialsError::CredentialsNotLoaded`] naming the variables Lambda sets.
+///
+/// [`CredentialsError::CredentialsNotLoaded`]: aws_credential_types::provider::error::CredentialsError
+#[derive(Debug)]
+pub struct MissingCredentials;
+
+impl aws_credential_types::provider::ProvideCredentials for MissingCredentials {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::ready(Err(
+            aws_credential_types::provider::error::CredentialsError::not_loaded(
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set (Lambda sets them from \
+                 the function's execution role)",
+            ),
+        ))
+    }
 }
 
 /// Whether an AWS SDK error is the configuration's doing — no credentials (or a credentials

@@ -713,21 +713,8 @@ mod tests {
     /// of retrying as if Bedrock could not be reached.
     #[tokio::test]
     async fn missing_credentials_are_refused_at_once_naming_them() {
-        use aws_credential_types::provider::{ProvideCredentials, error::CredentialsError, future};
-        #[derive(Debug)]
-        struct NotSet;
-        impl ProvideCredentials for NotSet {
-            fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
-            where
-                Self: 'a,
-            {
-                future::ProvideCredentials::ready(Err(CredentialsError::not_loaded(
-                    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set",
-                )))
-            }
-        }
         let provider = BedrockProvider::new(
-            AwsConfig::with_credentials(NotSet),
+            AwsConfig::with_credentials(ak_adapters::aws::MissingCredentials),
             BedrockConfig {
                 timeout: Duration::from_secs(5),
                 max_retries: 3,
