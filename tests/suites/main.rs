@@ -8,6 +8,7 @@ mod approvals;
 mod authorizer;
 mod backend_faults;
 mod bedrock;
+mod deployed;
 mod docs;
 mod exactly_once;
 mod faults;
