@@ -35,16 +35,18 @@ for arg in "$@"; do
     *) die "unknown option $arg (known: --build-only, --plan, --x86_64, --destroy)" ;;
   esac
 done
+arch_source="--x86_64"
 if [ -z "$arch" ]; then
   command -v python3 >/dev/null || die "python3 is missing (deploy.sh reads the settings with it)"
   # As Terraform reads it: TF_VAR_architecture, terraform.tfvars(.json), *.auto.tfvars(.json).
-  arch=$(python3 scripts/pick_features.py --architecture "$DEPLOY_DIR") \
-    || die "cannot read the architecture from the Terraform variables in $DEPLOY_DIR (see above)"
+  arch_and_source=$(python3 scripts/pick_features.py --architecture "$DEPLOY_DIR") \
+    || die "cannot read the architecture from the Terraform variables in $DEPLOY_DIR (see above; --x86_64 builds for x86_64 without reading it)"
+  { IFS= read -r arch; IFS= read -r arch_source; } <<<"$arch_and_source"
 fi
 case "$arch" in
   arm64) target_flag=--arm64 rust_target=aarch64-unknown-linux-gnu ;;
   x86_64) target_flag=--x86-64 rust_target=x86_64-unknown-linux-gnu ;;
-  *) die "architecture \"$arch\" in the Terraform variables of $DEPLOY_DIR: use arm64 or x86_64" ;;
+  *) die "architecture \"$arch\" (from $arch_source in $DEPLOY_DIR): use arm64 or x86_64" ;;
 esac
 
 check_build_tools() {
@@ -92,7 +94,7 @@ build() {
   why=$(sed -n 's/^why: //p' <<<"$picked")
   step "features: $why"
   step "  request handler: ${handler:-none}; agent runner: ${runner:-none}; response handler: ${responses:-none}"
-  step "building ${FUNCTIONS[*]} for $arch (config.yaml included)"
+  step "building ${FUNCTIONS[*]} for $arch (from $arch_source; config.yaml included)"
   # Non-PIE executables (relocation-model=static): the loader has no relocations to apply at
   # cold start (~27,000 in the request handler), so it starts sooner and with ~0.9 MiB less
   # resident (docs/performance.md#lean-functions). Only the target's code gets it (cargo lambda
@@ -108,7 +110,13 @@ build() {
   fi
   # One package per build where features differ: cargo unifies a shared crate's features
   # across the packages of one build.
-  local args=(--release --output-format zip "$target_flag" --include config.yaml --no-default-features)
+  # The zips go to target/lambda, where terraform/deploy looks for them, even when cargo's
+  # target directory is elsewhere (CARGO_TARGET_DIR, build.target-dir); old ones are removed
+  # first, so a build that fails cannot leave a stale package to be deployed.
+  local f
+  for f in "${FUNCTIONS[@]}"; do rm -f "target/lambda/$f/bootstrap.zip"; done
+  local args=(--release --output-format zip "$target_flag" --include config.yaml --no-default-features
+    --lambda-dir target/lambda)
   features() { local f out=(); for f in $2; do out+=("$1/$f"); done; (IFS=,; echo "${out[*]}"); }
   cargo lambda build "${args[@]}" --features "$(features request-handler "$handler")" -p request-handler
   cargo lambda build "${args[@]}" --features "$(features agent-runner "$runner")" -p agent-runner

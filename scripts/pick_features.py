@@ -15,8 +15,9 @@ Prints four lines on stdout: `request-handler: <features>`, `agent-runner: ...`,
 cannot read, a feature FEATURES leaves out that the settings need). Exit status 2 when a file
 cannot be read at all.
 
-With --architecture it prints the deployment's `architecture` variable instead (read the same
-way; `arm64`, the module's default, when no source sets it).
+With --architecture it prints the deployment's `architecture` variable instead, read the same
+way, and on a second line where it comes from (`arm64` and "the module's default" when no source sets it
+or it is null).
 
 Features: bedrock, mcp (MCP tools), mcp-endpoint, openai, agui, ai-sdk, a2a, redis, dynamodb
 (see docs/deploying.md#building-the-lambda-packages).
@@ -53,8 +54,9 @@ def strip_comments(text):
             i = n if j < 0 else j
         elif text.startswith("/*", i):
             j = text.find("*/", i + 2)
-            out.append(" ")
-            i = n if j < 0 else j + 2
+            i2 = n if j < 0 else j + 2
+            out.append(" " + "\n" * text.count("\n", i, i2))
+            i = i2
         elif text.startswith("<<", i):
             m = re.compile(r"<<-?([A-Za-z_]\w*)[ \t]*\n").match(text, i)
             if not m:
@@ -62,7 +64,7 @@ def strip_comments(text):
             end = re.compile(r"(?m)^[ \t]*" + m.group(1) + r"[ \t]*$").search(text, m.end())
             if not end:
                 raise HclError(f"the heredoc {m.group(1)} does not end")
-            out.append('""')
+            out.append('""' + "\n" * text.count("\n", i, end.end()))
             i = end.end()
         else:
             out.append(c)
@@ -73,23 +75,35 @@ def strip_comments(text):
 TOKEN = re.compile(r'\s*(?:("(?:[^"\\]|\\.)*")|([{}\[\]=:,()])|([^\s{}\[\]=:,()"]+))', re.S)
 
 
+# Operators of HCL's expressions: a value followed by one is an expression (`60 * 5`).
+OPERATORS = {"*", "/", "%", "+", "-", "==", "!=", "<", ">", "<=", ">=", "&&", "||", "?"}
+
+
+class Expression(str):
+    """An expression (arithmetic, a conditional) kept as its text: no setting this reader
+    needs is one."""
+
+
 def tokens(text):
+    """(kind, text, line) of each token: `str`, `p` (punctuation) or `word`."""
     at, out = 0, []
     text = strip_comments(text)
+    line = lambda pos: text.count("\n", 0, pos) + 1  # noqa: E731
     while at < len(text):
         m = TOKEN.match(text, at)
         if not m or m.end() == at:
             if text[at:].strip():
-                raise HclError(f"cannot read {text[at:at + 20]!r}")
+                raise HclError(f"line {line(at)}: cannot read {text[at:at + 20].strip()!r}")
             break
         at = m.end()
         string, punct, word = m.groups()
+        start = m.start(m.lastindex)
         if string is not None:
-            out.append(("str", re.sub(r"\\(.)", r"\1", string[1:-1])))
+            out.append(("str", re.sub(r"\\(.)", r"\1", string[1:-1]), line(start)))
         elif punct is not None:
-            out.append(("p", punct))
+            out.append(("p", punct, line(start)))
         elif word is not None:
-            out.append(("word", word))
+            out.append(("word", word, line(start)))
     return out
 
 
@@ -101,7 +115,16 @@ class Parser:
         self.toks, self.at = tokens(text), 0
 
     def peek(self):
-        return self.toks[self.at] if self.at < len(self.toks) else (None, None)
+        return self.toks[self.at][:2] if self.at < len(self.toks) else (None, None)
+
+    def line(self):
+        """The line of the next token (or the last), for messages."""
+        if not self.toks:
+            return 1
+        return self.toks[min(self.at, len(self.toks) - 1)][2]
+
+    def error(self, message):
+        return HclError(f"line {self.line()}: {message}")
 
     def take(self):
         tok = self.peek()
@@ -114,7 +137,7 @@ class Parser:
             kind, tok = self.peek()
             if kind is None:
                 if end:
-                    raise HclError(f"missing {end!r}")
+                    raise self.error(f"missing {end!r}")
                 return values
             if (kind, tok) == ("p", end):
                 self.take()
@@ -123,13 +146,28 @@ class Parser:
                 self.take()
                 continue
             if kind not in ("word", "str"):
-                raise HclError(f"a name expected, not {tok!r}")
+                raise self.error(f"a name expected, not {tok!r}")
             self.take()
-            if self.take() not in (("p", "="), ("p", ":")):
-                raise HclError(f"'=' expected after {tok!r}")
+            if self.peek() not in (("p", "="), ("p", ":")):
+                raise self.error(f"'=' expected after {tok!r}")
+            self.take()
             values[tok] = self.value()
 
     def value(self):
+        """A value; one followed by an operator is an [`Expression`]."""
+        first = self.at
+        value = self.primary()
+        while self.peek()[0] == "word" and self.peek()[1] in OPERATORS:
+            _, op = self.take()
+            self.primary()
+            if op == "?":
+                if self.take() != ("p", ":"):
+                    raise self.error("':' expected in a conditional expression")
+                self.primary()
+            value = Expression(" ".join(str(t[1]) for t in self.toks[first:self.at]))
+        return value
+
+    def primary(self):
         kind, tok = self.take()
         if (kind, tok) == ("p", "{"):
             return self.body("}")
@@ -137,20 +175,25 @@ class Parser:
             items = []
             while self.peek() != ("p", "]"):
                 if self.peek()[0] is None:
-                    raise HclError("missing ']'")
+                    raise self.error("missing ']'")
                 if self.peek() == ("p", ","):
                     self.take()
                     continue
                 items.append(self.value())
             self.take()
             return items
+        if (kind, tok) == ("p", "("):
+            inner = self.value()
+            if self.take() != ("p", ")"):
+                raise self.error("missing ')'")
+            return Expression(f"({inner})")
         if kind == "str":
             return tok
         if kind == "word":
             if self.peek() == ("p", "("):
-                raise HclError(f"the expression {tok}(...) is not read here")
+                raise self.error(f"the expression {tok}(...) is not read here")
             return {"true": True, "false": False, "null": None}.get(tok, tok)
-        raise HclError(f"a value expected, not {tok!r}")
+        raise self.error(f"a value expected, not {tok!r}")
 
 
 def truthy(value):
@@ -186,7 +229,10 @@ def terraform_settings(deploy_dir, environ):
             if not isinstance(values, dict):
                 raise HclError(f"{os.path.basename(path)} is not a JSON object")
         else:
-            values = Parser(text).body()
+            try:
+                values = Parser(text).body()
+            except HclError as e:
+                raise HclError(f"{os.path.basename(path)}, {e}") from None
         for var, value in values.items():
             settings[var] = (value, os.path.basename(path))
     return settings
@@ -304,15 +350,20 @@ def pick(config_path, deploy_dir, environ, forced=None):
 
 
 def architecture(deploy_dir, environ):
-    """The `architecture` variable of the deployment, as Terraform would read it."""
-    value, _ = terraform_settings(deploy_dir, environ).get("architecture", ("arm64", "default"))
-    return str(value)
+    """The `architecture` variable of the deployment as Terraform would read it, and where it
+    comes from: (value, source). Unset or null: the module's default, arm64."""
+    value, source = terraform_settings(deploy_dir, environ).get("architecture", (None, None))
+    if value is None:
+        return "arm64", "the module's default"
+    if not isinstance(value, str) or isinstance(value, Expression):
+        return json.dumps(value) if not isinstance(value, str) else value, source
+    return value, source
 
 
 def main(argv):
     if len(argv) == 3 and argv[1] == "--architecture":
         try:
-            print(architecture(argv[2], os.environ))
+            print("\n".join(architecture(argv[2], os.environ)))
         except (OSError, UnicodeDecodeError, HclError) as e:
             print(f"cannot read the deployment's settings: {e}", file=sys.stderr)
             return 2

@@ -47,17 +47,39 @@ def architecture(tfvars=None, env=None, auto=None):
     with tempfile.TemporaryDirectory() as d:
         environ = write_settings(d, tfvars, env, auto)
         args = [sys.executable, SCRIPT, "--architecture", d]
-        return subprocess.run(args, capture_output=True, text=True, env=environ, check=True).stdout.strip()
+        done = subprocess.run(args, capture_output=True, text=True, env=environ)
+    if done.returncode != 0:
+        return None, done.stderr
+    value, source = done.stdout.rstrip("\n").split("\n")
+    return value, source
 
 
 class PickFeatures(unittest.TestCase):
     def test_the_architecture_is_read_where_terraform_reads_it(self):
-        self.assertEqual(architecture(None), "arm64")
-        self.assertEqual(architecture('architecture = "x86_64" # Graviton later\n'), "x86_64")
-        self.assertEqual(architecture("architecture = \"arm64\"\n", env={"TF_VAR_architecture": "x86_64"}), "arm64")
-        self.assertEqual(architecture(None, env={"TF_VAR_architecture": "x86_64"}), "x86_64")
+        self.assertEqual(architecture(None), ("arm64", "the module's default"))
+        self.assertEqual(architecture('architecture = "x86_64" # Graviton later\n'), ("x86_64", "terraform.tfvars"))
+        # terraform.tfvars outranks TF_VAR_, as in Terraform; the source says so.
+        shipped = architecture('architecture = "arm64"\n', env={"TF_VAR_architecture": "x86_64"})
+        self.assertEqual(shipped, ("arm64", "terraform.tfvars"))
+        self.assertEqual(architecture(None, env={"TF_VAR_architecture": "x86_64"}), ("x86_64", "TF_VAR_architecture"))
         auto = {"arch.auto.tfvars.json": '{"architecture": "x86_64"}'}
-        self.assertEqual(architecture('architecture = "arm64"\n', auto=auto), "x86_64")
+        self.assertEqual(architecture('architecture = "arm64"\n', auto=auto), ("x86_64", "arch.auto.tfvars.json"))
+        # null is the module's default, as in Terraform.
+        self.assertEqual(architecture(None, auto={"a.auto.tfvars.json": '{"architecture": null}'})[0], "arm64")
+
+    def test_expressions_elsewhere_do_not_stop_the_reading_and_errors_name_file_and_line(self):
+        tfvars = """
+        architecture = "x86_64"
+        extra = { timeout = 60 * 5, memory = (128 + 128), mode = 1 > 0 ? "a" : "b" }
+        model_provider = "bedrock"
+        """
+        self.assertEqual(architecture(tfvars), ("x86_64", "terraform.tfvars"))
+        functions, _, warnings = pick(tfvars)
+        self.assertEqual(functions["agent-runner"], ["bedrock", "dynamodb"])
+        self.assertEqual(warnings, "")
+        value, said = architecture(None, auto={"my.auto.tfvars": 'a = 1\nb = join(",", ["x"])\n'})
+        self.assertIsNone(value)
+        self.assertIn("my.auto.tfvars, line 2", said)
 
     def test_the_shipped_settings_build_dynamodb_only(self):
         with open(os.path.join(ROOT, "terraform", "deploy", "terraform.tfvars")) as f:

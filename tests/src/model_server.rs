@@ -135,6 +135,22 @@ struct Script {
     answered: std::collections::HashMap<String, usize>,
 }
 
+/// The shipped example's path to an answer: triage hands off to math, math calls `multiply`
+/// with `a` and `b`, then answers "`a` * `b` = product".
+pub fn triage_to_multiply(a: i64, b: i64) -> Vec<Reply> {
+    vec![
+        Reply::ToolCall {
+            name: "transfer_to_math".into(),
+            arguments: serde_json::json!({}),
+        },
+        Reply::ToolCall {
+            name: "multiply".into(),
+            arguments: serde_json::json!({"a": a, "b": b}),
+        },
+        Reply::Text(format!("{a} * {b} = {}", a * b)),
+    ]
+}
+
 /// A running scripted model; stops when dropped.
 pub struct ScriptedModel {
     /// Base URL to give an OpenAI client, e.g. `http://127.0.0.1:PORT/v1`.

@@ -10,6 +10,18 @@ use ak_tests::{PrivateRedis, unique_name};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
+/// The queue message of the request `answer` answers.
+fn request_for(answer: &ResponseRecord) -> ak_core::ports::QueueMessage {
+    ak_core::ports::QueueMessage {
+        request_id: answer.request_id.clone(),
+        session_id: answer.session_id.clone(),
+        user_id: None,
+        status_code: None,
+        attempt: None,
+        body: json!({"prompt": "hi"}),
+    }
+}
+
 /// A stored answer of a new request.
 fn answer() -> ResponseRecord {
     ResponseRecord {
@@ -110,7 +122,7 @@ async fn no_aws_credentials_is_a_500_at_once_not_a_retry_invitation() -> anyhow:
     use ak_adapters::dynamodb::DynamoResponseStore;
     use ak_adapters::sqs::SqsQueue;
     use ak_core::config::DynamoDbSettings;
-    use ak_core::ports::{Queue, QueueMessage};
+    use ak_core::ports::Queue;
     use ak_http::ErrorResponse as _;
     let moto = ak_tests::aws_endpoint();
     let aws = AwsConfig::with_credentials(ak_adapters::aws::MissingCredentials);
@@ -135,14 +147,7 @@ async fn no_aws_credentials_is_a_500_at_once_not_a_retry_invitation() -> anyhow:
     );
     let queue = SqsQueue::new(sqs, &url);
     let record = answer();
-    let message = QueueMessage {
-        request_id: record.request_id.clone(),
-        session_id: "s".into(),
-        user_id: None,
-        status_code: None,
-        attempt: None,
-        body: json!({"prompt": "hi"}),
-    };
+    let message = request_for(&record);
     let started = Instant::now();
     let failures = [
         store.put(&record).await.err(),
@@ -163,6 +168,90 @@ async fn no_aws_credentials_is_a_500_at_once_not_a_retry_invitation() -> anyhow:
         let response = ApiError::from(e).to_response();
         assert_eq!(response.status.as_u16(), 500);
         assert_eq!(response.body["error"], "internal error");
+        assert!(!response.headers.contains_key("retry-after"));
+    }
+    Ok(())
+}
+
+/// AWS refusing the function's credentials or its role's permissions, or a table that does not
+/// exist, fails the same way on every retry: each is a 500 at once (one attempt, no
+/// `Retry-After`) whose log says what to check, not a 503 that sends clients into retries.
+#[tokio::test]
+async fn aws_refusing_the_credentials_or_the_role_is_a_500_at_once() -> anyhow::Result<()> {
+    use ak_adapters::dynamodb::DynamoResponseStore;
+    use ak_adapters::sqs::SqsQueue;
+    use ak_core::config::DynamoDbSettings;
+    use ak_core::ports::Queue;
+    use ak_http::ErrorResponse as _;
+    use ak_tests::faults::{HttpFault, HttpFaultProxy};
+
+    let faults = HttpFaultProxy::start(&ak_tests::aws_endpoint()).await?;
+    let shared = ak_adapters::aws::load_sdk_config().await;
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&shared)
+            .endpoint_url(&faults.url)
+            .build(),
+    );
+    let table = unique_name("responses");
+    ak_tests::create_response_table(&dynamodb, &table).await?;
+    let settings = |table: &str| DynamoDbSettings {
+        table_name: Some(table.to_owned()),
+        ttl: 600,
+    };
+    let store = DynamoResponseStore::new(dynamodb.clone(), &settings(&table))?;
+    let no_table = DynamoResponseStore::new(dynamodb, &settings(&unique_name("missing")))?;
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&shared)
+            .endpoint_url(&faults.url)
+            .build(),
+    );
+    let queue = SqsQueue::new(sqs, &ak_tests::create_queue("refused", None).await?);
+    let refusal = |operation: String, code: &str, message: &str| HttpFault {
+        operation,
+        times: 1,
+        status: 400,
+        body: json!({"__type": format!("com.amazon.coral.service#{code}"), "message": message})
+            .to_string(),
+    };
+    let dynamodb_op = |op: &str| format!("DynamoDB_20120810.{op}");
+    faults.fail(refusal(
+        dynamodb_op("GetItem"),
+        "UnrecognizedClientException",
+        "The security token included in the request is invalid.",
+    ));
+    faults.fail(refusal(
+        dynamodb_op("UpdateItem"),
+        "AccessDeniedException",
+        "User: arn:aws:sts::123456789012:assumed-role/fn/fn is not authorized to perform: dynamodb:UpdateItem",
+    ));
+    faults.fail(refusal(
+        "AmazonSQS.SendMessage".to_owned(),
+        "AccessDeniedException",
+        "Access to the resource is denied.",
+    ));
+    let record = answer();
+    let message = request_for(&record);
+    let failures = [
+        ("credentials", store.get(&record.request_id).await.err()),
+        ("permission", store.put(&record).await.err()),
+        ("permission", queue.send(&message).await.err()),
+        (
+            "does not exist",
+            no_table.get(&record.request_id).await.err(),
+        ),
+    ];
+    assert_eq!(faults.injected(), 3, "one attempt each");
+    for (what, failure) in failures {
+        let Some(e) = failure else {
+            panic!("{what}: the call succeeded")
+        };
+        assert!(
+            matches!(e, PortError::Misconfigured { .. }),
+            "{what}: {e:?}"
+        );
+        assert!(e.to_string().contains(what), "{what}: {e}");
+        let response = ApiError::from(e).to_response();
+        assert_eq!(response.status.as_u16(), 500);
         assert!(!response.headers.contains_key("retry-after"));
     }
     Ok(())

@@ -8,7 +8,7 @@
 use ak_adapters::sqs::SqsQueue;
 use ak_core::ports::Queue;
 use ak_tests::event_source::EventSource;
-use ak_tests::model_server::{Reply, ScriptedModel};
+use ak_tests::model_server::{Reply, ScriptedModel, triage_to_multiply};
 use ak_tests::runtime_api::{Killed, Outcome, RuntimeApi, spawn_function};
 use ak_tests::{sqs_client, unique_name};
 use serde_json::{Value, json};
@@ -54,20 +54,11 @@ async fn the_deployed_functions_answer_through_sqs_and_dynamodb_with_lambdas_env
     ) else {
         return;
     };
-    let model = ScriptedModel::start(vec![
-        Reply::ToolCall {
-            name: "transfer_to_math".into(),
-            arguments: json!({}),
-        },
-        Reply::ToolCall {
-            name: "multiply".into(),
-            arguments: json!({"a": 6, "b": 7}),
-        },
-        Reply::Text("6 * 7 = 42".into()),
-        Reply::Text("you asked about 6 * 7".into()),
-    ])
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    let mut script = triage_to_multiply(6, 7);
+    script.push(Reply::Text("you asked about 6 * 7".into()));
+    let model = ScriptedModel::start(script)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let input_url = ak_tests::create_queue("deployed-in", None)
         .await
         .unwrap_or_else(|e| panic!("{e:?}"));

@@ -42,17 +42,7 @@ fn unix_nanos(at: Instant) -> u128 {
 /// Triage hands off to math, math multiplies, then answers: three model calls, 11 + 7 tokens
 /// each.
 fn triage_to_math() -> Vec<Reply> {
-    vec![
-        Reply::ToolCall {
-            name: "transfer_to_math".into(),
-            arguments: json!({}),
-        },
-        Reply::ToolCall {
-            name: "multiply".into(),
-            arguments: json!({"a": 6, "b": 7}),
-        },
-        Reply::Text("6 * 7 = 42".into()),
-    ]
+    ak_tests::model_server::triage_to_multiply(6, 7)
 }
 
 fn named<'a>(spans: &'a [Value], name: &str) -> Vec<&'a Value> {

@@ -181,12 +181,13 @@ impl aws_credential_types::provider::ProvideCredentials for MissingCredentials {
 }
 
 /// Whether an AWS SDK error is the configuration's doing — no credentials (or a credentials
-/// provider set up wrong), or no region to resolve an endpoint with — rather than a passing
+/// provider set up wrong), no region or an invalid one, endpoint settings the rules refuse —
+/// rather than a passing
 /// outage: the innermost cause, which names what to set. `None` for anything else, timeouts of
 /// a credentials provider included.
 pub fn configuration_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     use aws_credential_types::provider::error::CredentialsError;
-    use aws_smithy_runtime_api::client::endpoint::error::ResolveEndpointError;
+    use aws_smithy_runtime_api::client::interceptors::error::ContextAttachedError;
     let mut next = Some(e);
     while let Some(error) = next {
         if let Some(credentials) = error.downcast_ref::<CredentialsError>() {
@@ -198,8 +199,23 @@ pub fn configuration_problem(e: &(dyn std::error::Error + 'static)) -> Option<St
                 _ => None,
             };
         }
-        if error.downcast_ref::<ResolveEndpointError>().is_some() {
-            return Some(ak_core::https::root_cause(error));
+        // The endpoint rules refuse the configuration ("Invalid Configuration: Missing Region",
+        // FIPS with a custom endpoint, ...). Their error type comes from aws-smithy-http, of
+        // which the SDK crates use more than one version: by its words (a unit test holds them).
+        let text = error.to_string();
+        if text.starts_with("Invalid Configuration") {
+            return Some(format!(
+                "{text} (check AWS_REGION and the AWS_* endpoint settings)"
+            ));
+        }
+        // The endpoint's parameters (the region, a FIPS or dual-stack flag) are invalid.
+        if let Some(context) = error.downcast_ref::<ContextAttachedError>()
+            && context.to_string() == "endpoint params could not be built"
+        {
+            return Some(format!(
+                "no endpoint can be made: {} (check AWS_REGION)",
+                ak_core::https::root_cause(error)
+            ));
         }
         next = error.source();
     }
@@ -212,22 +228,73 @@ pub fn configuration_problem(e: &(dyn std::error::Error + 'static)) -> Option<St
     })
 }
 
+/// What a service's error code says about the deployment's configuration: credentials AWS does
+/// not accept, a role without the permission, a table or queue that does not exist. These fail
+/// the same way on every retry; `None` for any other code.
+pub fn refused_for_configuration(code: &str) -> Option<&'static str> {
+    const CREDENTIALS: &[&str] = &[
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "InvalidAccessKeyId",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+        "IncompleteSignature",
+        "IncompleteSignatureException",
+        "MissingAuthenticationToken",
+        "MissingAuthenticationTokenException",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "AuthFailure",
+    ];
+    const MISSING: &[&str] = &[
+        "ResourceNotFoundException",
+        "QueueDoesNotExist",
+        "AWS.SimpleQueueService.NonExistentQueue",
+    ];
+    if CREDENTIALS.contains(&code) {
+        Some(
+            "AWS does not accept the function's credentials: check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, or the execution role",
+        )
+    } else if code.contains("AccessDenied") {
+        Some(
+            "the function's role lacks a permission: the Terraform module grants what the settings need; check the role's policies (and the key policy of a KMS-encrypted queue or table)",
+        )
+    } else if MISSING.contains(&code) {
+        Some(
+            "the table or queue does not exist in this region: check the setting's name or URL and AWS_REGION",
+        )
+    } else {
+        None
+    }
+}
+
 /// The error for a failed SDK call to `backend`: [`PortError::Misconfigured`] when the
-/// configuration is at fault (see [`configuration_problem`]), else unavailable (a retry may
-/// pass). The SDK's error context is kept for the log.
+/// configuration is at fault (see [`configuration_problem`] and [`refused_for_configuration`]),
+/// else unavailable (a retry may pass). The SDK's error context is kept for the log.
 ///
 /// [`PortError::Misconfigured`]: ak_core::ports::PortError::Misconfigured
 pub fn sdk_failure(
     backend: ak_core::ports::Backend,
-    e: impl std::error::Error + 'static,
+    e: impl aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
 ) -> ak_core::ports::PortError {
-    match configuration_problem(&e) {
-        Some(detail) => ak_core::ports::PortError::Misconfigured { backend, detail },
-        None => ak_core::ports::PortError::unavailable(
-            backend,
-            aws_smithy_types::error::display::DisplayErrorContext(e),
-        ),
+    if let Some(detail) = configuration_problem(&e) {
+        return ak_core::ports::PortError::Misconfigured { backend, detail };
     }
+    if let Some(code) = e.code()
+        && let Some(what) = refused_for_configuration(code)
+    {
+        return ak_core::ports::PortError::Misconfigured {
+            backend,
+            detail: format!(
+                "{backend} refused the call ({code}: {}); {what}",
+                e.message().unwrap_or("no message")
+            ),
+        };
+    }
+    ak_core::ports::PortError::unavailable(
+        backend,
+        aws_smithy_types::error::display::DisplayErrorContext(e),
+    )
 }
 
 /// An SDK client: one given, or one made from the shared configuration on first use — so a
@@ -402,11 +469,25 @@ mod tests {
                     ("AWS_ACCESS_KEY_ID", "a"),
                     ("AWS_SECRET_ACCESS_KEY", "b"),
                 ],
-                "region",
+                "AWS_REGION",
             ),
             (
                 vec![endpoint, ("AWS_REGION", "eu-west-1")],
                 "AWS_ACCESS_KEY_ID",
+            ),
+            // AWS's own endpoints: no region, no endpoint to resolve.
+            (
+                vec![("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b")],
+                "AWS_REGION",
+            ),
+            // A region that cannot be part of a host name.
+            (
+                vec![
+                    ("AWS_REGION", "us-east-1!"),
+                    ("AWS_ACCESS_KEY_ID", "a"),
+                    ("AWS_SECRET_ACCESS_KEY", "b"),
+                ],
+                "AWS_REGION",
             ),
         ];
         for (vars, named) in cases {

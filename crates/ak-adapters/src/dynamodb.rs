@@ -47,7 +47,9 @@ const POLL_MAX: Duration = Duration::from_millis(200);
 const EVENT_POLL: Duration = Duration::from_millis(50);
 
 /// A failed SDK call: the configuration's fault, or an outage (see [`crate::aws::sdk_failure`]).
-fn unavailable(e: impl std::error::Error + 'static) -> PortError {
+fn unavailable(
+    e: impl aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
+) -> PortError {
     crate::aws::sdk_failure(Backend::DynamoDb, e)
 }
 

@@ -168,13 +168,48 @@ pub fn check_shared_backends(settings: &Settings) -> Result<(), SetupError> {
     Ok(())
 }
 
-/// What of these settings calls AWS, each with the setting that asks for it: SQS queues,
-/// DynamoDB stores, ElastiCache IAM authentication and, where agents run, Bedrock.
-fn aws_uses(settings: &Settings, runs_agents: bool) -> Vec<String> {
+/// What a function calls in AWS besides its response store, for [`check_aws_environment`].
+#[derive(Debug, Clone, Copy)]
+pub struct AwsCalls {
+    /// It sends to the SQS queues (the request handler in the queue modes, the agent runner);
+    /// the response handler only receives the output queue's events.
+    pub queues: bool,
+    /// It runs agents: sessions and the model (Bedrock).
+    pub agents: bool,
+}
+
+impl AwsCalls {
+    /// The agent runner's: it sends answers to the output queue and runs agents.
+    pub const AGENT_RUNNER: Self = Self {
+        queues: true,
+        agents: true,
+    };
+    /// The response handler's: it only stores answers (the output queue's events come from the
+    /// event source mapping).
+    pub const RESPONSE_HANDLER: Self = Self {
+        queues: false,
+        agents: false,
+    };
+
+    /// The request handler's: it sends to the input queue in the queue modes and runs agents
+    /// in direct mode.
+    pub fn request_handler(settings: &Settings) -> Self {
+        let queues = settings.execution.mode().uses_queues();
+        Self {
+            queues,
+            agents: !queues,
+        }
+    }
+}
+
+/// What of these settings this function calls in AWS, each with the setting that asks for it:
+/// SQS queues, DynamoDB stores, ElastiCache IAM authentication, Bedrock.
+fn aws_uses(settings: &Settings, calls: AwsCalls) -> Vec<String> {
     use ak_core::config::{ModelProvider, RedisAuth, RedisSettings};
     let mut uses = Vec::new();
     let execution = &settings.execution;
-    if execution.mode().uses_queues()
+    if calls.queues
+        && execution.mode().uses_queues()
         && [&execution.queues.input.url, &execution.queues.output.url]
             .into_iter()
             .flatten()
@@ -197,7 +232,7 @@ fn aws_uses(settings: &Settings, runs_agents: bool) -> Vec<String> {
         Some(StoreKind::Redis) => store(&response.redis, false, "execution.response_store"),
         _ => {}
     }
-    if runs_agents {
+    if calls.agents {
         let session = &settings.session;
         match session.kind {
             SessionKind::DynamoDb => store(&session.redis, true, "session"),
@@ -214,18 +249,18 @@ fn aws_uses(settings: &Settings, runs_agents: bool) -> Vec<String> {
 /// Lambda gives every function its region and its role's credentials in the environment; a
 /// function built without `aws-config` has no other source. Outside Lambda (a container, the
 /// Runtime Interface Emulator) they may be missing: refuse to start then, naming the variables
-/// and what needs them, instead of failing every request. `runs_agents`: this function runs
-/// agents (sessions and the model). With `aws-config` the SDK's chain has other sources, and
-/// nothing is checked.
+/// and what needs them, instead of failing every request. With `aws-config` the SDK's chain has
+/// other sources, and nothing is checked. A function calls it last in its set-up, so that a
+/// setting its build cannot serve (a feature left out) is said first.
 ///
 /// # Errors
 /// The missing variables and the settings that need them.
-pub fn check_aws_environment(settings: &Settings, runs_agents: bool) -> Result<(), SetupError> {
+pub fn check_aws_environment(settings: &Settings, calls: AwsCalls) -> Result<(), SetupError> {
     if cfg!(feature = "aws-config") {
         return Ok(());
     }
-    let var = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty());
-    match missing_aws_environment(settings, runs_agents, &var) {
+    let var = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+    match missing_aws_environment(settings, calls, &var) {
         Some(message) => Err(SetupError(message)),
         None => Ok(()),
     }
@@ -234,10 +269,10 @@ pub fn check_aws_environment(settings: &Settings, runs_agents: bool) -> Result<(
 /// [`check_aws_environment`]'s message, with `set` telling whether a variable is set.
 fn missing_aws_environment(
     settings: &Settings,
-    runs_agents: bool,
+    calls: AwsCalls,
     set: &dyn Fn(&str) -> bool,
 ) -> Option<String> {
-    let uses = aws_uses(settings, runs_agents);
+    let uses = aws_uses(settings, calls);
     if uses.is_empty() {
         return None;
     }
@@ -245,19 +280,27 @@ fn missing_aws_environment(
     if !set("AWS_REGION") && !set("AWS_DEFAULT_REGION") {
         missing.push("AWS_REGION");
     }
-    if !set("AWS_ACCESS_KEY_ID") || !set("AWS_SECRET_ACCESS_KEY") {
-        missing.push("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN with temporary credentials)");
-    }
-    if missing.is_empty() {
-        return None;
-    }
+    missing.extend(
+        ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+            .into_iter()
+            .filter(|name| !set(name)),
+    );
+    let (last, first) = missing.split_last()?;
+    let named = if first.is_empty() {
+        format!("{last} is")
+    } else {
+        format!("{} and {last} are", first.join(", "))
+    };
+    let (last_use, first_uses) = uses.split_last()?;
+    let needed = if first_uses.is_empty() {
+        format!("{last_use} needs")
+    } else {
+        format!("{} and {last_use} need", first_uses.join(", "))
+    };
     Some(format!(
-        "{} {} not set, and {} need{} them: Lambda sets them for every function; elsewhere \
-         set them (a function takes its AWS configuration from the environment only)",
-        missing.join(" and "),
-        if missing.len() > 1 { "are" } else { "is" },
-        uses.join(", "),
-        if uses.len() > 1 { "" } else { "s" },
+        "{named} not set, and {needed} them: Lambda sets the region and the execution role's \
+         credentials (with AWS_SESSION_TOKEN) for every function; elsewhere set them (a \
+         function takes its AWS configuration from the environment only)"
     ))
 }
 
@@ -345,8 +388,13 @@ mod aws_environment_tests {
     use super::*;
     use ak_core::config::{ExecutionMode, ModelProvider, QueueUrl, RedisAuth};
 
-    fn message(settings: &Settings, runs_agents: bool, set: &[&str]) -> Option<String> {
-        missing_aws_environment(settings, runs_agents, &|name| set.contains(&name))
+    const RUNNER: AwsCalls = AwsCalls {
+        queues: true,
+        agents: true,
+    };
+
+    fn message(settings: &Settings, calls: AwsCalls, set: &[&str]) -> Option<String> {
+        missing_aws_environment(settings, calls, &|name| set.contains(&name))
     }
 
     #[test]
@@ -359,37 +407,47 @@ mod aws_environment_tests {
         settings.execution.response_store.kind = Some(StoreKind::DynamoDb);
         settings.model.provider = Some(ModelProvider::Bedrock);
 
-        let Some(all) = message(&settings, true, &[]) else {
+        let Some(all) = message(&settings, RUNNER, &[]) else {
             panic!("nothing missing")
         };
         for named in [
-            "AWS_REGION",
-            "AWS_ACCESS_KEY_ID",
+            "AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set",
             "SQS (execution.queues)",
             "DynamoDB (execution.response_store.type)",
             "Bedrock (model.provider)",
         ] {
             assert!(all.contains(named), "{named}: {all}");
         }
-        // The request handler of a queue mode runs no agents: Bedrock is not its concern.
-        let Some(handler) = message(&settings, false, &["AWS_DEFAULT_REGION"]) else {
-            panic!("credentials not asked for")
+        // The request handler of a queue mode runs no agents: Bedrock is not its concern. Only
+        // what is missing is named.
+        let handler = AwsCalls {
+            queues: true,
+            agents: false,
         };
-        assert!(
-            !handler.contains("Bedrock") && !handler.contains("AWS_REGION"),
-            "{handler}"
-        );
+        let set = ["AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID"];
+        let Some(said) = message(&settings, handler, &set) else {
+            panic!("the secret not asked for")
+        };
+        let expected = "AWS_SECRET_ACCESS_KEY is not set, and SQS (execution.queues) and DynamoDB (execution.response_store.type) need them";
+        assert!(said.starts_with(expected), "{said}");
+        // The response handler only stores answers: without a DynamoDB store it needs nothing.
+        settings.execution.response_store.kind = Some(StoreKind::Redis);
+        let responses = AwsCalls {
+            queues: false,
+            agents: false,
+        };
+        assert_eq!(message(&settings, responses, &[]), None);
         let set = ["AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
-        assert_eq!(message(&settings, true, &set), None);
+        assert_eq!(message(&settings, RUNNER, &set), None);
     }
 
     #[test]
     fn settings_without_aws_need_nothing_and_redis_iam_does() {
         let mut settings = Settings::default();
         settings.session.kind = SessionKind::Redis;
-        assert_eq!(message(&settings, true, &[]), None);
+        assert_eq!(message(&settings, RUNNER, &[]), None);
         settings.session.redis.auth = RedisAuth::Iam;
-        let Some(iam) = message(&settings, true, &["AWS_REGION"]) else {
+        let Some(iam) = message(&settings, RUNNER, &["AWS_REGION"]) else {
             panic!("IAM authentication without credentials")
         };
         assert!(

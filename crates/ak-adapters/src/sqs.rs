@@ -15,7 +15,9 @@ use tracing::Instrument as _;
 const MAX_WAIT: Duration = Duration::from_secs(20);
 
 /// A failed SDK call: the configuration's fault, or an outage (see [`crate::aws::sdk_failure`]).
-fn unavailable(e: impl std::error::Error + 'static) -> PortError {
+fn unavailable(
+    e: impl aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
+) -> PortError {
     crate::aws::sdk_failure(Backend::Sqs, e)
 }
 
@@ -99,7 +101,7 @@ impl SqsQueue {
                 .data_type("String")
                 .string_value(value)
                 .build()
-                .map_err(unavailable)?;
+                .map_err(|e| PortError::unavailable(Backend::Sqs, e))?;
             request = request.message_attributes(name, attr);
         }
         if let Some(traceparent) = ak_core::otel::current_traceparent() {
@@ -107,7 +109,7 @@ impl SqsQueue {
                 .data_type("String")
                 .string_value(traceparent)
                 .build()
-                .map_err(unavailable)?;
+                .map_err(|e| PortError::unavailable(Backend::Sqs, e))?;
             request = request.message_attributes(ak_core::ports::ATTR_TRACEPARENT, attr);
         }
         if self.fifo {

@@ -213,16 +213,22 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug + 'static,
 {
-    // No credentials or region: no retry can help.
-    if let SdkError::DispatchFailure(_) = e
-        && let Some(problem) =
-            ak_adapters::aws::configuration_problem(e as &(dyn std::error::Error + 'static))
+    // No credentials, no region or an invalid one: no retry can help.
+    if let Some(problem) =
+        ak_adapters::aws::configuration_problem(e as &(dyn std::error::Error + 'static))
     {
         return Failure::Invalid(ModelError::Refused {
             reason: format!("the function cannot call Bedrock as configured: {problem}"),
         });
     }
     match e {
+        // The request could not even be made (nothing was sent).
+        SdkError::ConstructionFailure(_) => Failure::Invalid(ModelError::Refused {
+            reason: format!(
+                "the Bedrock request could not be made: {}",
+                ak_core::https::root_cause(e as &(dyn std::error::Error + 'static))
+            ),
+        }),
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => Failure::Connection(
             ak_core::https::root_cause(e as &(dyn std::error::Error + 'static)),
         ),

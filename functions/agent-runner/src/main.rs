@@ -1,6 +1,6 @@
 //! Lambda function: SQS input batch → agents → SQS output, with per-record failures.
 
-use ak_adapters::{AwsConfig, check_aws_environment, check_shared_backends};
+use ak_adapters::{AwsCalls, AwsConfig, check_aws_environment, check_shared_backends};
 use ak_agents::AgentRuntime;
 use ak_core::Settings;
 use ak_core::ports::sqs_records;
@@ -14,10 +14,11 @@ async fn setup() -> Result<AgentRunnerHandler, Box<dyn std::error::Error>> {
     ak_core::logging::init(settings.log.level);
     ak_lambda::before_reply(ak_core::otel::flush_boxed);
     check_shared_backends(&settings)?;
-    check_aws_environment(&settings, true)?;
     let aws = AwsConfig::default();
     let runtime = AgentRuntime::load(&settings, &agent_app::tools(), &aws, false).await?;
-    Ok(AgentRunnerHandler::from_settings(&settings, &aws, Arc::new(runtime)).await?)
+    let handler = AgentRunnerHandler::from_settings(&settings, &aws, Arc::new(runtime)).await?;
+    check_aws_environment(&settings, AwsCalls::AGENT_RUNNER)?;
+    Ok(handler)
 }
 
 #[tokio::main(flavor = "current_thread")]

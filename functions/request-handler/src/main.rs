@@ -1,7 +1,7 @@
 //! Lambda function behind API Gateway or a function URL: the chat endpoint in the configured
 //! execution mode, and the custom routes and tools of `agent-app`.
 
-use ak_adapters::{AwsConfig, check_aws_environment, check_shared_backends};
+use ak_adapters::{AwsCalls, AwsConfig, check_aws_environment, check_shared_backends};
 use ak_agents::AgentRuntime;
 use ak_core::Settings;
 use ak_http::{Api, RoutePaths, Router};
@@ -13,13 +13,13 @@ async fn setup() -> Result<Api, Box<dyn std::error::Error>> {
     ak_core::logging::init(settings.log.level);
     ak_lambda::before_reply(ak_core::otel::flush_boxed);
     check_shared_backends(&settings)?;
-    // Agents run here only in direct mode.
-    check_aws_environment(&settings, !settings.execution.mode().uses_queues())?;
     let aws = AwsConfig::default();
     // Agents run here only in direct mode; in the queue modes the agent runner has them.
     let runner = AgentRuntime::for_request_handler(&settings, &agent_app::tools(), &aws).await?;
     let routes = agent_app::routes(Router::builder(RoutePaths::from_env()?)).build()?;
-    Ok(Api::from_settings(&settings, &aws, runner, routes, false).await?)
+    let api = Api::from_settings(&settings, &aws, runner, routes, false).await?;
+    check_aws_environment(&settings, AwsCalls::request_handler(&settings))?;
+    Ok(api)
 }
 
 #[tokio::main(flavor = "current_thread")]

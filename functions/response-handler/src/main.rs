@@ -1,7 +1,7 @@
 //! Lambda function: SQS output batch → response store, with per-record failures.
 
 use ak_adapters::{
-    AwsConfig, check_aws_environment, check_shared_backends, required_response_store,
+    AwsCalls, AwsConfig, check_aws_environment, check_shared_backends, required_response_store,
 };
 use ak_core::Settings;
 use ak_core::ports::sqs_records;
@@ -15,8 +15,8 @@ async fn setup() -> Result<ResponseHandler, Box<dyn std::error::Error>> {
     ak_core::logging::init(settings.log.level);
     ak_lambda::before_reply(ak_core::otel::flush_boxed);
     check_shared_backends(&settings)?;
-    check_aws_environment(&settings, false)?;
     let store = required_response_store(&settings, &AwsConfig::default()).await?;
+    check_aws_environment(&settings, AwsCalls::RESPONSE_HANDLER)?;
     Ok(ResponseHandler::new(store))
 }
 
