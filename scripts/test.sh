@@ -22,6 +22,15 @@ cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+log "the functions as deploy.sh builds them for the shipped settings (dynamodb, no aws-config), for tests/suites/deployed.rs"
+# In one build cargo unifies the workspace's features, so the suite's own binaries have every
+# feature; these are built first and set apart (the next build puts the full ones back).
+cargo build --locked -p request-handler -p agent-runner -p response-handler --no-default-features \
+  --features request-handler/dynamodb,agent-runner/dynamodb,response-handler/dynamodb
+mkdir -p target/deployed
+cp target/debug/request-handler target/debug/agent-runner target/debug/response-handler target/deployed/
+export TEST_DEPLOYED_BINARIES="$ROOT/target/deployed"
+
 log "build the function binaries (the smoke tests run them)"
 cargo build --workspace --bins --locked
 

@@ -131,17 +131,20 @@ async fn ak_local_under_load_answers_every_request_once_over_moto_and_redis() {
     let model = ScriptedModel::constant(Reply::Text("ok".into()))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let mut urls = Vec::new();
-    for _ in 0..2 {
-        urls.push(
-            create_queue("load", None)
-                .await
-                .unwrap_or_else(|e| panic!("{e:?}")),
-        );
-    }
     let redis = redis_url();
     let prefix = format!("{}:", unique_name("load"));
     for mode in ["rest_sync", "rest_async"] {
+        // Queues of its own for each mode: a long poll the first server left waiting when it was
+        // stopped would take a message of the second and hide it for the visibility timeout
+        // (30 s), as SQS does with any consumer that goes away.
+        let mut urls = Vec::new();
+        for _ in 0..2 {
+            urls.push(
+                create_queue("load", None)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e:?}")),
+            );
+        }
         let server = serve(&[
             ("AK_EXECUTION__MODE", mode),
             ("AK_EXECUTION__QUEUES__INPUT__URL", &urls[0]),
