@@ -182,9 +182,8 @@ impl aws_credential_types::provider::ProvideCredentials for MissingCredentials {
 
 /// Whether an AWS SDK error is the configuration's doing — no credentials (or a credentials
 /// provider set up wrong), no region or an invalid one, endpoint settings the rules refuse —
-/// rather than a passing
-/// outage: the innermost cause, which names what to set. `None` for anything else, timeouts of
-/// a credentials provider included.
+/// rather than a passing outage: the innermost cause, which names what to set. `None` for
+/// anything else, timeouts of a credentials provider included.
 pub fn configuration_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     use aws_credential_types::provider::error::CredentialsError;
     use aws_smithy_runtime_api::client::interceptors::error::ContextAttachedError;
